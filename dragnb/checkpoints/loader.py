@@ -1,0 +1,55 @@
+"""``load_generator``: one entry point for the bundled model, our own files and foreign checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..stylegan.networks import Generator
+from .native import CheckpointError, is_native, load_native
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+BUNDLED = {"toyfaces": MODELS_DIR / "toyfaces.safetensors"}
+DEFAULT_MODEL = "toyfaces"
+
+
+def user_models_dir() -> Path:
+    """Folder searched for user checkpoints by name (``$DRAGNB_MODELS`` or ``~/.cache/dragnb/models``)."""
+    return Path(os.environ.get("DRAGNB_MODELS", Path.home() / ".cache" / "dragnb" / "models"))
+
+
+def resolve_model(path_or_name: str | os.PathLike) -> Path:
+    """A bundled name, a file in the user models folder, or a path -> an existing file path."""
+    s = str(path_or_name)
+    if s in BUNDLED:
+        p = BUNDLED[s]
+        if not p.exists():
+            raise FileNotFoundError(f"bundled model {s!r} is missing from the package ({p})")
+        return p
+    p = Path(s).expanduser()
+    if p.is_file():
+        return p
+    for cand in (user_models_dir() / s, user_models_dir() / f"{s}.safetensors", user_models_dir() / f"{s}.pkl"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(
+        f"no model {s!r}: not a bundled name ({', '.join(BUNDLED)}), not a file, and not in {user_models_dir()}"
+    )
+
+
+def load_generator(path_or_name: str | os.PathLike | None = None) -> Generator:
+    """Load a generator (eval mode, no grad) from a bundled name, our safetensors file, or a foreign checkpoint.
+
+    ``None`` loads the bundled default model. Foreign formats (NVIDIA pickles, rosinality ``.pt``) are
+    read without executing code from the file.
+    """
+    path = resolve_model(DEFAULT_MODEL if path_or_name is None else path_or_name)
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path}: empty file")
+    if is_native(path):
+        return load_native(path)
+    try:
+        from .foreign import load_foreign
+    except ImportError as e:  # pragma: no cover - foreign loaders are part of the package
+        raise CheckpointError(f"{path}: unknown checkpoint format") from e
+    return load_foreign(path)

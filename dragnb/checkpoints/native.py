@@ -1,0 +1,110 @@
+"""The project's own weights format: one safetensors file whose metadata holds the generator config.
+
+safetensors stores raw tensors plus a JSON header and can hold no code, so loading never executes
+anything from the file. Layout of the metadata (all strings, as safetensors requires):
+``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ..stylegan.networks import Generator, GeneratorConfig
+
+FORMAT_NAME = "dragnb-generator"
+FORMAT_VERSION = "1"
+
+
+class CheckpointError(ValueError):
+    """A weights file that cannot be loaded: unknown format, truncated, or inconsistent."""
+
+
+def save_generator(G: Generator, path: str | os.PathLike) -> Path:
+    """Write ``G`` (weights + config) to ``path`` (``.safetensors``); atomic (temp file + rename)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": json.dumps(G.cfg.to_dict())}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_safetensors_header(path: str | os.PathLike) -> dict | None:
+    """The JSON header of a safetensors file, or None if the file is not one. Raises on truncation."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            return None
+        (n,) = struct.unpack("<Q", head)
+        if n <= 0 or n > 100_000_000:
+            return None
+        first = f.read(1)
+        if first != b"{":
+            return None
+        if 8 + n > size:
+            raise CheckpointError(f"{path}: truncated safetensors file (header says {n} bytes, file has {size - 8})")
+        try:
+            header = json.loads(first + f.read(n - 1))
+        except ValueError:
+            return None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + n + end > size:
+        raise CheckpointError(f"{path}: truncated file: {8 + n + end} bytes expected, {size} found")
+    return header
+
+
+def is_native(path: str | os.PathLike) -> bool:
+    try:
+        header = read_safetensors_header(path)
+    except CheckpointError:
+        return True  # a truncated native file: let load_native raise the precise error
+    return bool(header) and header.get("__metadata__", {}).get("format") == FORMAT_NAME
+
+
+def load_native(path: str | os.PathLike) -> Generator:
+    """Load a file written by :func:`save_generator` into a Generator in eval mode."""
+    from safetensors.torch import load_file
+
+    header = read_safetensors_header(path)
+    if header is None:
+        raise CheckpointError(f"{path}: not a safetensors file")
+    meta = header.get("__metadata__") or {}
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: safetensors file without dragnb generator metadata")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: unsupported dragnb format version {meta.get('format_version')!r}")
+    try:
+        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid generator config: {e}") from e
+    tensors = load_file(str(path))
+    G = Generator(cfg)
+    expected = G.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    bad_shape = sorted(k for k in expected if k in tensors and tensors[k].shape != expected[k].shape)
+    if missing or unexpected or bad_shape:
+        detail = "; ".join(
+            f"{label}: {names[:5]}{' ...' if len(names) > 5 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad_shape))
+            if names
+        )
+        raise CheckpointError(f"{path}: config does not match the tensors ({detail})")
+    G.load_state_dict(tensors, strict=True)
+    return G.eval().requires_grad_(False)

@@ -1,0 +1,155 @@
+"""Tensor operations written so that ONNX Runtime's CPU training build can differentiate them.
+
+ORT 1.19 has no CPU kernels for the gradients of Resize and ConvTranspose and no gradient builder
+for GridSample (see ../shared/docs/ORT_TRAINING_NOTES.md). Every op here is therefore expressed
+with Conv, Pad (constant), Reshape, MatMul and Gather, which all have CPU gradients:
+
+* stride-2 transposed convolution  = zero insertion (reshape + constant pad) + ordinary conv2d
+  with the kernel flipped;
+* FIR filtering (the [1, 3, 3, 1] blur of StyleGAN2)  = constant pad + depthwise conv2d;
+* bilinear resize (``F.interpolate(mode="bilinear", align_corners=False)``) = ``Ah @ X @ Aw^T``
+  with constant interpolation matrices;
+* bilinear sampling at fractional points (``grid_sample``) = four gathers and bilinear weights.
+
+All tensors are NCHW; pixel centres sit at integer coordinates.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------
+# FIR filters
+
+
+def fir_filter_2d(taps=(1, 3, 3, 1)) -> torch.Tensor:
+    """Separable 2-D low-pass filter ``outer(f, f) / sum(f)^2``, shape [k, k], sums to 1."""
+    f = torch.as_tensor(taps, dtype=torch.float32)
+    f = torch.outer(f, f)
+    return f / f.sum()
+
+
+def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
+    """Pad ``x`` [N, C, H, W] by ``pad`` = (left, right, top, bottom) and filter every channel with ``f``.
+
+    Implemented as a depthwise conv2d. ``f`` is symmetric in StyleGAN2, so correlation equals
+    convolution and no flip is needed.
+    """
+    c = x.shape[1]
+    x = F.pad(x, list(pad))
+    w = (f * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
+    return F.conv2d(x, w, groups=c)
+
+
+def zero_insert2x(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, 2H, 2W] with each sample followed by a zero (x[0], 0, x[1], 0, ...)."""
+    n, c, h, w = x.shape
+    x = x.reshape(n, c, h, 1, w, 1)
+    x = F.pad(x, [0, 1, 0, 0, 0, 1])  # pads the two singleton axes to 2 (constant 0)
+    return x.reshape(n, c, 2 * h, 2 * w)
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """2x FIR upsampling of [N, C, H, W] -> [N, C, 2H, 2W] (zero insertion, pad (2, 1), filter x4 gain).
+
+    For a 4-tap filter this is StyleGAN2's ``upfirdn2d(up=2, padding=[2, 1, 2, 1], gain=4)``.
+    """
+    k = f.shape[-1]
+    p0, p1 = (k + 1) // 2, (k - 2) // 2
+    return fir2d(zero_insert2x(x), f, (p0, p1, p0, p1), gain=4.0)
+
+
+def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """StyleGAN2's up-sampling convolution without ConvTranspose.
+
+    Equals ``conv_transpose2d(x, weight.transpose(0, 1), stride=2)`` followed by FIR filtering with
+    padding 1 and gain 4. ``x`` [N, Cin, H, W], ``weight`` [Cout, Cin, k, k] -> [N, Cout, 2H, 2W].
+    The transposed conv is zero insertion (to 2H-1 samples), padding by k-1 and a conv2d with the
+    spatially flipped kernel; ``zero_insert2x`` leaves one extra trailing zero, so the trailing pad is k-2.
+    """
+    k = weight.shape[-1]
+    xz = F.pad(zero_insert2x(x), [k - 1, k - 2, k - 1, k - 2])
+    # torch.flip exports as a negative-step Slice, which fails in ORT training; flip by indexing instead.
+    idx = torch.arange(k - 1, -1, -1, device=weight.device)
+    w = weight.index_select(2, idx).index_select(3, idx)
+    y = F.conv2d(xz, w)  # [N, Cout, 2H+1, 2W+1]
+    # Remaining FIR padding so that the output is exactly 2H x 2W (1 on each side for k=3 and a 4-tap filter).
+    fk, pad = f.shape[-1], k // 2
+    p0 = pad + (fk + 1) // 2 - (k - 1)
+    p1 = pad + (fk - 2) // 2 - (k - 2)
+    return fir2d(y, f, (p0, p1, p0, p1), gain=4.0)
+
+
+# ----------------------------------------------------------------------------
+# Bilinear resize and sampling
+
+
+@functools.lru_cache(maxsize=64)
+def _bilinear_matrix_np(n_out: int, n_in: int) -> np.ndarray:
+    """[n_out, n_in] matrix of ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
+    scale = n_in / n_out
+    a = np.zeros((n_out, n_in), dtype=np.float64)
+    for i in range(n_out):
+        src = max((i + 0.5) * scale - 0.5, 0.0)
+        i0 = min(int(np.floor(src)), n_in - 1)
+        i1 = min(i0 + 1, n_in - 1)
+        t = src - i0
+        a[i, i0] += 1.0 - t
+        a[i, i1] += t
+    return a.astype(np.float32)
+
+
+def bilinear_matrix(n_out: int, n_in: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    return torch.from_numpy(_bilinear_matrix_np(n_out, n_in)).to(device=device, dtype=dtype)
+
+
+def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Resize [N, C, h, w] -> [N, C, H, W] exactly like ``F.interpolate(..., "bilinear", align_corners=False)``.
+
+    Written as ``Ah @ X @ Aw^T`` so ORT can differentiate it (ResizeGrad has no CPU kernel).
+    """
+    h_out, w_out = size
+    if tuple(x.shape[-2:]) == (h_out, w_out):
+        return x
+    ah = bilinear_matrix(h_out, x.shape[-2], x.device, x.dtype)
+    aw = bilinear_matrix(w_out, x.shape[-1], x.device, x.dtype)
+    return ah @ x @ aw.t()
+
+
+def gather_rc(feat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Features at integer positions. ``feat`` [C, H, W], ``rows``/``cols`` int64 [...] -> [C, ...]."""
+    c, h, w = feat.shape
+    flat = feat.reshape(c, h * w)
+    idx = (rows * w + cols).reshape(-1)
+    return flat[:, idx].reshape(c, *rows.shape)
+
+
+def sample_bilinear(feat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample ``feat`` [C, H, W] at fractional (row, col) positions [...] -> [C, ...].
+
+    Positions are clamped to the image (border replication, like ``grid_sample(padding_mode="border")``
+    with ``align_corners=True`` on pixel centres). Four gathers instead of GridSample, which ORT cannot
+    differentiate. Gradient flows to ``feat`` only (positions are constants in DragGAN).
+    """
+    _, h, w = feat.shape
+    rows = rows.clamp(0, h - 1)
+    cols = cols.clamp(0, w - 1)
+    r0 = rows.floor().clamp(0, h - 1)
+    c0 = cols.floor().clamp(0, w - 1)
+    tr = rows - r0
+    tc = cols - c0
+    r0i = r0.to(torch.int64)
+    c0i = c0.to(torch.int64)
+    r1i = (r0i + 1).clamp(max=h - 1)
+    c1i = (c0i + 1).clamp(max=w - 1)
+    f00 = gather_rc(feat, r0i, c0i)
+    f01 = gather_rc(feat, r0i, c1i)
+    f10 = gather_rc(feat, r1i, c0i)
+    f11 = gather_rc(feat, r1i, c1i)
+    top = f00 * (1 - tc) + f01 * tc
+    bot = f10 * (1 - tc) + f11 * tc
+    return top * (1 - tr) + bot * tr
