@@ -164,32 +164,26 @@ class MappingNetwork(nn.Module):
 
 
 def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filter=None):
-    """Modulated (and optionally demodulated) conv, StyleGAN2 eq. 1-3, as per-sample grouped conv.
+    """Modulated (and optionally demodulated) conv, StyleGAN2 eq. 1-3.
 
     x [N, Cin, H, W], weight [Cout, Cin, k, k], styles [N, Cin] -> [N, Cout, H', W'] (H' = 2H if up).
-    Padding keeps the size (k // 2). Grouped conv (batch folded into groups) has an ORT CPU gradient.
+    Padding keeps the size (k // 2). Written as "scale the input, shared conv, scale the output"
+    (StyleGAN2's non-fused form): the same math as convolving with per-sample weights
+    ``W'[n] = W * s[n]`` demodulated by ``rsqrt(sum W'^2)``, but the conv weight stays a shared
+    constant, so the ONNX graph has no batch-dependent group count and ORT needs no weight gradient.
     """
-    n, cin, h, w = x.shape
-    cout, _, kh, kw = weight.shape
-    wts = weight.unsqueeze(0) * styles.reshape(n, 1, cin, 1, 1)  # [N, Cout, Cin, k, k]
-    if demodulate:
-        dcoefs = (wts.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, Cout]
-        wts = wts * dcoefs.reshape(n, cout, 1, 1, 1)
-    x = x.reshape(1, n * cin, h, w)
-    wts = wts.reshape(n * cout, cin, kh, kw)
+    k = weight.shape[-1]
+    x = x * styles[:, :, None, None]
     if up:
-        # Grouped version of ops.conv3x3_up2: zero insertion, pad, flipped-kernel conv, FIR.
-        xz = F.pad(ops.zero_insert2x(x), [kw - 1, kw - 2, kh - 1, kh - 2])
-        idx = torch.arange(kh - 1, -1, -1, device=weight.device)
-        wts = wts.index_select(2, idx).index_select(3, idx)
-        y = F.conv2d(xz, wts, groups=n)
-        fk = resample_filter.shape[-1]
-        p0 = kh // 2 + (fk + 1) // 2 - (kh - 1)
-        p1 = kh // 2 + (fk - 2) // 2 - (kh - 2)
-        y = ops.fir2d(y, resample_filter, (p0, p1, p0, p1), gain=4.0)
+        # A stride-2 transposed conv as zero insertion + pad + conv with the flipped kernel (ops.conv3x3_up2).
+        y = ops.conv3x3_up2(x, weight, resample_filter)
     else:
-        y = F.conv2d(x, wts, padding=kh // 2, groups=n)
-    return y.reshape(n, cout, *y.shape[2:])
+        y = F.conv2d(x, weight, padding=k // 2)
+    if demodulate:
+        w2 = weight.square().sum(dim=[2, 3])  # [Cout, Cin]
+        dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
+        y = y * dcoefs[:, :, None, None]
+    return y
 
 
 class SynthesisLayer(nn.Module):

@@ -36,13 +36,14 @@ def fir_filter_2d(taps=(1, 3, 3, 1)) -> torch.Tensor:
 def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
     """Pad ``x`` [N, C, H, W] by ``pad`` = (left, right, top, bottom) and filter every channel with ``f``.
 
-    Implemented as a depthwise conv2d. ``f`` is symmetric in StyleGAN2, so correlation equals
-    convolution and no flip is needed.
+    Implemented as one single-channel conv2d over the channels folded into the batch (a depthwise
+    conv whose kernel shape stays static in the ONNX graph). ``f`` is symmetric in StyleGAN2, so
+    correlation equals convolution and no flip is needed.
     """
-    c = x.shape[1]
-    x = F.pad(x, list(pad))
-    w = (f * gain).to(x.dtype)[None, None].expand(c, 1, *f.shape)
-    return F.conv2d(x, w, groups=c)
+    n, c, h, w = x.shape
+    x = F.pad(x.reshape(n * c, 1, h, w), list(pad))
+    y = F.conv2d(x, (f * gain).to(x.dtype)[None, None])
+    return y.reshape(n, c, y.shape[2], y.shape[3])
 
 
 def zero_insert2x(x: torch.Tensor) -> torch.Tensor:
