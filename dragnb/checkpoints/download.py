@@ -1,0 +1,297 @@
+"""Downloads of well-known checkpoints: resumable, SHA-256 verified before the file enters the models folder.
+
+The bytes go to ``<download dir>/<file>.part`` (outside the models folder, ``$DRAGNB_DOWNLOADS`` or
+``~/.cache/dragnb/downloads``). An interrupted download keeps its ``.part`` and the next call resumes
+it with an HTTP ``Range`` request (``If-Range`` with the first response's ETag, so a changed remote
+file restarts from zero). Only a complete file whose SHA-256 matches is moved into the models folder;
+a mismatching file is deleted. A partial file never reaches the models folder.
+
+About the hashes: NVIDIA and the self-distilled StyleGAN authors publish no checksums, and we have
+not recorded any ourselves, so every ``sha256`` in :data:`KNOWN` is ``None`` for now. For such an
+entry :func:`download` needs either ``sha256=...`` from a source you trust or ``accept_unverified=True``
+(trust on first use: the computed hash is reported in an :class:`UnverifiedDownloadWarning` so it can
+be pinned). Fill in the table when hashes of known-good copies are recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import re
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CheckpointError
+
+
+class DownloadError(CheckpointError):
+    """A download that did not produce a verified file (network failure, short file, hash mismatch)."""
+
+
+class UnverifiedDownloadWarning(UserWarning):
+    """A file was accepted without a known SHA-256 (``accept_unverified=True``)."""
+
+
+@dataclass(frozen=True)
+class KnownCheckpoint:
+    url: str
+    filename: str
+    resolution: tuple[int, int]  # (height, width) of the generated images
+    sha256: str | None = None    # None: not known to us (see the module docstring)
+    note: str = ""
+
+
+_ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
+_NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
+_SD = "https://storage.googleapis.com/self-distilled-stylegan/"
+_TF = "http://d36zk2xti64re0.cloudfront.net/stylegan2/networks/"
+
+
+def _sq(r: int) -> tuple[int, int]:
+    return (r, r)
+
+
+KNOWN: dict[str, KnownCheckpoint] = {
+    # stylegan2-ada-pytorch release
+    "ada-ffhq-1024": KnownCheckpoint(_ADA + "ffhq.pkl", "ffhq.pkl", _sq(1024)),
+    "ada-metfaces-1024": KnownCheckpoint(_ADA + "metfaces.pkl", "metfaces.pkl", _sq(1024)),
+    "ada-afhqcat-512": KnownCheckpoint(_ADA + "afhqcat.pkl", "afhqcat.pkl", _sq(512)),
+    "ada-afhqdog-512": KnownCheckpoint(_ADA + "afhqdog.pkl", "afhqdog.pkl", _sq(512)),
+    "ada-afhqwild-512": KnownCheckpoint(_ADA + "afhqwild.pkl", "afhqwild.pkl", _sq(512)),
+    "ada-brecahad-512": KnownCheckpoint(_ADA + "brecahad.pkl", "brecahad.pkl", _sq(512)),
+    "ada-cifar10-32": KnownCheckpoint(_ADA + "cifar10.pkl", "cifar10.pkl", _sq(32),
+                                      note="class-conditional (c_dim 10)"),
+    # StyleGAN2 networks of the stylegan3 release (NGC); DragGAN uses ffhq-512 and afhqcat-512
+    **{
+        f"stylegan2-{n}-{r}": KnownCheckpoint(_NGC + f"stylegan2-{n}-{r}x{r}.pkl", f"stylegan2-{n}-{r}x{r}.pkl", _sq(r))
+        for n, r in [
+            ("ffhq", 256), ("ffhq", 512), ("ffhq", 1024), ("ffhqu", 256), ("ffhqu", 1024), ("afhqv2", 512),
+            ("afhqcat", 512), ("celebahq", 256), ("lsundog", 256), ("metfaces", 1024), ("metfacesu", 1024),
+            ("brecahad", 512),
+        ]
+    },
+    # Self-distilled StyleGAN (DragGAN's download list, saved under DragGAN's names)
+    **{
+        f"{n}-{r}": KnownCheckpoint(_SD + f"{n}_{r}_pytorch.pkl", f"stylegan2_{n}_{r}_pytorch.pkl", _sq(r),
+                                    note="self-distilled StyleGAN (Mokady et al.)")
+        for n, r in [("lions", 512), ("dogs", 1024), ("horses", 256), ("elephants", 512)]
+    },
+    # TF-era pickles in DragGAN's list (read by the optional TF loader)
+    "car-config-f": KnownCheckpoint(_TF + "stylegan2-car-config-f.pkl", "stylegan2-car-config-f.pkl", (512, 512),
+                                    note="TensorFlow-era pickle; cars occupy 512x384 of the 512x512 output"),
+    "cat-config-f": KnownCheckpoint(_TF + "stylegan2-cat-config-f.pkl", "stylegan2-cat-config-f.pkl", _sq(256),
+                                    note="TensorFlow-era pickle"),
+}
+
+
+def downloads_dir() -> Path:
+    """Where ``.part`` files live (``$DRAGNB_DOWNLOADS`` or ``~/.cache/dragnb/downloads``)."""
+    return Path(os.environ.get("DRAGNB_DOWNLOADS", Path.home() / ".cache" / "dragnb" / "downloads"))
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _check_hash(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"not a SHA-256 hex digest: {value!r}")
+    return value
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Move ``src`` to ``dest`` so that ``dest`` appears complete or not at all (also across filesystems)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dest)
+        return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dest)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    src.unlink()
+
+
+def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float, chunk: int) -> None:
+    """Append the rest of ``url`` to ``part`` (resuming from its size); raises DownloadError if short."""
+    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+    if meta.get("url") != url:  # a .part from another URL: start over
+        part.unlink(missing_ok=True)
+        meta = {"url": url}
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "dragnb"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+        if meta.get("etag"):
+            headers["If-Range"] = meta["etag"]
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        resp = urllib.request.urlopen(req, timeout=timeout)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # nothing left to fetch: the .part is already complete
+            return
+        raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise DownloadError(f"{url}: {e}") from None
+    with resp:
+        status = resp.status
+        if status == 206:
+            m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
+            if not m or int(m.group(1)) != have:
+                raise DownloadError(f"{url}: server answered an unexpected range ({resp.headers.get('Content-Range')})")
+            total = int(m.group(2)) if m.group(2) != "*" else None
+            mode = "ab"
+        elif status == 200:  # no range support, or the remote file changed: start from zero
+            have, mode = 0, "wb"
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+        else:
+            raise DownloadError(f"{url}: unexpected HTTP status {status}")
+        meta["etag"] = resp.headers.get("ETag")
+        meta_path.write_text(json.dumps(meta))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=part.name.removesuffix(".part"))
+        try:
+            with open(part, mode) as f:
+                while True:
+                    try:
+                        block = resp.read(chunk)
+                    except (OSError, ValueError, http.client.HTTPException) as e:  # connection dropped mid-body
+                        raise DownloadError(
+                            f"{url}: download interrupted ({e}); the partial file {part} is kept, call again to resume"
+                        ) from None
+                    if not block:
+                        break
+                    f.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+        finally:
+            if bar is not None:
+                bar.close()
+    size = part.stat().st_size
+    if total is not None and size != total:
+        raise DownloadError(
+            f"{url}: got {size} of {total} bytes; the partial file {part} is kept, call again to resume"
+        )
+
+
+def download(
+    name_or_url: str,
+    models_dir: str | os.PathLike | None = None,
+    *,
+    sha256: str | None = None,
+    accept_unverified: bool = False,
+    filename: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+    part_dir: str | os.PathLike | None = None,
+    chunk: int = 1 << 20,
+) -> Path:
+    """Download a checkpoint into ``models_dir`` and return its path; the file there is always verified.
+
+    Args:
+        name_or_url: a key of :data:`KNOWN` or an http(s) URL.
+        models_dir: destination folder (default: ``dragnb.checkpoints.loader.user_models_dir()``).
+        sha256: expected hex digest; overrides the table's. Required (or ``accept_unverified``) when unknown.
+        accept_unverified: accept a file with no known hash (trust on first use; warns with the computed hash).
+        filename: file name in ``models_dir`` (default: the table's, or the URL's last path component).
+        part_dir: where the ``.part`` file lives (default :func:`downloads_dir`; keep it outside ``models_dir``).
+    Raises:
+        DownloadError: network failure, short file (the ``.part`` is kept for resuming) or hash mismatch
+            (the ``.part`` is deleted). ValueError: no hash and not ``accept_unverified``.
+    """
+    entry = KNOWN.get(name_or_url)
+    if entry is None and not re.match(r"https?://", name_or_url):
+        raise ValueError(f"unknown checkpoint {name_or_url!r}: use a URL or one of {sorted(KNOWN)}")
+    url = entry.url if entry else name_or_url
+    filename = filename or (entry.filename if entry else url.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
+    if not filename or "/" in filename or filename in (".", ".."):
+        raise ValueError(f"bad file name {filename!r}")
+    expected = _check_hash(sha256) or (entry.sha256 if entry else None)
+    if expected is None and not accept_unverified:
+        raise ValueError(
+            f"no SHA-256 is known for {name_or_url!r}: pass sha256='...' from a source you trust, or "
+            "accept_unverified=True to accept the file as downloaded (its hash will be reported)"
+        )
+    if models_dir is None:
+        from .loader import user_models_dir
+
+        models_dir = user_models_dir()
+    models_dir, part_dir = Path(models_dir), Path(part_dir) if part_dir is not None else downloads_dir()
+    if part_dir.resolve() == models_dir.resolve():
+        raise ValueError("part_dir must not be the models folder (partial files stay out of it)")
+    dest = models_dir / filename
+    if dest.exists():
+        if expected is None or sha256_file(dest) == expected:
+            return dest
+        raise DownloadError(f"{dest} exists but its SHA-256 differs from the expected {expected}; not overwritten")
+
+    part_dir.mkdir(parents=True, exist_ok=True)
+    part, meta_path = part_dir / f"{filename}.part", part_dir / f"{filename}.part.json"
+    _fetch(url, part, meta_path, progress, timeout, chunk)
+    digest = sha256_file(part)
+    if expected is not None and digest != expected:
+        part.unlink()
+        meta_path.unlink(missing_ok=True)
+        raise DownloadError(
+            f"{url}: SHA-256 mismatch (expected {expected}, got {digest}); the file was deleted and not "
+            "placed in the models folder"
+        )
+    if expected is None:
+        warnings.warn(
+            f"{filename}: accepted without verification; its SHA-256 is {digest} (pin it with sha256=...)",
+            UnverifiedDownloadWarning, stacklevel=2,
+        )
+    _place(part, dest)
+    meta_path.unlink(missing_ok=True)
+    return dest
+
+
+def add_download_parser(subparsers) -> None:
+    """Register ``download NAME`` (and ``download --list``) on an ``argparse`` sub-parsers object."""
+    p = subparsers.add_parser("download", help="download a well-known checkpoint (resumable, SHA-256 verified)")
+    p.add_argument("name", nargs="?", help=f"a known name ({', '.join(list(KNOWN)[:3])}, ...) or an http(s) URL")
+    p.add_argument("--list", action="store_true", help="list the known checkpoints and exit")
+    p.add_argument("--models-dir", help="destination folder (default: $DRAGNB_MODELS or ~/.cache/dragnb/models)")
+    p.add_argument("--sha256", help="expected SHA-256 (hex) of the file")
+    p.add_argument("--accept-unverified", action="store_true",
+                   help="accept a file whose SHA-256 is not known (its hash is printed so you can pin it)")
+    p.set_defaults(func=_run_download)
+
+
+def _run_download(args) -> int:
+    if args.list or not args.name:
+        for name, k in KNOWN.items():
+            h, w = k.resolution
+            print(f"{name:24s} {h}x{w:<5d} {'sha256 ' + k.sha256[:12] if k.sha256 else 'no known hash'}  {k.url}")
+        return 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedDownloadWarning)
+        path = download(args.name, args.models_dir, sha256=args.sha256, accept_unverified=args.accept_unverified)
+    for w in caught:
+        print(f"warning: {w.message}")
+    print(path)
+    return 0

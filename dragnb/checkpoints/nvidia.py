@@ -1,0 +1,286 @@
+"""NVIDIA network pickles (stylegan2-ada-pytorch, the StyleGAN2 nets of the stylegan3 release,
+StyleGAN-Human), read without executing anything from the file.
+
+Layout (see ../shared/docs/STYLEGAN_CHECKPOINTS.md): a pickled dict with ``G``, ``D``, ``G_ema``, ...
+whose networks are calls ``torch_utils.persistence._reconstruct_persistent_obj(meta)``; ``meta`` holds
+the defining module's source (``module_src``, never executed here), ``class_name`` and ``state`` (the
+module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules``, attributes, ``_init_kwargs``).
+Storages are ``torch.storage._load_from_bytes(blob)`` with a legacy torch serialization inside.
+
+We take ``G_ema``'s tensors under their dotted module path (which are our names), drop the derived
+``resample_filter`` buffers, and read the hyper-parameters shapes cannot show from module attributes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..stylegan.networks import Generator, GeneratorConfig
+from .errors import (
+    CheckpointError,
+    MissingNetworkError,
+    TruncatedFileError,
+    UnsafePickleError,
+    UnsupportedArchitectureError,
+)
+from .safe_pickle import (
+    CONTAINER_ALLOW,
+    NUMPY_ALLOW,
+    TENSOR_ALLOW,
+    AllowlistUnpickler,
+    TensorRef,
+    load_legacy_storage,
+)
+from .state_dict import config_from_state_dict, drop_resample_filters, generator_from_state_dict
+
+PICKLE_MAGICS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+class EasyDict(dict):
+    """Stand-in for ``dnnlib.util.EasyDict`` (a dict with attribute access)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class PersistentObject:
+    """Stand-in result of ``_reconstruct_persistent_obj(meta)``: the class name and the module state.
+
+    ``meta['module_src']`` is deliberately dropped unread: running it is what the usual loader does.
+    """
+
+    __slots__ = ("class_name", "state")
+
+    def __init__(self, class_name: str, state: dict):
+        self.class_name, self.state = class_name, state
+
+    def __setstate__(self, state):
+        raise UnsafePickleError("refused to load: unexpected BUILD on a persistent object")
+
+    def __repr__(self):
+        return f"PersistentObject({self.class_name})"
+
+
+def reconstruct_persistent_obj(meta) -> PersistentObject:
+    """Stand-in for ``torch_utils.persistence._reconstruct_persistent_obj``: records, executes nothing."""
+    ok = (
+        isinstance(meta, dict) and meta.get("type") == "class" and isinstance(meta.get("class_name"), str)
+        and isinstance(meta.get("state"), dict)
+    )
+    if not ok:
+        raise CheckpointError("malformed NVIDIA pickle: unexpected persistent-object record")
+    return PersistentObject(meta["class_name"], meta["state"])
+
+
+class TFNetwork:
+    """Stand-in for a TF-era ``dnnlib.tflib.network.Network``; its state (variables) is only recorded."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, *args):
+        self.state = None
+
+    def __setstate__(self, state):
+        if not isinstance(state, dict):
+            raise CheckpointError("malformed TF network pickle")
+        self.state = state
+
+
+class NvidiaUnpickler(AllowlistUnpickler):
+    """The allowlist: persistence records, EasyDict, containers, tensors/storages, numpy numbers."""
+
+    allow = {
+        ("torch_utils.persistence", "_reconstruct_persistent_obj"): reconstruct_persistent_obj,
+        ("dnnlib.util", "EasyDict"): EasyDict,
+        ("dnnlib.tflib.network", "Network"): TFNetwork,
+        ("torch.storage", "_load_from_bytes"): load_legacy_storage,
+        **CONTAINER_ALLOW,
+        **TENSOR_ALLOW,
+        **NUMPY_ALLOW,
+    }
+
+
+def read_bytes(path: str | os.PathLike, progress: bool = False) -> bytes:
+    """Whole file in memory, with a tqdm bar when ``progress``."""
+    size = os.path.getsize(path)
+    if not progress:
+        return Path(path).read_bytes()
+    from tqdm.auto import tqdm
+
+    buf = bytearray()
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {Path(path).name}") as bar:
+        while chunk := f.read(1 << 22):
+            buf += chunk
+            bar.update(len(chunk))
+    return bytes(buf)
+
+
+def unpickle_network_file(path: str | os.PathLike, data: bytes | None = None) -> Any:
+    """Unpickle an NVIDIA network pickle with :class:`NvidiaUnpickler` (tensors stay :class:`TensorRef`)."""
+    if data is None:
+        data = Path(path).read_bytes()
+    if data[:2] not in PICKLE_MAGICS:
+        raise CheckpointError(f"{path}: not a pickle (protocol 2-5) file")
+    try:
+        return NvidiaUnpickler(io.BytesIO(data)).load()
+    except CheckpointError:
+        raise
+    except (EOFError, pickle.UnpicklingError) as e:
+        if isinstance(e, EOFError) or "truncated" in str(e):
+            raise TruncatedFileError(f"{path}: the pickle is truncated (incomplete download?): {e}") from None
+        raise CheckpointError(f"{path}: corrupt pickle: {e}") from None
+    except Exception as e:  # stand-ins called with wrong arguments etc.: a malformed (or hostile) file
+        raise CheckpointError(f"{path}: malformed NVIDIA pickle ({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------
+# G_ema -> tensors + config
+
+
+def _walk(obj: PersistentObject, prefix: str, tensors: dict, modules: dict, source: str):
+    """Collect parameters and persistent buffers under dotted names (= ``state_dict()`` names)."""
+    modules[prefix.rstrip(".")] = obj
+    st = obj.state
+    skip = st.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers"):
+        entries = st.get(kind) or {}
+        if not isinstance(entries, dict):
+            raise CheckpointError(f"{source}: malformed module state ({prefix}{kind})")
+        for name, t in entries.items():
+            if t is None or (kind == "_buffers" and name in skip):
+                continue
+            if not isinstance(t, TensorRef):
+                raise CheckpointError(f"{source}: {prefix}{name} is not a tensor")
+            tensors[prefix + name] = t
+    for name, child in (st.get("_modules") or {}).items():
+        if child is None:
+            continue
+        if not isinstance(child, PersistentObject):
+            raise UnsupportedArchitectureError(f"{source}: sub-module {prefix}{name} is not a network record")
+        _walk(child, f"{prefix}{name}.", tensors, modules, source)
+
+
+def _is_stylegan3(modules: dict[str, PersistentObject]) -> bool:
+    syn = modules.get("synthesis")
+    names = set((syn.state.get("_modules") or {}) if syn is not None else ())
+    return (
+        any(m.class_name == "SynthesisInput" for m in modules.values())
+        or "input" in names
+        or any(n.startswith("L") and n[1:2].isdigit() for n in names)
+    )
+
+
+def _attr(modules: dict, path: str, name: str, default=None):
+    m = modules.get(path)
+    return m.state.get(name, default) if m is not None else default
+
+
+@dataclass
+class NvidiaNetwork:
+    """G_ema read from a pickle: tensors under our names, the inferred config, the NVIDIA class name."""
+
+    state_dict: dict[str, torch.Tensor]
+    config: GeneratorConfig
+    class_name: str
+
+
+def extract_generator(G: PersistentObject, source: str, progress: bool = False) -> NvidiaNetwork:
+    """Tensors (our names) and :class:`GeneratorConfig` of an NVIDIA StyleGAN2 ``G_ema`` record."""
+    refs: dict[str, TensorRef] = {}
+    modules: dict[str, PersistentObject] = {}
+    _walk(G, "", refs, modules, source)
+    if _is_stylegan3(modules):
+        raise UnsupportedArchitectureError(
+            f"{source}: this is a StyleGAN3 (alias-free) network; dragnb runs StyleGAN2 generators only. "
+            "Use a StyleGAN2 checkpoint (e.g. the stylegan2-*.pkl files of the StyleGAN3 release)."
+        )
+    if "mapping" not in modules or "synthesis" not in modules:
+        raise UnsupportedArchitectureError(f"{source}: G_ema ({G.class_name}) has no mapping/synthesis networks")
+
+    kw = G.state.get("_init_kwargs") or {}
+    syn_kw = {**(kw.get("synthesis_kwargs") or {}), **(_attr(modules, "synthesis", "_init_kwargs") or {})}
+    map_kw = {**(kw.get("mapping_kwargs") or {}), **(_attr(modules, "mapping", "_init_kwargs") or {})}
+
+    # Things our generator does not do: refuse rather than produce different images.
+    layers = {k: m for k, m in modules.items() if m.class_name == "SynthesisLayer" or k.endswith((".conv0", ".conv1"))}
+    for k, m in layers.items():
+        if m.state.get("use_noise", True) is False or "noise_strength" not in (m.state.get("_parameters") or {}):
+            raise UnsupportedArchitectureError(f"{source}: {k} has no noise input (use_noise=False)")
+        if m.state.get("activation", "lrelu") != "lrelu":
+            raise UnsupportedArchitectureError(f"{source}: {k} uses activation {m.state.get('activation')!r}")
+    for k, m in modules.items():
+        if k.startswith("mapping.fc") and m.state.get("activation", "lrelu") != "lrelu":
+            raise UnsupportedArchitectureError(f"{source}: {k} uses activation {m.state.get('activation')!r}")
+    clamps = {m.state.get("conv_clamp") for k, m in modules.items() if k in layers or k.endswith(".torgb")}
+    if len(clamps) > 1:
+        raise UnsupportedArchitectureError(f"{source}: layers use different conv_clamp values {clamps}")
+    conv_clamp = clamps.pop() if clamps else syn_kw.get("conv_clamp")
+    archs = {m.state.get("architecture") for m in modules.values() if m.class_name == "SynthesisBlock"} - {None}
+    if len(archs) > 1:
+        raise UnsupportedArchitectureError(f"{source}: blocks use different architectures {archs}")
+    lr = _attr(modules, "mapping.fc0", "bias_gain", map_kw.get("lr_multiplier", 0.01))
+
+    def hint(name):
+        return G.state.get(name, kw.get(name))
+
+    tensors = {}
+    items = refs.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, total=len(refs), desc="tensors", unit="t")
+    for k, ref in items:
+        tensors[k] = ref.materialize()
+    tensors = drop_resample_filters(tensors, source)
+    cfg = config_from_state_dict(
+        tensors, source, mapping_lr_multiplier=float(lr),
+        conv_clamp=conv_clamp, architecture=archs.pop() if archs else syn_kw.get("architecture"),
+        channel_base=syn_kw.get("channel_base", kw.get("channel_base")),
+        channel_max=syn_kw.get("channel_max", kw.get("channel_max")),
+        z_dim=hint("z_dim"), img_resolution=hint("img_resolution"),
+    )
+    for name in ("c_dim", "w_dim", "img_channels"):
+        v = hint(name)
+        if v is not None and v != getattr(cfg, name):
+            raise UnsupportedArchitectureError(
+                f"{source}: {name}={v} does not match the weights ({getattr(cfg, name)})"
+            )
+    return NvidiaNetwork(tensors, cfg, G.class_name)
+
+
+def read_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> NvidiaNetwork:
+    """Read ``G_ema`` of an NVIDIA network pickle (PyTorch era) into tensors + config."""
+    data = read_bytes(path, progress)
+    obj = unpickle_network_file(path, data)
+    del data
+    if isinstance(obj, tuple) and obj and all(isinstance(o, TFNetwork) for o in obj):
+        from .nvidia_tf import extract_tf_generator
+
+        return extract_tf_generator(obj, str(path))
+    if not isinstance(obj, dict):
+        raise MissingNetworkError(f"{path}: a pickle of {type(obj).__name__}, not an NVIDIA network dict")
+    if "G_ema" not in obj:
+        raise MissingNetworkError(
+            f"{path}: no 'G_ema' in this network pickle (keys: {sorted(map(str, obj))[:8]}); "
+            "dragnb needs the generator's moving average G_ema"
+        )
+    G = obj["G_ema"]
+    if not isinstance(G, PersistentObject):
+        raise MissingNetworkError(f"{path}: 'G_ema' is not a network record")
+    return extract_generator(G, str(path), progress)
+
+
+def load_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Generator:
+    """An NVIDIA StyleGAN2 network pickle -> our Generator (eval mode, no grad)."""
+    net = read_nvidia_pickle(path, progress)
+    return generator_from_state_dict(net.state_dict, net.config, str(path))
