@@ -1,0 +1,156 @@
+"""The PyTorch DragGAN back-end: autograd up to the feature block, a hand-written ORT-style Adam.
+
+Per step, ONE forward: the synthesis blocks up to ``feature_block`` run with autograd (that is all the
+loss needs), the remaining blocks run from the same activations under ``torch.no_grad()`` only when an
+image is wanted. Tracking and the losses are ``dragnb.drag.core.drag_objective``, the very function the
+ONNX export uses. See ``base.py`` for the contract and for why Adam is written out here.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+from ..drag import core
+from ..stylegan import ops
+from ..stylegan.networks import NOISE_MODES, Generator
+from .base import ADAM_BETAS, ADAM_EPS, LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
+
+
+@functools.lru_cache(maxsize=16)
+def _disk(r1: float) -> torch.Tensor:
+    return torch.from_numpy(core.disk_offsets(r1))
+
+
+@functools.lru_cache(maxsize=16)
+def _window(r2: int) -> torch.Tensor:
+    return torch.from_numpy(core.window_offsets(r2))
+
+
+class TorchBackend(Backend):
+    """DragGAN optimisation of a W / W+ latent of ``G`` in PyTorch (CPU or the generator's device)."""
+
+    name = "torch"
+
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const"):
+        if not isinstance(G, Generator):
+            raise TypeError(f"G must be a dragnb Generator, got {type(G).__name__}")
+        if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
+            raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        # Only the latent is trained: freezing the weights keeps autograd from computing their gradients.
+        self.G = G.eval().requires_grad_(False)
+        self.feature_block = int(feature_block)
+        self.noise_mode = noise_mode
+        self.device = next(G.parameters()).device
+        self.size = (G.img_resolution, G.img_width)  # (H, W) of the image and the resized features
+        self._ws0 = self._latent = self._m = self._v = None
+        self._t = 0
+        self._space, self._n = "w+", 1
+
+    # ------------------------------------------------------------------ latent
+
+    def start(self, ws0, latent_space, num_layers, lr):
+        ws0 = np.asarray(ws0, dtype=np.float32)
+        if ws0.shape != (1, self.G.num_ws, self.G.w_dim):
+            raise ValueError(f"ws0 must have shape [1, {self.G.num_ws}, {self.G.w_dim}], got {list(ws0.shape)}")
+        if latent_space not in LATENT_SPACES:
+            raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
+        if not 1 <= int(num_layers) <= self.G.num_ws:
+            raise ValueError(f"num_layers must be in [1, {self.G.num_ws}], got {num_layers}")
+        self._space, self._n = latent_space, int(num_layers)
+        self._ws0 = torch.from_numpy(ws0.copy()).to(self.device)
+        rows = self._n if latent_space == "w+" else 1
+        self._latent = self._ws0[:, :rows].clone()  # [1, L, w_dim]
+        self._m = torch.zeros_like(self._latent)
+        self._v = torch.zeros_like(self._latent)
+        self._t = 0
+
+    def _full_ws(self, latent: torch.Tensor) -> torch.Tensor:
+        """Trainable latent [1, L, w_dim] over ws0 -> ws [1, num_ws, w_dim]."""
+        head = latent if self._space == "w+" else latent.expand(-1, self._n, -1)
+        return torch.cat([head, self._ws0[:, self._n :]], dim=1)
+
+    def ws(self):
+        return self._full_ws(self._latent).cpu().numpy().copy()
+
+    def get_state(self):
+        to_np = lambda t: t.detach().cpu().numpy().copy()  # noqa: E731
+        return {
+            "ws0": to_np(self._ws0), "latent": to_np(self._latent), "exp_avg": to_np(self._m),
+            "exp_avg_sq": to_np(self._v), "step": np.array(self._t, dtype=np.int64),
+            "num_layers": np.array(self._n, dtype=np.int64), "latent_space": np.array(self._space),
+        }
+
+    def set_state(self, state):
+        check_state(state, self.G.num_ws, self.G.w_dim)
+        self._space, self._n = str(np.asarray(state["latent_space"])), int(state["num_layers"])
+        t = lambda k: torch.from_numpy(np.array(state[k], dtype=np.float32)).to(self.device)  # noqa: E731 (copies)
+        self._ws0, self._latent, self._m, self._v = t("ws0"), t("latent"), t("exp_avg"), t("exp_avg_sq")
+        self._t = int(state["step"])
+
+    # ------------------------------------------------------------------ forward
+
+    def _forward(self, ws: torch.Tensor, render_image: bool):
+        """(features [C, H, W] resized to image size, image [3, H, W] or None) of one synthesis pass."""
+        syn, fb = self.G.synthesis, self.feature_block
+        x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
+        feat = ops.resize_bilinear(x, self.size)[0]  # [C, H, W]
+        if not render_image:
+            return feat, None
+        with torch.no_grad():  # the rest of the network only draws the picture
+            _, img = syn.run_blocks(ws.detach(), fb + 1, self.G.num_blocks, x.detach(), img.detach(), self.noise_mode)
+        return feat, img[0]
+
+    def features(self):
+        with torch.no_grad():
+            feat, img = self._forward(self._full_ws(self._latent), render_image=True)
+        return image_to_uint8(img.cpu().numpy()), feat.cpu().numpy().astype(np.float32)
+
+    def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
+             l1_tracking, lr, render_image, return_features=False):
+        dev = self.device
+        latent = self._latent.clone().requires_grad_(True)
+        feat, img = self._forward(self._full_ws(latent), render_image)
+        if fixed is None:  # a zero mask makes the mask term exactly 0 with zero gradient
+            fixed_t = f0_t = torch.zeros((), device=dev)
+        else:
+            fixed_t = torch.as_tensor(np.asarray(fixed, np.float32), device=dev)
+            f0_t = torch.as_tensor(np.asarray(f0_fixed, np.float32), device=dev)
+        loss, motion, masked, tracked, dist, converged = core.drag_objective(
+            feat,
+            torch.as_tensor(np.asarray(ref_feats, np.float32), device=dev),
+            torch.as_tensor(np.asarray(handles_rc, np.int64), device=dev),
+            torch.as_tensor(np.asarray(targets_rc, np.float32), device=dev),
+            _window(int(r2)).to(dev),
+            _disk(float(r1)).to(dev),
+            fixed_t,
+            f0_t,
+            float(lambda_mask),
+            float(tolerance),
+            l1_tracking=bool(l1_tracking),
+        )
+        converged = bool(converged)
+        if not converged:
+            (grad,) = torch.autograd.grad(loss, latent)
+            self._adam(grad, float(lr))
+        return StepOutput(
+            loss=loss.detach().item(), motion=motion.detach().item(), mask=masked.detach().item(),
+            tracked_rc=tracked.cpu().numpy().astype(np.int64), distance=dist.detach().cpu().numpy().astype(np.float32),
+            converged=converged,
+            image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
+            features=feat.detach().cpu().numpy().astype(np.float32) if return_features else None,
+        )
+
+    @torch.no_grad()
+    def _adam(self, grad: torch.Tensor, lr: float) -> None:
+        """ORT's Adam rule (eps outside the bias correction); see base.py."""
+        b1, b2 = ADAM_BETAS
+        self._t += 1
+        self._m.mul_(b1).add_(grad, alpha=1 - b1)
+        self._v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        step_size = lr * (1 - b2**self._t) ** 0.5 / (1 - b1**self._t)
+        self._latent = self._latent - step_size * self._m / (self._v.sqrt() + ADAM_EPS)

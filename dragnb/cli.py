@@ -1,0 +1,159 @@
+"""The ``dragnb`` command line (also ``python -m dragnb``).
+
+    dragnb generate --seed 3 --out face.png
+    dragnb drag --seed 3 --points "30,32->38,32; 20,20->20,14" --steps 200 --out runs/face3
+
+Each command is one ``add_<name>_parser(subparsers)`` function that registers its arguments and sets
+``func`` (a ``cmd_<name>(args) -> int``); ``PARSERS`` lists them. To add a command (``convert``,
+``bench``, ...), write the pair and append the ``add_`` function to ``PARSERS``. Commands use the same
+public API as the notebooks (``DragSession``); points are (x, y) image pixels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .checkpoints import CheckpointError
+
+# ----------------------------------------------------------------------------
+# Shared argument helpers
+
+
+def parse_points(text: str) -> list[tuple[tuple[float, float], tuple[float, float]]]:
+    """``"x,y->x,y; x,y->x,y"`` -> [((hx, hy), (tx, ty)), ...]; ValueError with the offending part."""
+    pairs = []
+    for part in (p.strip() for p in text.split(";")):
+        if not part:
+            continue
+        try:
+            handle, target = part.split("->")
+            h = tuple(float(v) for v in handle.split(","))
+            t = tuple(float(v) for v in target.split(","))
+            if len(h) != 2 or len(t) != 2:
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"bad point pair {part!r}: expected 'x,y->x,y'") from None
+        pairs.append((h, t))
+    if not pairs:
+        raise ValueError("--points holds no 'x,y->x,y' pair")
+    return pairs
+
+
+def load_mask(path, size: tuple[int, int]) -> np.ndarray:
+    """A mask image (white/bright = keep fixed) -> bool [H, W]; it must have the generated image's size."""
+    from PIL import Image
+
+    img = np.asarray(Image.open(path).convert("L"))
+    if img.shape != size:
+        raise ValueError(f"mask {path} is {img.shape[1]}x{img.shape[0]}, the image is {size[1]}x{size[0]}")
+    return img > 127
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default=None, help="bundled name, checkpoint path or user model name (default: toyfaces)")
+    p.add_argument("--seed", type=int, default=0, help="image seed (default 0)")
+    p.add_argument("--truncation-psi", type=float, default=0.7, help="truncation toward the mean w (default 0.7)")
+
+
+# ----------------------------------------------------------------------------
+# generate
+
+
+def add_generate_parser(sub) -> None:
+    p = sub.add_parser("generate", help="write the image of a seed as PNG")
+    _add_model_args(p)
+    p.add_argument("--out", required=True, type=Path, help="output PNG file")
+    p.set_defaults(func=cmd_generate)
+
+
+def cmd_generate(args) -> int:
+    from .drag.session import DragSession
+
+    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    s.export_png(args.out)
+    print(f"wrote {args.out} ({s.W}x{s.H}, seed {args.seed})")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+# drag
+
+
+def add_drag_parser(sub) -> None:
+    p = sub.add_parser("drag", help="run a DragGAN drag headless; writes final.png, drag.gif, session.json")
+    _add_model_args(p)
+    p.add_argument("--points", required=True, help='handle->target pairs, "x,y->x,y; x,y->x,y" (image pixels)')
+    p.add_argument("--mask", type=Path, default=None, help="PNG of the image's size, white = keep fixed")
+    p.add_argument("--steps", type=int, default=None, help="maximum steps (default: the session's max_steps)")
+    p.add_argument("--backend", choices=("torch", "ort"), default="torch")
+    p.add_argument("--latent-space", choices=("w+", "w"), default="w+")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--mp4", action="store_true", help="also write drag.mp4")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.set_defaults(func=cmd_drag)
+
+
+def cmd_drag(args) -> int:
+    from tqdm import tqdm
+
+    from .drag.session import DragSession
+
+    pairs = parse_points(args.points)  # before the model load: fail fast on a typo
+    params = {} if args.lr is None else {"lr": args.lr}
+    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, backend=args.backend,
+                    latent_space=args.latent_space, **params)
+    for h, t in pairs:
+        s.add_point(handle=h, target=t)
+    if args.mask is not None:
+        s.set_mask(load_mask(args.mask, (s.H, s.W)))
+    steps = args.steps if args.steps is not None else s.params["max_steps"]
+    results = []
+    with tqdm(total=steps, desc="drag", unit="step", file=sys.stderr) as bar:
+        for r in s.run(steps):
+            results.append(r)
+            bar.set_postfix(loss=f"{r.loss:.4f}", dist=f"{max(r.distance):.1f}px")
+            bar.update()
+    args.out.mkdir(parents=True, exist_ok=True)
+    s.export_png(args.out / "final.png")
+    s.export_gif(args.out / "drag.gif")
+    if args.mp4:
+        s.export_mp4(args.out / "drag.mp4")
+    s.save(args.out)
+    last = results[-1]
+    ms = np.mean([r.ms for r in results])
+    print(f"steps: {len(results)} ({'converged' if last.converged else 'not converged'}, "
+          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({args.backend})")
+    for i, (h, t, d) in enumerate(zip(last.handle_points, last.target_points, last.distance)):
+        print(f"  point {i}: handle ({h[0]:g}, {h[1]:g}) -> target ({t[0]:g}, {t[1]:g}): {d:.2f} px")
+    print(f"wrote {args.out}/final.png, drag.gif, session.json")
+    return 0
+
+
+# ----------------------------------------------------------------------------
+
+# One function per command; add yours here (e.g. add_convert_parser, add_bench_parser).
+PARSERS = [add_generate_parser, add_drag_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dragnb", description="StyleGAN2 / DragGAN workbench, headless")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in PARSERS:
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as e:
+        print(f"dragnb {args.command}: error: {e}", file=sys.stderr)
+        return 2

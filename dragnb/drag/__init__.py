@@ -1,0 +1,1 @@
+"""DragGAN: the algorithm as plain tensor functions (core), the DragSession API (session), recording."""

@@ -1,0 +1,206 @@
+"""Recording of a drag: every step's frame and points, kept on disk so memory stays bounded; GIF/MP4/PNG export.
+
+Frames are PNG files in a temporary folder (removed with the recording); RAM holds only the points and step
+indices. When more than ``max_frames`` frames have been kept, every other one is dropped and from then on
+only every 2nd (4th, ...) step is kept, so a long drag still spans its whole length; the latest frame is
+always kept.
+
+Overlays: handle points red, targets blue, an arrow from each handle to its target (Pillow drawing).
+Points are (x, y) image pixels, as everywhere in the public API.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+HANDLE_COLOR = (230, 30, 30)
+TARGET_COLOR = (30, 80, 240)
+
+
+def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
+    """uint8 [H, W, 3] with each handle (red), target (blue) and an arrow handle -> target drawn on a copy."""
+    im = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    draw = ImageDraw.Draw(im)
+    size = min(im.size)
+    r = max(1.5, size / 64)          # point radius, pixels
+    width = max(1, round(size / 256))  # arrow line width
+    for (hx, hy), (tx, ty) in zip(np.reshape(handles_xy, (-1, 2)), np.reshape(targets_xy, (-1, 2))):
+        d = np.array([tx - hx, ty - hy], dtype=np.float64)
+        n = np.hypot(*d)
+        if n > 0:
+            u = d / n
+            head = min(3 * r, n)  # arrowhead length
+            base = np.array([tx, ty]) - u * head
+            perp = np.array([-u[1], u[0]]) * head * 0.5
+            draw.line([(hx, hy), tuple(base)], fill=(255, 255, 255), width=width)
+            draw.polygon([(tx, ty), tuple(base + perp), tuple(base - perp)], fill=(255, 255, 255))
+        draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=HANDLE_COLOR)
+        draw.ellipse([tx - r, ty - r, tx + r, ty + r], fill=TARGET_COLOR)
+    return np.asarray(im)
+
+
+@dataclass
+class Frame:
+    step: int                # session step index of this frame
+    handles_xy: np.ndarray   # float [P, 2] handles shown in the frame (tracked at that step)
+    targets_xy: np.ndarray   # float [P, 2]
+    file: Path               # PNG of the image (no overlays)
+    ws_file: Path | None     # .npy of the ws [1, num_ws, w_dim] that produced the image
+
+
+class Recording:
+    """The frames of a session's drags; bounded memory (PNG files on disk) and bounded count (thinning).
+
+    Args:
+        max_frames: most frames kept; beyond it the recording thins itself (see the module docstring).
+    """
+
+    def __init__(self, max_frames: int = 2000):
+        if max_frames < 2:
+            raise ValueError("max_frames must be >= 2")
+        self.max_frames = max_frames
+        self._dir = Path(tempfile.mkdtemp(prefix="dragnb-frames-"))
+        self._frames: list[Frame] = []
+        self._stride = 1       # keep every stride-th offered frame
+        self._offered = 0      # frames offered since the last clear
+        self._counter = 0      # unique file names
+        self._tail: Frame | None = None  # the latest offered frame when thinning skipped it
+
+    def __len__(self) -> int:
+        return len(self._frames) + (self._tail is not None)
+
+    @property
+    def frames(self) -> list[Frame]:
+        """The kept frames in step order (the latest always included)."""
+        return self._frames + ([self._tail] if self._tail is not None else [])
+
+    def add(self, step: int, image: np.ndarray, handles_xy, targets_xy, ws: np.ndarray | None = None) -> None:
+        """Keep one frame: ``image`` uint8 [H, W, 3], points (x, y) [P, 2], optionally the ws that made it."""
+        self._counter += 1
+        stem = self._dir / f"{self._counter:07d}"
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stem.with_suffix(".png"), compress_level=1)
+        ws_file = None
+        if ws is not None:
+            ws_file = stem.with_suffix(".npy")
+            np.save(ws_file, np.asarray(ws, dtype=np.float32))
+        frame = Frame(step, np.array(handles_xy, float).reshape(-1, 2), np.array(targets_xy, float).reshape(-1, 2),
+                      stem.with_suffix(".png"), ws_file)
+        keep = self._offered % self._stride == 0
+        self._offered += 1
+        if self._tail is not None:
+            self._delete(self._tail)
+            self._tail = None
+        if not keep:
+            self._tail = frame
+            return
+        self._frames.append(frame)
+        if len(self._frames) > self.max_frames:
+            for f in self._frames[1::2]:
+                self._delete(f)
+            self._frames = self._frames[::2]
+            self._stride *= 2  # kept frames stay at offered indices 0, stride, 2 stride, ...
+
+    def clear(self) -> None:
+        for f in self.frames:
+            self._delete(f)
+        self._frames, self._tail = [], None
+        self._stride, self._offered = 1, 0
+
+    def close(self) -> None:
+        """Delete the frame folder (also done when the recording is garbage collected)."""
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._frames, self._tail = [], None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing useful to do
+            pass
+
+    @staticmethod
+    def _delete(frame: Frame) -> None:
+        for p in (frame.file, frame.ws_file):
+            if p is not None and p.exists():
+                p.unlink()
+
+    # ------------------------------------------------------------------ reading
+
+    def image(self, index: int = -1, overlays: bool = False, size: int | None = None) -> np.ndarray:
+        """Frame ``index`` as uint8 [H, W, 3]; ``size`` rescales the longer side to that many pixels."""
+        frames = self.frames
+        if not frames:
+            raise ValueError("the recording is empty: run some steps first")
+        f = frames[index]
+        img = Image.open(f.file).convert("RGB")
+        scale = 1.0
+        if size is not None and size != max(img.size):
+            scale = size / max(img.size)
+            new = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+            img = img.resize(new, Image.Resampling.LANCZOS if scale < 1 else Image.Resampling.NEAREST)
+        arr = np.asarray(img)
+        if overlays:  # drawn after scaling so the marks stay crisp; pixel centres scale as (p + 0.5) s - 0.5
+            arr = draw_points(arr, (f.handles_xy + 0.5) * scale - 0.5, (f.targets_xy + 0.5) * scale - 0.5)
+        return arr
+
+    def _images(self, overlays: bool, size: int | None):
+        for i in range(len(self.frames)):
+            yield self.image(i, overlays, size)
+
+    # ------------------------------------------------------------------ export
+
+    def export_gif(self, path, overlays: bool = True, fps: float = 10, size: int | None = None) -> Path:
+        """Animated GIF of all kept frames, looping.
+
+        Pillow merges consecutive frames that are pixel-identical (after palette reduction) into one longer frame.
+        """
+        path = Path(path)
+        images = [Image.fromarray(a) for a in self._images(overlays, size)]
+        if not images:
+            raise ValueError("the recording is empty: run some steps first")
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return path
+
+    def export_mp4(self, path, overlays: bool = True, fps: float = 10, size: int | None = None) -> Path:
+        """H.264 MP4 of all kept frames (imageio's ffmpeg plugin); odd sizes are padded by one edge pixel."""
+        import imageio.v2 as imageio
+
+        path = Path(path)
+        if not self.frames:
+            raise ValueError("the recording is empty: run some steps first")
+        writer = imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264",
+                                    macro_block_size=1, ffmpeg_log_level="error")
+        try:
+            for a in self._images(overlays, size):
+                h, w = a.shape[:2]
+                # yuv420p needs even sizes.
+                a = np.pad(a, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+                writer.append_data(a)
+        finally:
+            writer.close()
+        return path
+
+    def export_png(self, path, index: int = -1, overlays: bool = False, size: int | None = None) -> Path:
+        """One frame (default: the latest) as PNG."""
+        path = Path(path)
+        Image.fromarray(self.image(index, overlays, size)).save(path)
+        return path
+
+    def export_latents(self, path) -> Path:
+        """float32 [T, num_ws, w_dim] .npy of the ws of every kept frame (frames recorded without ws are skipped)."""
+        files = [f.ws_file for f in self.frames if f.ws_file is not None]
+        if not files:
+            raise ValueError("the recording holds no latents")
+        path = Path(path)
+        np.save(path, np.concatenate([np.load(p) for p in files], axis=0))
+        return path
+
+    def steps(self) -> list[int]:
+        """Session step index of each kept frame."""
+        return [f.step for f in self.frames]
+

@@ -1,0 +1,65 @@
+"""`dragnb drag` / `dragnb generate` end to end on the tiny model file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from PIL import Image
+
+from dragnb.cli import PARSERS, main, parse_points
+from dragnb.drag.session import DragSession
+
+
+def test_drag_end_to_end(tiny_model_path, tmp_path, capsys):
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, :16] = 255
+    Image.fromarray(mask).save(tmp_path / "fixed.png")
+    out = tmp_path / "run"
+    rc = main(["drag", "--model", str(tiny_model_path), "--seed", "0", "--points", "36,30->44,30; 20,44 -> 20,38",
+               "--mask", str(tmp_path / "fixed.png"), "--steps", "40", "--mp4", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "steps:" in printed and "ms/step" in printed and "point 1:" in printed
+    for name in ("final.png", "drag.gif", "drag.mp4", "session.json", "session.npz"):
+        assert (out / name).is_file(), name
+    assert np.asarray(Image.open(out / "final.png")).shape == (64, 64, 3)
+    n = int(printed.split("steps: ")[1].split()[0])
+    assert 1 <= n <= 40 and iio.imread(out / "drag.gif", index=None).shape[0] == n
+    doc = json.loads((out / "session.json").read_text())
+    assert doc["seed"] == 0 and len(doc["current"]["targets"]) == 2
+    s = DragSession.load(out)
+    assert s.mask[:, :16].all() and not s.mask[:, 16:].any()
+    assert s.num_steps == n
+
+
+def test_generate(tiny_model_path, tiny_generator, tmp_path):
+    assert main(["generate", "--model", str(tiny_model_path), "--seed", "7", "--out", str(tmp_path / "g.png")]) == 0
+    img = np.asarray(Image.open(tmp_path / "g.png"))
+    np.testing.assert_array_equal(img, DragSession(tiny_generator, seed=7).image)
+
+
+@pytest.mark.parametrize("points", ["36,30", "a,b->1,2", "1,2,3->4,5", ";", "1,2->1,2"])
+def test_bad_points_exit_2(tiny_model_path, tmp_path, capsys, points):
+    rc = main(["drag", "--model", str(tiny_model_path), "--points", points, "--out", str(tmp_path / "x")])
+    assert rc == 2
+    assert "error" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_parse_points_and_hooks():
+    assert parse_points(" 1,2 -> 3.5,4 ;5,6->7,8; ") == [((1.0, 2.0), (3.5, 4.0)), ((5.0, 6.0), (7.0, 8.0))]
+    assert [f.__name__ for f in PARSERS] == ["add_generate_parser", "add_drag_parser"]
+
+
+def test_python_m_dragnb(tiny_model_path, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "dragnb", "generate", "--model", str(tiny_model_path),
+                        "--out", str(tmp_path / "m.png")], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "m.png").is_file()

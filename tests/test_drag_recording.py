@@ -1,0 +1,68 @@
+"""Recording: frames per step, bounded by thinning; GIF/MP4/PNG/latents export; overlay colours."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+from PIL import Image
+
+from dragnb.drag.recording import HANDLE_COLOR, TARGET_COLOR, Recording, draw_points
+from dragnb.drag.session import DragSession
+
+
+def test_session_records_and_exports(tiny_generator, tmp_path):
+    s = DragSession(tiny_generator, seed=0, tolerance=0.5)
+    s.add_point(handle=(36, 30), target=(44, 30))
+    results = list(s.run(6))
+    assert len(s.recording) == len(results) == 6
+    assert s.recording.steps() == [r.step for r in results]
+
+    gif = s.export_gif(tmp_path / "drag.gif")
+    frames = iio.imread(gif, index=None)
+    assert frames.shape[0] == 6 and frames.shape[1:3] == (64, 64)
+
+    mp4 = s.export_mp4(tmp_path / "drag.mp4", overlays=False)
+    frames = _mp4_frames(mp4)
+    assert frames.shape[0] == 6 and frames.shape[1:3] == (64, 64)
+
+    big = s.export_gif(tmp_path / "big.gif", size=128)
+    assert iio.imread(big, index=None).shape[1:3] == (128, 128)
+
+    png = s.export_png(tmp_path / "final.png")
+    np.testing.assert_array_equal(np.asarray(Image.open(png).convert("RGB")), s.image)
+    first = s.recording.export_png(tmp_path / "first.png", index=0)
+    np.testing.assert_array_equal(np.asarray(Image.open(first).convert("RGB")), results[0].image)
+
+    lat = np.load(s.export_latents(tmp_path / "ws.npy"))
+    assert lat.shape == (6, tiny_generator.num_ws, tiny_generator.w_dim) and lat.dtype == np.float32
+
+
+def _mp4_frames(path) -> np.ndarray:
+    import imageio.v2 as imageio
+
+    with imageio.get_reader(path, format="FFMPEG") as r:
+        return np.stack(list(r.iter_data()))
+
+
+def test_thinning_bounds_the_frame_count(tmp_path):
+    rec = Recording(max_frames=4)
+    img = np.zeros((8, 8, 3), np.uint8)
+    for step in range(21):
+        rec.add(step, img + step, [(1, 1)], [(5, 5)])
+        assert len(rec) <= 5
+    steps = rec.steps()
+    assert steps[0] == 0 and steps[-1] == 20  # spans the whole drag, latest frame kept
+    gaps = np.diff(steps[:-1])
+    assert (gaps == gaps[0]).all()  # evenly spaced
+    files = list(rec._dir.iterdir())
+    assert len(files) == len(rec)  # dropped frames are deleted from disk
+    rec.close()
+    assert not rec._dir.exists()
+
+
+def test_overlay_colours():
+    img = np.full((64, 64, 3), 128, np.uint8)
+    out = draw_points(img, [(10, 20)], [(50, 40)])
+    assert tuple(out[20, 10]) == HANDLE_COLOR  # [row, col] = [y, x]
+    assert tuple(out[40, 50]) == TARGET_COLOR
+    assert (img == 128).all()  # drawn on a copy
