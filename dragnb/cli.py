@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .checkpoints import CheckpointError
+from .checkpoints.convert import add_convert_parser
+from .checkpoints.download import add_download_parser
 
 # ----------------------------------------------------------------------------
 # Shared argument helpers
@@ -137,7 +139,7 @@ def cmd_drag(args) -> int:
 # ----------------------------------------------------------------------------
 
 # One function per command; add yours here (e.g. add_convert_parser, add_bench_parser).
-PARSERS = [add_generate_parser, add_drag_parser]
+PARSERS = [add_generate_parser, add_drag_parser, add_convert_parser, add_download_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
