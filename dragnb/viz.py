@@ -60,3 +60,17 @@ def pca_basis(feat) -> np.ndarray:
     basis[:k] = vt[:k]
     signs = np.sign(basis[np.arange(3), np.abs(basis).argmax(1)])
     return basis * np.where(signs == 0, 1, signs)[:, None]
+
+
+def show(img, title: str = "", width_in: float = 4.0):
+    """Display a uint8 [H, W, 3] image with matplotlib (pixels kept sharp), ``width_in`` inches wide."""
+    import matplotlib.pyplot as plt
+
+    h, w = np.asarray(img).shape[:2]
+    fig = plt.figure(figsize=(width_in, width_in * h / w + (0.3 if title else 0)))
+    plt.imshow(img, interpolation="nearest")
+    plt.axis("off")
+    if title:
+        plt.title(title, fontsize=9)
+    plt.show()
+    return fig

@@ -1,0 +1,1 @@
+"""The ipycanvas workbench (:class:`~dragnb.widgets.workbench.Workbench`) and its internals view."""

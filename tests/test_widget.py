@@ -1,0 +1,444 @@
+"""The workbench without a browser: front-end messages fed to its event handlers (ipyevents mouse dicts,
+ipycanvas key events), buttons clicked with ``.click()``; checks the session state and the canvas commands
+that were sent (captured from ipycanvas' canvas manager and decoded)."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import numpy as np
+import pytest
+from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
+from PIL import Image
+
+import dragnb
+from dragnb.drag.session import DragSession
+from dragnb.widgets.drawing import CanvasMap, scaled_rgba
+from dragnb.widgets.internals import distance_map, pca_rgb
+from dragnb.widgets.workbench import Workbench
+
+S = 8  # canvas pixels per image pixel: the 64 px tiny model at 512
+NAMES = {v: k for k, v in COMMANDS.items()}
+
+
+# ----------------------------------------------------------------------------
+# Helpers
+
+
+class Drawn:
+    """Canvas commands sent to the front end, decoded to (layer model id, command name, args, buffers)."""
+
+    def __init__(self):
+        self.raw = []
+
+    def record(self, command, buffers=()):
+        self.raw.append((command, list(buffers)))
+
+    def commands(self):
+        out, layer = [], None
+        for command, buffers in self.raw:
+            batch = command if command and isinstance(command[0], list) else [command]
+            bufs = iter(buffers)
+            for c in batch:
+                name, args = NAMES[c[0]], c[1]
+                n = c[2] if len(c) > 2 else 0
+                own = [next(bufs) for _ in range(n)]
+                if name == "switchCanvas":
+                    layer = args[0].removeprefix("IPY_MODEL_")
+                else:
+                    out.append((layer, name, args, own))
+        return out
+
+    def on(self, canvas, name=None):
+        return [(n, a, b) for layer, n, a, b in self.commands() if layer == canvas.model_id and name in (None, n)]
+
+    def clear(self):
+        self.raw.clear()
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    d = Drawn()
+    monkeypatch.setattr(_CANVAS_MANAGER, "_send_custom", d.record)
+    return d
+
+
+@pytest.fixture
+def wb(tiny_generator, drawn, tmp_path):
+    w = Workbench(session=DragSession(tiny_generator, seed=1), models_dir=tmp_path / "models")
+    w.save_path.value = str(tmp_path / "out" / "drag")
+    yield w
+    w.stop()
+    w.wait(30)
+
+
+def mouse(wb, kind, x, y, **kw):
+    """An ipyevents mouse message at canvas pixel (x, y) (the canvas is shown 1:1, as in the browser)."""
+    msg = {"type": kind, "relativeX": x, "relativeY": y, "boundingRectWidth": wb.canvas.width,
+           "boundingRectHeight": wb.canvas.height, "button": 0, "buttons": 0 if kind == "mouseup" else 1,
+           "altKey": False, "shiftKey": False, "ctrlKey": False, "metaKey": False}
+    msg.update(kw)
+    wb._mouse._handle_mouse_msg(None, msg, None)
+
+
+def click(wb, x, y, **kw):
+    mouse(wb, "mousedown", x, y, **kw)
+    mouse(wb, "mouseup", x, y, **kw)
+
+
+def canvas_xy(x, y):
+    """Canvas pixel of image pixel (x, y)'s centre."""
+    return (x + 0.5) * S, (y + 0.5) * S
+
+
+def key(wb, k, ctrl=False):
+    wb.marks_layer._handle_frontend_event(None, {"event": "key_down", "key": k, "shift_key": False,
+                                                 "ctrl_key": ctrl, "meta_key": False}, None)
+
+
+def wait_until(fn, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not fn():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def decode(buffer) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(buffer)))
+
+
+# ----------------------------------------------------------------------------
+# Coordinates
+
+
+def test_canvas_map_is_exact():
+    m = CanvasMap(8)
+    assert m.to_canvas(0, 0) == (4, 4) and m.to_canvas(10, 3) == (84, 28)
+    assert m.to_image(*m.to_canvas(12.25, 40)) == (12.25, 40)
+    assert m.pixel(0, 0, 64, 64) == (0, 0) and m.pixel(7.9, 8.0, 64, 64) == (0, 1)  # the pixel under the cursor
+    assert m.pixel(600, -5, 64, 64) == (63, 0)                                       # clipped into the image
+    assert m.pixel_rect(2, 3, 4, 3) == (16, 24, 24, 8)
+    m2 = CanvasMap(0.5, ox=100)                                                      # a large image shown smaller
+    assert m2.pixel(*m2.to_canvas(700, 9), 1024, 1024) == (700, 9)
+
+
+def test_session_or_model_not_both(tiny_generator):
+    with pytest.raises(ValueError, match="not both"):
+        Workbench(session=DragSession(tiny_generator), model="toyfaces")
+
+
+# ----------------------------------------------------------------------------
+# Mouse
+
+
+def test_click_handle_then_target_draws_the_pair(wb, drawn):
+    assert (wb.canvas.width, wb.canvas.height) == (512, 512)
+    drawn.clear()
+    click(wb, *canvas_xy(20, 30))
+    assert wb.session.target_points == [] and wb._pending == (20, 30)
+    click(wb, 283, 245)  # inside image pixel (35, 30)
+    assert wb.session.handle_points == [(20.0, 30.0)] and wb.session.target_points == [(35.0, 30.0)]
+    assert "1 point pair" in wb.status.value
+    circles = [a[:2] for n, a, _ in drawn.on(wb.marks_layer, "fillCircle")]
+    assert circles[-2:] == [list(canvas_xy(35, 30)), list(canvas_xy(20, 30))]  # target blue, then handle red
+    assert [a for n, a, _ in drawn.on(wb.marks_layer, "set") if a[0] == 0][-1][1] == "rgb(230,30,30)"
+
+
+def test_drag_moves_a_point_and_clicks_delete(wb):
+    wb.add_point((20, 30), (35, 30))
+    wb.add_point((40, 10), (40, 20))
+    mouse(wb, "mousedown", *canvas_xy(35, 30))
+    mouse(wb, "mousemove", *canvas_xy(38, 33))
+    assert wb.session.target_points[0] == (35.0, 30.0)  # committed on release
+    mouse(wb, "mouseup", *canvas_xy(40, 34))
+    assert wb.session.target_points[0] == (40.0, 34.0) and wb.session.handle_points[0] == (20.0, 30.0)
+    mouse(wb, "mousedown", *canvas_xy(20, 30))          # the handle; released outside the canvas
+    mouse(wb, "mousemove", *canvas_xy(22, 28))
+    mouse(wb, "mouseleave", -3, 100)
+    assert wb.session.handle_points[0] == (22.0, 28.0)
+    click(wb, *canvas_xy(40, 20), button=2)             # right-click a target: its pair goes
+    assert wb.session.target_points == [(40.0, 34.0)]
+    click(wb, *canvas_xy(22, 28), altKey=True)          # Alt+click a handle
+    assert wb.session.target_points == [] and wb.last_error is None
+
+
+def test_keys_escape_delete_undo(wb):
+    click(wb, *canvas_xy(5, 5))
+    key(wb, "Escape")
+    assert wb._pending is None
+    wb.add_point((20, 30), (35, 30))
+    wb.add_point((40, 10), (40, 20))
+    key(wb, "Delete")  # the last added pair is selected
+    assert wb.session.target_points == [(35.0, 30.0)]
+    wb.step()
+    key(wb, "z", ctrl=True)
+    assert wb.session.num_steps == 0
+
+
+# ----------------------------------------------------------------------------
+# Stepping
+
+
+def test_step_draws_the_image_and_status(wb, drawn):
+    wb.step_button.click()
+    assert "add_point" in str(wb.last_error) and "&#9888;" in wb.error.value  # no points: shown in the widget
+    wb.run_button.click()
+    assert "handle and a target" in str(wb.last_error) and not wb.running
+    wb.add_point((20, 30), (35, 30))
+    drawn.clear()
+    wb.step_button.click()
+    wb.step_button.click()
+    assert wb.session.num_steps == 2 and wb.last_error is None and wb.error.value == ""
+    assert "step 2" in wb.status.value and "loss" in wb.status.value and "ms/step" in wb.status.value
+    puts = drawn.on(wb.image_layer, "putImageData")
+    assert len(puts) == 2
+    np.testing.assert_array_equal(decode(puts[-1][2][0]), scaled_rgba(wb.last_image, S))
+    assert len(drawn.on(wb.loss_canvas, "strokeLines")) >= 2  # the loss curve
+    assert wb.frames == 2 and len(wb._losses) == 2
+
+
+def test_run_and_stop_from_the_button(wb):
+    wb.add_point((20, 30), (35, 30))
+    wb.max_steps.value = 10_000
+    wb.run_button.click()
+    assert wb.running and wb.run_button.description == "Stop" and wb.step_button.disabled
+    wait_until(lambda: wb.session.num_steps >= 3)
+    wb.run_button.click()  # Stop
+    assert wb.wait(30)
+    n = wb.session.num_steps
+    time.sleep(0.2)
+    assert wb.session.num_steps == n < 10_000 and not wb.running
+    assert wb.run_button.description == "Run" and not wb.step_button.disabled
+    assert "stopped" in wb.status.value and f"step {n}" in wb.status.value and wb.frames == n
+    assert len(wb._trails) == 1 and wb.last_error is None
+
+
+def test_edits_during_a_run_land_between_steps(wb, drawn):
+    wb.add_point((20, 30), (35, 30))
+    wb.max_steps.value = 10_000
+    shown, go_on = threading.Event(), threading.Event()
+    show_step = wb._show_step
+
+    def held_show_step(r):  # hold the worker after drawing a step, before the step boundary
+        show_step(r)
+        shown.set()
+        go_on.wait(30)
+
+    wb._show_step = held_show_step
+    wb.run()
+    assert shown.wait(30)
+    drawn.clear()
+    click(wb, *canvas_xy(50, 50))
+    click(wb, *canvas_xy(50, 58))  # a new pair while the run is between two steps
+    wb.lr.value = 0.004
+    assert len(wb._queued) == 2 and len(wb.session.target_points) == 1 and wb.session.params["lr"] == 0.002
+    assert "queued" in wb.message.value
+    assert [a for _, a, _ in drawn.on(wb.marks_layer, "setLineDash")][0] == [[6, 4]]  # the queued pair, dashed
+    n = wb.session.num_steps
+    wb._show_step = show_step
+    go_on.set()
+    wait_until(lambda: wb.session.num_steps >= n + 2)  # applied, and the run went on with both pairs
+    assert wb.session.target_points[1] == (50.0, 58.0) and wb.session.params["lr"] == 0.004
+    wb.stop()
+    assert wb.wait(30)
+    assert wb._queued == [] and len(wb._trails) == 2 and wb.last_error is None
+
+
+def test_undo_and_reset_image(wb):
+    seed_image = wb.session.image
+    wb.add_point((20, 30), (35, 30))
+    wb.run(5)
+    assert wb.wait(30) and wb.session.num_steps == 5
+    wb.undo_button.click()
+    assert wb.session.num_steps == 0
+    wb.run(3)
+    wb.wait(30)
+    wb.reset_image_button.click()
+    np.testing.assert_array_equal(wb.last_image, seed_image)
+    assert wb.session.handle_points == [(20.0, 30.0)]
+    wb.reset_points_button.click()
+    assert wb.session.target_points == [] and wb._trails == []
+
+
+# ----------------------------------------------------------------------------
+# Mask
+
+
+def test_mask_brush_paints_movable_region_and_shift_erases(wb, drawn):
+    wb.mode.value = "mask"
+    wb.brush.value = 3
+    drawn.clear()
+    mouse(wb, "mousedown", *canvas_xy(10, 20))
+    mouse(wb, "mousemove", *canvas_xy(30, 20))
+    mouse(wb, "mouseup", *canvas_xy(30, 20))
+    fixed = wb.session.mask
+    assert fixed is not None and fixed.shape == (64, 64)
+    assert not fixed[20, 10:31].any() and not fixed[23, 20] and fixed[24, 20] and fixed[0, 0]  # the stroke moves
+    assert wb.session.target_points == []  # no points were placed in mask mode
+    overlay = decode(drawn.on(wb.mask_layer, "putImageData")[-1][2][0])
+    assert overlay.shape == (512, 512, 4) and overlay[20 * S + 4, 20 * S + 4, 3] < overlay[0, 0, 3]
+    assert "movable" in wb.status.value
+    mouse(wb, "mousedown", *canvas_xy(10, 20), shiftKey=True)  # erase the whole stroke
+    mouse(wb, "mousemove", *canvas_xy(30, 20), shiftKey=True)
+    mouse(wb, "mouseup", *canvas_xy(30, 20), shiftKey=True)
+    assert wb.session.mask is None
+
+
+# ----------------------------------------------------------------------------
+# Controls and files
+
+
+def test_controls_reach_the_session(wb):
+    wb.add_point((20, 30), (35, 30))
+    wb.lr.value = 0.01
+    wb.r1.value = 4.5
+    wb.tolerance.value = 3
+    wb.feature_block.value = 2
+    wb.latent_space.value = "w"
+    p = wb.session.params
+    assert (p["lr"], p["r1"], p["tolerance"], p["feature_block"]) == (0.01, 4.5, 3, 2)
+    assert wb.session.latent_space == "w" and wb.last_error is None
+    wb.seed.value = 7
+    assert wb.session.seed == 7 and wb.session.target_points == []  # a new image
+    wb.psi.value = 0.5
+    assert wb.session.truncation_psi == 0.5
+    wb.random_seed_button.click()
+    assert wb.session.seed == wb.seed.value
+    wb.max_steps.value = 5
+    assert wb.session.params["max_steps"] == 5
+    wb.r1.min = -10
+    wb.r1.value = -1.0  # refused by the session: shown, and the control snaps back
+    assert isinstance(wb.last_error, ValueError) and wb.r1.value == wb.session.params["r1"] == 4.5
+
+
+def test_save_files_and_load_session(wb, tmp_path):
+    wb.add_point((20, 30), (35, 30))
+    wb.run(4)
+    assert wb.wait(30)
+    png = wb.save_png()
+    assert Image.open(png).size == (64, 64)
+    wb.save_gif_button.click()
+    assert wb.progress.layout.visibility == "visible" and wb.save_mp4_button.disabled  # a long action
+    assert wb.wait(60) and wb.last_error is None and wb.progress.layout.visibility == "hidden"
+    with Image.open(tmp_path / "out" / "drag.gif") as im:
+        assert im.n_frames >= 2 and im.size == (512, 512)
+    wb.save_mp4_button.click()
+    assert wb.wait(60) and wb.last_error is None
+    assert (tmp_path / "out" / "drag.mp4").stat().st_size > 0 and "drag.mp4" in wb.message.value
+    wb.save_session_button.click()
+    assert wb.load_path.value == str(tmp_path / "out" / "drag_session")
+    wb.reset_points()
+    wb.load_button.click()
+    assert wb.wait(60) and wb.last_error is None
+    assert wb.session.target_points == [(35.0, 30.0)] and wb.session.num_steps == 4
+    assert "loaded session" in wb.message.value
+
+
+def test_model_dropdown_lists_checkpoints_and_switches(tiny_generator, tmp_path, drawn):
+    models = tmp_path / "models"
+    models.mkdir()
+    small = dragnb.Generator(dragnb.GeneratorConfig(z_dim=8, w_dim=16, img_resolution=32, channel_base=256,
+                                                    channel_max=16, mapping_layers=2))
+    path = dragnb.save_generator(small, models / "small.safetensors")
+    (models / "broken.pkl").write_bytes(b"not a pickle")
+    wb = Workbench(session=DragSession(tiny_generator), models_dir=models)
+    assert {str(path), str(models / "broken.pkl")} < {v for _, v in wb.model.options}
+    wb.model.value = str(models / "broken.pkl")
+    assert wb.wait(60) and wb.last_error is not None and "&#9888;" in wb.error.value
+    assert wb.model.value == "" and wb.session.H == 64  # still the session's model
+    wb.model.value = str(path)
+    assert wb.wait(60) and wb.last_error is None
+    assert (wb.session.H, wb.map.scale, wb.canvas.width) == (32, 16, 512)
+    click(wb, *CanvasMap(16).to_canvas(3, 4))
+    click(wb, *CanvasMap(16).to_canvas(9, 4))
+    assert wb.session.handle_points == [(3.0, 4.0)] and wb.session.target_points == [(9.0, 4.0)]
+    wb.internals_toggle.value = True
+    assert (wb.internals.width, wb.internals.height) == (32, 32) and wb.last_error is None
+
+
+def test_errors_show_in_the_widget(wb):
+    click(wb, *canvas_xy(5, 5))
+    click(wb, *canvas_xy(5, 5))  # target on the handle
+    assert wb.session.target_points == [] and "differ" in wb.message.value
+    wb.load_path.value = "/nonexistent/session"
+    wb.load_button.click()
+    wb.wait(30)
+    assert isinstance(wb.last_error, FileNotFoundError) and "&#9888;" in wb.error.value
+
+
+# ----------------------------------------------------------------------------
+# Internals view
+
+
+def test_pca_and_distance_map():
+    rng = np.random.default_rng(0)
+    feat = rng.normal(size=(8, 12, 10)).astype(np.float32)
+    rgb, basis = pca_rgb(feat)
+    assert rgb.shape == (12, 10, 3) and rgb.dtype == np.uint8 and basis.shape == (3, 8)
+    rgb2, basis2 = pca_rgb(feat, -basis)  # signs follow the previous basis: colours stay steady
+    np.testing.assert_allclose(basis2, -basis)
+    d = distance_map(feat, feat[:, 4, 7], l1=False)
+    assert d.shape == (12, 10) and d[4, 7] == 0 and np.unravel_index(d.argmin(), d.shape) == (4, 7)
+    l1 = distance_map(feat, feat[:, 0, 0], l1=True)
+    np.testing.assert_allclose(l1[2, 3], np.abs(feat[:, 2, 3] - feat[:, 0, 0]).sum(), rtol=1e-5)
+
+
+def test_internals_view_draws_features_and_distance(wb, drawn):
+    wb.add_point((20, 30), (35, 30))
+    wb.step()
+    drawn.clear()
+    wb.internals_toggle.value = True
+    assert wb._internals_box.layout.display == "flex" and wb.last_error is None
+    puts = drawn.on(wb.internals.canvas, "putImageData")
+    assert len(puts) == 2  # features (PCA) and the distance heat-map
+    assert [a[:2] for _, a, _ in puts] == [[0, 0], [256 + wb.internals.GAP, 0]]
+    assert "point 0" in wb.internals.caption.value and "next tracked position" in wb.internals.caption.value
+    assert drawn.on(wb.internals.canvas, "fillRects")  # the r1 disk
+    features, refs = wb.session.tracking_features()
+    assert features.shape[1:] == (64, 64) and refs.shape == (1, features.shape[0])
+
+
+@pytest.mark.slow
+def test_backend_dropdown_switches_to_onnx_runtime(wb):
+    from dragnb.backends.base import load_backend
+
+    try:
+        load_backend("ort")
+    except ImportError as e:
+        pytest.skip(f"ONNX Runtime training is not installed: {e}")
+    wb.add_point((20, 30), (35, 30))
+    wb.step()
+    wb.backend.value = "ort"  # exports the training artifacts on first use (cached in artifacts/)
+    assert wb.wait(300) and wb.last_error is None, wb.last_error
+    assert wb.session.backend_name == "ort" and wb.progress.layout.visibility == "hidden"
+    r = wb.step()
+    assert r.step == 1 and wb.last_error is None and "ort" not in wb.error.value
+
+
+def test_session_methods_the_widget_uses(tiny_generator):
+    """set_seed(truncation_psi=), set_latent_space, set_backend and tracking_features (added for the widget)."""
+    s = DragSession(tiny_generator, seed=1)
+    s.add_point(handle=(20, 30), target=(35, 30))
+    feat, ref = s.tracking_features()
+    assert feat.shape == (feat.shape[0], 64, 64) and ref.shape == (1, feat.shape[0])
+    np.testing.assert_array_equal(ref[0], feat[:, 30, 20])  # before the first step: the feature at the handle
+    s.step()
+    s.step()
+    feat2, ref2 = s.tracking_features()
+    np.testing.assert_array_equal(ref2, ref)                # after: still F0 at the initial handle
+    assert np.abs(feat2 - feat).max() > 0                   # while the features moved
+    ws = s.ws
+    s.set_latent_space("w")
+    assert s.latent_space == "w"
+    np.testing.assert_array_equal(s.ws, ws)
+    with pytest.raises(ValueError):
+        s.set_latent_space("z")
+    with pytest.raises(ValueError):
+        s.set_backend("tf")
+    s.set_seed(2, truncation_psi=0.5)
+    assert (s.seed, s.truncation_psi, s.target_points) == (2, 0.5, [])
+    with pytest.raises(TypeError):
+        s.set_seed(3, truncation_psi="high")
+    assert (s.seed, s.truncation_psi) == (2, 0.5)
