@@ -102,7 +102,8 @@ class TorchBackend(Backend):
         if not render_image:
             return feat, None
         with torch.no_grad():  # the rest of the network only draws the picture
-            _, img = syn.run_blocks(ws.detach(), fb + 1, self.G.num_blocks, x.detach(), img.detach(), self.noise_mode)
+            img = None if img is None else img.detach()  # "orig"/"resnet": no RGB before the last block
+            _, img = syn.run_blocks(ws.detach(), fb + 1, self.G.num_blocks, x.detach(), img, self.noise_mode)
         return feat, img[0]
 
     def features(self):

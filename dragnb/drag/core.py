@@ -91,6 +91,17 @@ def _clamp_rc(rc: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([rc[..., 0].clamp(0, h - 1), rc[..., 1].clamp(0, w - 1)], dim=-1)
 
 
+def feature_distance(diff: torch.Tensor, l1=False) -> torch.Tensor:
+    """Tracking distance of feature differences ``diff`` [C, ...] -> [...]: L1, or squared L2 (orders like L2).
+
+    ``l1`` is a bool, or a bool tensor [] (a graph input in the ONNX export: both computed, chosen at run time).
+    Used by :func:`track_points` and by the workbench's distance heat-map.
+    """
+    if isinstance(l1, torch.Tensor):
+        return torch.where(l1, diff.abs().sum(0), diff.square().sum(0))
+    return diff.abs().sum(0) if l1 else diff.square().sum(0)
+
+
 def track_points(feat, ref_feats, handles_rc, window, l1: bool = False) -> torch.Tensor:
     """Nearest-neighbour point tracking.
 
@@ -99,7 +110,7 @@ def track_points(feat, ref_feats, handles_rc, window, l1: bool = False) -> torch
         ref_feats: [P, C] features of the initial handle points in F0.
         handles_rc: int64 [P, 2] current handles (row, col).
         window: int64 [M, 2] window offsets (:func:`window_offsets`).
-        l1: distance L1 (paper) instead of L2 (official code).
+        l1: distance L1 (paper) instead of L2 (official code); a bool or a bool tensor [].
     Returns:
         int64 [P, 2] tracked handles (row, col), always inside the image.
     """
@@ -109,7 +120,7 @@ def track_points(feat, ref_feats, handles_rc, window, l1: bool = False) -> torch
     cand = _clamp_rc(cand, h, w)
     fc = gather_rc(feat, cand[..., 0], cand[..., 1])  # [C, P, M]
     diff = fc - ref_feats.t()[:, :, None]
-    dist = diff.abs().sum(0) if l1 else diff.square().sum(0)  # [P, M]; squared L2 orders like L2
+    dist = feature_distance(diff, l1)  # [P, M]
     dist = torch.where(valid, dist, torch.full_like(dist, float("inf")))
     idx = torch.argmin(dist, dim=1)  # [P]; first minimum in row-major window order
     return torch.gather(cand, 1, idx[:, None, None].expand(-1, 1, 2)).squeeze(1)

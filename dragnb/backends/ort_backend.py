@@ -1,0 +1,84 @@
+"""The ONNX Runtime DragGAN back-end: on-device training steps from cached artifacts.
+
+Exports once per (weights, feature block, noise mode) through :mod:`.ort_cache` and then drives the
+torch-free :class:`~dragnb.backends.ort_runtime.DragRuntime` (the same loop a device runs). A new seed,
+latent space, layer count, point set, mask, r1/r2/lambda or learning rate never re-exports: the latent is
+written into the checkpoint state and the Adam state reset. See ``ort_export.py`` for the graph and
+``base.py`` for the contract.
+
+Device: the CUDA provider when the installed onnxruntime-training is a CUDA build (and a GPU works),
+otherwise the CPU. Threads default to ``torch.get_num_threads()`` so both back-ends compare fairly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..stylegan.networks import Generator
+from .base import LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
+from .ort_export import EXPORT_NOISE_MODES
+
+
+class OrtBackend(Backend):
+    """DragGAN optimisation of a W / W+ latent of ``G`` as ONNX Runtime training steps.
+
+    Args:
+        G: the generator (exported on first use, then cached).
+        feature_block: synthesis block index (0 = 4x4) of the DragGAN features.
+        noise_mode: "const" (default) or "none"; "random" raises ValueError.
+        artifacts_root: cache root (default ``ort_cache.default_root()``).
+        threads: intra-op threads (default ``torch.get_num_threads()``).
+        device: None (CUDA if available, else CPU), "cpu" or "cuda".
+        progress: tqdm bar while artifacts are generated.
+    """
+
+    name = "ort"
+
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", artifacts_root=None,
+                 threads: int | None = None, device: str | None = None, progress: bool = True):
+        import torch
+
+        from .ort_cache import ensure_artifacts
+        from .ort_runtime import DragRuntime
+
+        if not isinstance(G, Generator):
+            raise TypeError(f"G must be a dragnb Generator, got {type(G).__name__}")
+        if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
+            raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
+        if noise_mode not in EXPORT_NOISE_MODES:
+            raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
+        self.G, self.feature_block, self.noise_mode = G, int(feature_block), noise_mode
+        self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress)
+        # ensure_artifacts has just verified every hash; no second pass here.
+        self.runtime = DragRuntime(self.folder, threads=threads or torch.get_num_threads(), device=device,
+                                   check_hashes=False)
+        self.device = self.runtime.device
+
+    def start(self, ws0, latent_space, num_layers, lr):
+        if latent_space not in LATENT_SPACES:
+            raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
+        self.runtime.start(np.asarray(ws0, np.float32), latent_space, int(num_layers))
+
+    def ws(self):
+        return self.runtime.ws()
+
+    def get_state(self):
+        return self.runtime.get_state()
+
+    def set_state(self, state):
+        check_state(state, self.G.num_ws, self.G.w_dim)
+        self.runtime.set_state(state)
+
+    def features(self):
+        img, feat = self.runtime.features()
+        return image_to_uint8(img), feat
+
+    def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
+             l1_tracking, lr, render_image, return_features=False):
+        r = self.runtime.step(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
+                              l1_tracking, lr, render_image, return_features)
+        return StepOutput(
+            loss=r["loss"], motion=r["motion"], mask=r["mask"], tracked_rc=r["tracked_rc"], distance=r["distance"],
+            converged=r["converged"], image=image_to_uint8(r["image"]) if r["image"] is not None else None,
+            features=r["features"],
+        )

@@ -1,0 +1,490 @@
+"""Export ONE DragGAN step as an ONNX Runtime on-device-training graph, plus the inference pieces around it.
+
+The training graph (``DragStep``) is, per call, exactly what :class:`~dragnb.backends.torch_backend.TorchBackend`
+does per step: the synthesis blocks up to the feature block, the bilinear resize to image size, and
+:func:`dragnb.drag.core.drag_objective` (tracking, motion and mask terms) on those same features. Its
+first output is the scalar loss (``generate_artifacts(loss=None)`` seeds the backward pass there).
+
+The only trainable parameter is ``latent`` [1, num_ws, w_dim]. W / W+ and the number of trained layers are
+NOT baked into the graph: a constant 0/1 matrix ``select`` [num_ws, num_ws] (an input) maps the latent onto
+the ws, ``ws = ws0 * (1 - rowsum(select)) + select @ latent``:
+
+* W+, n layers: ``select = diag(1, .., 1, 0, ..)`` (n ones); latent rows >= n get exactly zero gradient;
+* W, n layers: ``select[:n, 0] = 1``; one vector broadcast, rows >= 1 get zero gradient.
+
+Rows with zero gradient stay put under Adam (m = v = 0 gives an update of exactly 0), so one artifact set
+serves every latent space and layer count, and ``ws`` equals the PyTorch back-end's bit for bit.
+
+Stop-gradient: the TorchScript exporter drops ``detach()``. :class:`StopGradient` exports as a node
+``dragnb::StopGradient`` (a domain nothing else uses), carried as a model-local ONNX function whose body
+is ``Identity`` (so every ORT session can run it); ORT's process-global gradient registry gets a ZERO
+gradient for exactly that key (:func:`register_stop_gradient`). Nothing depends on generated node or
+tensor names, and the markers are counted at every stage (:func:`count_markers`): a mismatch raises.
+
+The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's activations, for the
+display image only), ``resize.onnx`` (block output -> features at image size, for F0), ``mapping.onnx``
+(z, psi -> ws, so a device can start from a seed without torch). See ``ort_cache.py`` for the cache.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import helper
+from torch import nn
+
+from ..drag import core
+from ..stylegan import ops
+from ..stylegan.networks import Generator
+
+OPSET = 17                      # the TorchScript exporter's output that ORT 1.19 trains (same as dragnb.export)
+MARKER_DOMAIN = "dragnb"        # custom ONNX domain of the stop-gradient marker; used by nothing else
+MARKER_OP = "StopGradient"
+TRAINABLE = "latent"            # name of the only trainable initializer
+log = logging.getLogger(__name__)
+_EXPORT_LOCK = threading.Lock()  # tracing is not thread-safe, and StopGradient.emitted counts per export
+EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
+
+# Inputs of the step graph, in order (ORT training Modules take positional inputs). Shapes:
+# P points (dynamic), M window offsets (dynamic), K disk offsets (dynamic), C/H/W features at image size.
+STEP_INPUTS = (
+    "ws0",          # float32 [1, num_ws, w_dim]: ws of the drag's start; untrained rows keep these
+    "select",       # float32 [num_ws, num_ws]: 0/1 map latent rows -> ws rows (see module docstring)
+    "handles_rc",   # int64 [P, 2]: handles tracked so far (row, col)
+    "targets_rc",   # float32 [P, 2]: targets (row, col)
+    "ref_feats",    # float32 [P, C]: features of the initial handles in F0
+    "window",       # int64 [M, 2]: tracking window offsets (core.window_offsets(r2))
+    "disk",         # int64 [K, 2]: motion disk offsets (core.disk_offsets(r1))
+    "fixed",        # float32 [H, W] or [1, 1] (no mask, zero): 1 = keep fixed
+    "f0_fixed",     # float32 [C, H, W] or [1, 1, 1]: F0 * fixed
+    "lambda_mask",  # float32 []: weight of the mask term
+    "tolerance",    # float32 []: arrival distance in pixels
+    "l1_tracking",  # bool []: L1 (paper) instead of L2 (official code) tracking distance
+)
+STEP_OUTPUTS = (
+    "loss",         # float32 []: motion + lambda_mask * mask (MUST stay first: the backward pass starts here)
+    "motion",       # float32 []
+    "mask",         # float32 []: mask term before lambda
+    "tracked_rc",   # int64 [P, 2]
+    "distance",     # float32 [P]: pixels from the tracked handles to their targets
+    "converged",    # bool []: every distance <= tolerance
+    "block_x",      # float32 [1, C, h, w]: feature-block activation (input of the tail / of the resize)
+    "block_img",    # float32 [1, 3, h, w]: partial RGB image at the feature block (absent if the arch has none)
+)
+# The eval model (same forward, no backward) also returns the resized features, so F0 is computed by the
+# very kernels of the training forward: bit-identical features at ws0 make the L1 mask term's subgradient
+# exactly 0 at the start, as in PyTorch (a separate resize model differs by 1 ulp, which flips signs).
+# The training model does not return them (a [C, H, W] copy per step).
+EVAL_ONLY_OUTPUT = "features"   # float32 [C, H, W]
+_DYNAMIC = {
+    "handles_rc": {0: "points"}, "targets_rc": {0: "points"}, "ref_feats": {0: "points"},
+    "window": {0: "window"}, "disk": {0: "disk"},
+    "fixed": {0: "mask_h", 1: "mask_w"}, "f0_fixed": {0: "mask_c", 1: "mask_h", 2: "mask_w"},
+    "tracked_rc": {0: "points"}, "distance": {0: "points"},
+}
+
+
+def step_outputs(has_img: bool) -> list[str]:
+    """Outputs of the training graph (the eval graph adds :data:`EVAL_ONLY_OUTPUT`)."""
+    return list(STEP_OUTPUTS if has_img else STEP_OUTPUTS[:-1])
+
+
+# ----------------------------------------------------------------------------
+# Stop-gradient marker
+
+
+class StopGradient(torch.autograd.Function):
+    """``detach`` that survives the ONNX export as a ``dragnb::StopGradient`` node (see module docstring).
+
+    Every export is traced once, so the number of ``symbolic`` calls is the number of markers the graph
+    must contain; :data:`StopGradient.emitted` counts them.
+    """
+
+    emitted = 0
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.zeros_like(grad)
+
+    @staticmethod
+    def symbolic(g, x):
+        StopGradient.emitted += 1
+        y = g.op(f"{MARKER_DOMAIN}::{MARKER_OP}", x)
+        y.setType(x.type())  # same type and shape as x: keeps the exporter's shape inference intact
+        return y
+
+
+def stop_gradient(x: torch.Tensor) -> torch.Tensor:
+    return StopGradient.apply(x)
+
+
+def count_markers(model: onnx.ModelProto) -> int:
+    """Number of ``dragnb::StopGradient`` nodes in the main graph."""
+    return sum(1 for n in model.graph.node if n.domain == MARKER_DOMAIN and n.op_type == MARKER_OP)
+
+
+def _marker_function(opset: int) -> onnx.FunctionProto:
+    # A model-local function gives the custom op a schema (the gradient builder needs one) and a body
+    # (Identity) that every ORT session inlines; no custom-op library is needed anywhere.
+    body = [helper.make_node("Identity", ["x"], ["y"])]
+    return helper.make_function(MARKER_DOMAIN, MARKER_OP, ["x"], ["y"], body, [helper.make_opsetid("", opset)])
+
+
+def add_marker_function(model: onnx.ModelProto) -> None:
+    """Attach the marker's function definition to ``model`` (idempotent)."""
+    if any(f.domain == MARKER_DOMAIN and f.name == MARKER_OP for f in model.functions):
+        return
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    model.functions.append(_marker_function(opset))
+
+
+_REGISTERED = False
+
+
+def register_stop_gradient() -> None:
+    """Give ``dragnb::StopGradient`` a zero gradient in ORT's (process-global) gradient registry.
+
+    The key names our own domain, so no other op in the process is affected. The zero is
+    ``ConstantOfShape(Shape(x))`` (default value float 0): exact zeros even where the incoming
+    gradient is inf/nan, and the backward pass of the detached branch disappears.
+    """
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from onnxruntime.capi import _pybind_state as C
+
+    def node(op, inputs, outputs):
+        d = C.GradientNodeDefinition()
+        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = op, "", inputs, outputs, []
+        return d
+
+    C.register_gradient_definition(
+        f"{MARKER_DOMAIN}::{MARKER_OP}",
+        [node("Shape", ["I(0)"], ["sg_shape"]), node("ConstantOfShape", ["sg_shape"], ["GI(0)"])],
+    )
+    _REGISTERED = True
+
+
+class MarkerMismatch(RuntimeError):
+    """The number of stop-gradient markers changed between export stages: the gradient cannot be trusted."""
+
+
+def check_markers(model: onnx.ModelProto, expected: int, where: str) -> None:
+    found = count_markers(model)
+    if found != expected:
+        raise MarkerMismatch(
+            f"{where}: {found} {MARKER_DOMAIN}::{MARKER_OP} nodes, expected {expected}; the detached branch "
+            "of the motion loss would receive gradient (or lose it elsewhere). Refusing to continue."
+        )
+
+
+# ----------------------------------------------------------------------------
+# The exported modules
+
+
+class DragStep(nn.Module):
+    """ONE DragGAN step's forward (inputs/outputs: :data:`STEP_INPUTS` / :data:`STEP_OUTPUTS`).
+
+    Args:
+        G: the generator; only ``G.synthesis`` blocks 0..feature_block are exported here.
+        feature_block: synthesis block index (0 = 4x4) whose output are the features.
+        noise_mode: "const" or "none".
+        marker: True = :func:`stop_gradient` (correct); False = ``detach`` (dropped by the exporter: the
+            WRONG gradient, kept only so a test can show that the marker matters).
+    """
+
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", marker: bool = True):
+        super().__init__()
+        self.synthesis = G.synthesis
+        self.feature_block, self.noise_mode = int(feature_block), noise_mode
+        self.size = (G.img_resolution, G.img_width)
+        self.has_img = _has_partial_image(G, feature_block)
+        self.sg = stop_gradient if marker else torch.Tensor.detach
+        self.latent = nn.Parameter(torch.zeros(1, G.num_ws, G.w_dim))  # [1, num_ws, w_dim]
+
+    def forward(self, ws0, select, handles_rc, targets_rc, ref_feats, window, disk, fixed, f0_fixed,
+                lambda_mask, tolerance, l1_tracking):
+        keep = 1 - select.sum(dim=1)  # [num_ws]: 1 for rows the latent does not drive
+        ws = ws0 * keep[None, :, None] + select @ self.latent  # [1, num_ws, w_dim]
+        x, img = self.synthesis.run_blocks(ws, 0, self.feature_block + 1, noise_mode=self.noise_mode,
+                                           render_rgb=self.has_img)
+        feat = ops.resize_bilinear(x, self.size)[0]  # [C, H, W]
+        loss, motion, masked, tracked, dist, converged = core.drag_objective(
+            feat, ref_feats, handles_rc, targets_rc, window, disk, fixed, f0_fixed, lambda_mask, tolerance,
+            l1_tracking=l1_tracking, stop_gradient=self.sg,
+        )
+        out = (loss, motion, masked, tracked, dist, converged, x)
+        return out + ((img,) if self.has_img else ()) + (feat,)
+
+
+class Tail(nn.Module):
+    """Blocks after the feature block, for the display image: (ws, block_x[, block_img]) -> image [1, 3, H, W]."""
+
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str):
+        super().__init__()
+        self.synthesis, self.noise_mode = G.synthesis, noise_mode
+        self.start, self.stop = feature_block + 1, G.num_blocks
+
+    def forward(self, ws, block_x, block_img=None):
+        return self.synthesis.run_blocks(ws, self.start, self.stop, block_x, block_img, self.noise_mode)[1]
+
+
+class Resize(nn.Module):
+    """block_x [1, C, h, w] -> features [C, H, W] at image size (the same resize the step graph uses)."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, block_x):
+        return ops.resize_bilinear(block_x, self.size)[0]
+
+
+def _has_partial_image(G: Generator, feature_block: int) -> bool:
+    """Whether a partial RGB image exists after ``feature_block`` ("skip": always; "orig"/"resnet": last block)."""
+    return G.cfg.architecture == "skip" or feature_block == G.num_blocks - 1
+
+
+def _torch_export(module, args, path, input_names, output_names, dynamic_axes, training=False, custom=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
+        torch.onnx.export(
+            module, args, os.fspath(path), input_names=list(input_names), output_names=list(output_names),
+            dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False, export_params=True,
+            # No constant folding while exporting for training: the parameters must keep their names.
+            do_constant_folding=not training,
+            training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
+            custom_opsets={MARKER_DOMAIN: 1} if custom else None,
+        )
+
+
+def example_step_inputs(G: Generator, feature_block: int, points: int = 2) -> tuple:
+    """Inputs in :data:`STEP_INPUTS` order for tracing (values irrelevant, shapes representative)."""
+    c, _, _ = G.feature_shape(feature_block)
+    h, w = G.img_resolution, G.img_width
+    r1, r2, tol = core.default_radii(h)
+    g = torch.Generator().manual_seed(0)
+    handles = torch.stack([torch.randint(0, h, (points,), generator=g), torch.randint(0, w, (points,), generator=g)], 1)
+    return (
+        torch.zeros(1, G.num_ws, G.w_dim), torch.eye(G.num_ws), handles, handles.float() + 3.0,
+        torch.randn(points, c, generator=g), torch.from_numpy(core.window_offsets(r2)),
+        torch.from_numpy(core.disk_offsets(r1)), torch.zeros(h, w), torch.zeros(c, h, w),
+        torch.tensor(10.0), torch.tensor(float(tol)), torch.tensor(False),
+    )
+
+
+def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const", marker: bool = True) -> int:
+    """Export :class:`DragStep` to ``path`` (with the marker function attached); returns the marker count.
+
+    Raises :class:`MarkerMismatch` if the graph does not hold one marker per traced ``stop_gradient``.
+    """
+    if noise_mode not in EXPORT_NOISE_MODES:
+        raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
+    step = DragStep(G, feature_block, noise_mode, marker).eval()
+    outputs = step_outputs(step.has_img) + [EVAL_ONLY_OUTPUT]
+    with _EXPORT_LOCK:
+        before = StopGradient.emitted
+        _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
+                      {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
+                      custom=marker)
+        expected = StopGradient.emitted - before
+    model = onnx.load(os.fspath(path))
+    check_markers(model, expected, "exported step graph")
+    if marker and expected == 0:
+        raise MarkerMismatch("the step graph was traced without any stop-gradient marker")
+    missing = [n for n in STEP_INPUTS if n not in {i.name for i in model.graph.input}]
+    if missing:  # the exporter silently drops unused inputs; positional feeding would then be misaligned
+        raise RuntimeError(f"exported step graph lost inputs {missing}")
+    add_marker_function(model)
+    onnx.save(model, os.fspath(path))
+    return expected
+
+
+def export_tail(G: Generator, feature_block: int, path, noise_mode: str = "const") -> list[str] | None:
+    """Export :class:`Tail`; returns its input names, or None when the feature block is the last block."""
+    if feature_block == G.num_blocks - 1:
+        return None
+    c, h, w = G.feature_shape(feature_block)
+    args = [torch.zeros(1, G.num_ws, G.w_dim), torch.zeros(1, c, h, w)]
+    names = ["ws", "block_x"]
+    if _has_partial_image(G, feature_block):
+        args.append(torch.zeros(1, G.img_channels, h, w))
+        names.append("block_img")
+    with torch.no_grad():
+        _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
+    return names
+
+
+def export_resize(G: Generator, feature_block: int, path) -> None:
+    c, h, w = G.feature_shape(feature_block)
+    _torch_export(Resize((G.img_resolution, G.img_width)), (torch.zeros(1, c, h, w),), path, ["block_x"],
+                  ["features"], None)
+
+
+def explicit_optimizer(path_in, path_out) -> None:
+    """Rewrite ORT's generated ``optimizer_model.onnx`` so its AdamW node RETURNS the new params and moments.
+
+    ``onnxruntime.training.api.Optimizer`` keeps the Adam moments inside the CheckpointState with no way
+    to read, write or reset them; DragGAN needs all three (a fresh drag per seed, undo, saved sessions).
+    Running the same generated AdamWOptimizer node in an InferenceSession with the state as inputs and
+    outputs gives ORT's update bit for bit (checked against ``Optimizer.step``) with the state in our hands.
+    """
+    model = onnx.load(os.fspath(path_in))
+    nodes = [n for n in model.graph.node if n.op_type == "AdamWOptimizer"]
+    if len(nodes) != 1 or len(model.graph.input) != 6:
+        raise RuntimeError(f"{path_in}: expected one AdamWOptimizer node with 6 graph inputs")
+    node = nodes[0]
+    del node.output[1:]
+    node.output.extend(["updated_params", "updated_exp_avg", "updated_exp_avg_sq"])
+    for name in node.output[1:]:
+        model.graph.output.append(helper.make_tensor_sequence_value_info(name, onnx.TensorProto.FLOAT, None))
+    onnx.checker.check_model(model)
+    onnx.save(model, os.fspath(path_out))
+
+
+def adamw_block():
+    """The optimizer block: AdamW with the Adam settings of ``base.py`` (betas, eps 1e-8, no weight decay)."""
+    from onnxruntime.training import onnxblock
+
+    from .base import ADAM_BETAS, ADAM_EPS
+
+    return onnxblock.optim.AdamW(betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
+
+
+def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int) -> None:
+    """ORT's four training artifacts (+ ``adamw.onnx``) from an exported step graph (:func:`export_step`).
+
+    ``training_model.onnx`` (forward + backward to ``latent``), ``eval_model.onnx`` (forward only),
+    ``optimizer_model.onnx`` (AdamW) and ``checkpoint`` (``latent`` trainable, every generator weight
+    frozen) go to the existing folder ``out_dir``; ``markers`` is what :func:`export_step` returned
+    and is checked again in both generated graphs.
+    """
+    from onnxruntime.training import artifacts
+
+    out = Path(out_dir)
+    register_stop_gradient()
+    model = onnx.load(os.fspath(step_path))
+    # Every generator weight in the graph is a frozen parameter (kept in the checkpoint); buffers
+    # (noise, filters) stay constants.
+    frozen = [i.name for i in model.graph.initializer if i.name != TRAINABLE and i.name in _param_names(G)]
+    with native_stderr_to_log():
+        artifacts.generate_artifacts(
+            model, requires_grad=[TRAINABLE], frozen_params=frozen, loss=None, optimizer=adamw_block(),
+            artifact_directory=os.fspath(out),
+        )
+    _drop_output(out / "training_model.onnx", EVAL_ONLY_OUTPUT)
+    for name in ("training_model.onnx", "eval_model.onnx"):
+        check_markers(onnx.load(os.fspath(out / name)), markers, name)
+    explicit_optimizer(out / "optimizer_model.onnx", out / "adamw.onnx")
+
+
+def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise_mode: str = "const",
+                                marker: bool = True, progress=None) -> dict:
+    """Write every artifact of one (G, feature_block, noise_mode) into the existing folder ``out_dir``.
+
+    Files: ``step.onnx`` (the exported forward; ``ort_cache`` drops it, the training model contains it),
+    ``training_model.onnx``,
+    ``eval_model.onnx``, ``optimizer_model.onnx``, ``checkpoint`` (ORT's), ``adamw.onnx``
+    (:func:`explicit_optimizer`), ``resize.onnx``, ``tail.onnx`` (unless the feature block is last) and
+    ``mapping.onnx`` (unconditional models). ``progress`` is called with a stage name after each stage.
+    Returns the config part of the manifest.
+    """
+    from ..export import export_mapper
+
+    tick = progress or (lambda stage: None)
+    out = Path(out_dir)
+    G = G.eval().requires_grad_(False)
+    markers = export_step(G, feature_block, out / "step.onnx", noise_mode, marker)
+    tick("export step graph")
+    generate_step_artifacts(G, out / "step.onnx", out, markers)
+    tick("generate training artifacts")
+
+    export_resize(G, feature_block, out / "resize.onnx")
+    tail_inputs = export_tail(G, feature_block, out / "tail.onnx", noise_mode)
+    tick("export display tail")
+    has_mapping = G.c_dim == 0
+    if has_mapping:
+        export_mapper(G, out / "mapping.onnx")
+    tick("export mapping")
+
+    c, h, w = G.feature_shape(feature_block)
+    return {
+        "generator": G.cfg.to_dict(),
+        "feature_block": int(feature_block),
+        "noise_mode": noise_mode,
+        "opset": OPSET,
+        "num_ws": G.num_ws,
+        "w_dim": G.w_dim,
+        "z_dim": G.z_dim,
+        "image_shape": [G.img_channels, G.img_resolution, G.img_width],
+        "block_shape": [c, h, w],
+        "feature_shape": [c, G.img_resolution, G.img_width],
+        "default_radii": list(core.default_radii(G.img_resolution)),  # (r1, r2, tolerance) in pixels
+        "step_inputs": list(STEP_INPUTS),
+        "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
+        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)) + [EVAL_ONLY_OUTPUT],
+        "tail_inputs": tail_inputs,
+        "has_mapping": has_mapping,
+        "trainable": TRAINABLE,
+        "stop_gradient_markers": markers if marker else 0,
+        "stop_gradient": "marker" if marker else "none (detach dropped: wrong gradient)",
+        "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
+    }
+
+
+@contextlib.contextmanager
+def native_stderr_to_log():
+    """Send the C++ stderr (file descriptor 2) to a temporary file while ORT builds the gradient graph.
+
+    ORT's graph builder logs every optimisation pass at INFO level through its own loggers, which
+    ``set_default_logger_severity`` does not reach: hundreds of lines per export. They go to the
+    ``dragnb.backends.ort_export`` logger at DEBUG instead, and into the exception if the build fails.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        failed = False
+        try:
+            yield
+        except Exception:
+            failed = True
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            text = tmp.read().decode(errors="replace")
+            if text:
+                log.debug("onnxruntime output:\n%s", text)
+            if failed and text:
+                sys.stderr.write("onnxruntime output before the failure (last 40 lines):\n")
+                sys.stderr.write("\n".join(text.splitlines()[-40:]) + "\n")
+
+
+def _drop_output(path, name: str) -> None:
+    """Remove graph output ``name`` (ours, by the name we exported it with) from the model at ``path``."""
+    model = onnx.load(os.fspath(path))
+    keep = [o for o in model.graph.output if o.name != name]
+    if len(keep) != len(model.graph.output) - 1:
+        raise RuntimeError(f"{path}: no single output {name!r} to drop")
+    del model.graph.output[:]
+    model.graph.output.extend(keep)
+    onnx.save(model, os.fspath(path))
+
+
+def _param_names(G: Generator) -> set[str]:
+    return {f"synthesis.{k}" for k, _ in G.synthesis.named_parameters()}

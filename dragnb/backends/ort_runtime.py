@@ -1,0 +1,525 @@
+"""The DragGAN loop from ORT artifacts with numpy and onnxruntime-training only (no torch, no dragnb imports).
+
+This file is self-contained on purpose: copied next to an artifact folder (``ort_cache.py`` writes one) it
+runs a drag on a device that has only ``numpy`` and ``onnxruntime-training``::
+
+    python ort_runtime.py ARTIFACTS --seed 0 --handle 10,12 --target 14,12 --steps 20
+
+:class:`~dragnb.backends.ort_backend.OrtBackend` drives this same class, so the in-process ORT back-end
+and the on-device loop are one implementation.
+
+Per :meth:`DragRuntime.step`: ONE training-graph call (forward to the feature block, tracking, motion and
+mask losses, backward to the latent), then, unless every point has arrived, ONE AdamW update run as ORT's
+own ``AdamWOptimizer`` node on state held here (``adamw.onnx``; see ``ort_export.explicit_optimizer``).
+The display image comes from ``tail.onnx`` fed with the step's own feature-block activations, only when asked.
+
+The training Module and CheckpointState are used through onnxruntime's C bindings (:class:`Trainer`):
+``import onnxruntime.training`` imports torch in onnxruntime-training 1.19.2. Inputs and outputs stay
+OrtValues (per-drag constants such as F0 * mask are wrapped once), so no large array is copied per step.
+Device: CUDA when the installed onnxruntime-training build has the CUDA provider (untested here; a failure
+to create the CUDA sessions falls back to the CPU with a warning), else the CPU.
+
+Coordinates: arrays' (row, col); images float [3, H, W] in about [-1, 1]. Latent layout: see ``ort_export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+FORMAT = "dragnb-ort-artifacts"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+LATENT_SPACES = ("w", "w+")
+ADAM_FILE = "adamw.onnx"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact folder that is missing, incomplete, corrupted or from an incompatible version."""
+
+
+# ----------------------------------------------------------------------------
+# Artifact folder: manifest and integrity
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_artifacts(folder: str | os.PathLike, check_hashes: bool = True) -> str | None:
+    """None if ``folder`` holds a complete, intact artifact set; otherwise why not (one line)."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except FileNotFoundError:
+        return f"{MANIFEST} is missing"
+    except (OSError, ValueError) as e:
+        return f"{MANIFEST} is unreadable ({e})"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"{MANIFEST} is not a {FORMAT} manifest"
+    if manifest.get("format_version") != FORMAT_VERSION:
+        return f"format version {manifest.get('format_version')!r}, this runtime reads {FORMAT_VERSION}"
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        return f"{MANIFEST} lists no files"
+    for name, info in files.items():
+        p = folder / name
+        if not p.is_file():
+            return f"{name} is missing"
+        size = p.stat().st_size
+        if size != info.get("size"):
+            return f"{name} has {size} bytes, the manifest says {info.get('size')} (truncated or replaced)"
+        if check_hashes and file_sha256(p) != info.get("sha256"):
+            return f"{name} does not match its sha256 (corrupted or foreign)"
+    return None
+
+
+def load_manifest(folder: str | os.PathLike, check_hashes: bool = True) -> dict:
+    """The manifest of a verified artifact folder; raises :class:`ArtifactError` with the reason."""
+    why = verify_artifacts(folder, check_hashes)
+    if why is not None:
+        raise ArtifactError(f"{folder}: {why}")
+    return json.loads((Path(folder) / MANIFEST).read_text())
+
+
+# ----------------------------------------------------------------------------
+# Small numpy pieces (the drag geometry mirrors dragnb.drag.core; a test checks they agree)
+
+
+def window_offsets(r2: int) -> np.ndarray:
+    """(drow, dcol) int64 [(2 r2 + 1)^2, 2], row-major: as ``dragnb.drag.core.window_offsets``."""
+    d = np.arange(-int(r2), int(r2) + 1)
+    dr, dc = np.meshgrid(d, d, indexing="ij")
+    return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
+
+
+def disk_offsets(r1: float) -> np.ndarray:
+    """(drow, dcol) int64 [K, 2] strictly inside radius r1: as ``dragnb.drag.core.disk_offsets``."""
+    r = int(math.ceil(r1))
+    d = np.arange(-r, r + 1)
+    dr, dc = np.meshgrid(d, d, indexing="ij")
+    keep = dr**2 + dc**2 < r1**2
+    return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
+
+
+def select_matrix(num_ws: int, latent_space: str, num_layers: int) -> np.ndarray:
+    """float32 [num_ws, num_ws] 0/1 map from latent rows to ws rows (W+: diagonal; W: column 0)."""
+    if latent_space not in LATENT_SPACES:
+        raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
+    if not 1 <= int(num_layers) <= num_ws:
+        raise ValueError(f"num_layers must be in [1, {num_ws}], got {num_layers}")
+    s = np.zeros((num_ws, num_ws), np.float32)
+    n = int(num_layers)
+    if latent_space == "w+":
+        s[np.arange(n), np.arange(n)] = 1
+    else:
+        s[:n, 0] = 1
+    return s
+
+
+def compose_ws(ws0: np.ndarray, select: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """``ws0 * (1 - rowsum(select)) + select @ latent`` -> float32 [1, num_ws, w_dim], as in the step graph."""
+    keep = 1 - select.sum(axis=1)
+    return (ws0 * keep[None, :, None] + select @ latent).astype(np.float32)
+
+
+def providers_and_device(device: str | None = None) -> tuple[list[str], str]:
+    """(InferenceSession providers, training Module device): CUDA when this onnxruntime build has it, else CPU.
+
+    ``device`` "cpu" / "cuda" forces a choice. A CUDA build without a usable GPU fails when the sessions
+    are created; :class:`DragRuntime` then falls back to the CPU with a warning.
+    """
+    import onnxruntime as ort
+
+    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device is None:
+        device = "cuda" if cuda else "cpu"
+    if device.startswith("cuda"):
+        if not cuda:
+            raise ValueError("device 'cuda' asked for, but this onnxruntime build has no CUDA provider")
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], device
+    return ["CPUExecutionProvider"], "cpu"
+
+
+class Trainer:
+    """ORT's training Module and CheckpointState through onnxruntime's C bindings.
+
+    ``onnxruntime.training.api`` is a thin wrapper over exactly these calls, but importing it runs
+    ``onnxruntime/training/__init__.py``, which imports torch (via ``training.optim``) in 1.19.2, so it
+    cannot load on a device without torch. The bindings themselves need only numpy.
+
+    Args:
+        checkpoint, train_model, eval_model: artifact paths; device: "cpu" or "cuda[:i]";
+        options: an ``onnxruntime.SessionOptions``.
+    """
+
+    def __init__(self, checkpoint, train_model, eval_model, device: str, options):
+        from onnxruntime.capi import _pybind_state as C
+        from onnxruntime.capi.onnxruntime_inference_collection import get_ort_device_type
+
+        kind, _, index = device.partition(":")
+        index = int(index or 0)
+        ort_device = C.OrtDevice(get_ort_device_type(kind, index), C.OrtDevice.default_memory(), index)
+        self._C = C
+        self.state = C.load_checkpoint(os.fspath(checkpoint))
+        self.module = C.Module(os.fspath(train_model), self.state, os.fspath(eval_model), ort_device, options)
+
+    def input_names(self) -> list[str]:
+        return list(self.module.input_names(True))
+
+    def run(self, feeds: list, training: bool) -> list:
+        """Training step (forward + backward into the parameter gradients) or eval forward; OrtValues in and out."""
+        from onnxruntime import OrtValue
+
+        inputs, fetches = self._C.OrtValueVector(), self._C.OrtValueVector()
+        inputs.reserve(len(feeds))
+        for v in feeds:
+            inputs.push_back(v._ortvalue)
+        (self.module.train_step_with_ort_values if training else self.module.eval_step_with_ort_values)(inputs, fetches)
+        return [OrtValue(v) for v in fetches]
+
+    def lazy_reset_grad(self) -> None:
+        self.module.lazy_reset_grad()
+
+    def get(self, name: str) -> np.ndarray:
+        return self.state.get_parameter(name).data.numpy().copy()  # .numpy() views the live buffer: copy
+
+    def set(self, name: str, value: np.ndarray) -> None:
+        from onnxruntime import OrtValue
+
+        value = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, np.float32))
+        self.state.get_parameter(name).copy_from(self.state, value._ortvalue)
+
+    def grad(self, name: str) -> np.ndarray:
+        return self.state.get_parameter(name).grad.numpy().copy()
+
+
+@functools.lru_cache(maxsize=16)
+def _window(r2: int) -> np.ndarray:
+    return window_offsets(r2)
+
+
+@functools.lru_cache(maxsize=16)
+def _disk(r1: float) -> np.ndarray:
+    return disk_offsets(r1)
+
+
+def _numpy(v) -> np.ndarray:
+    return v if isinstance(v, np.ndarray) else v.numpy()
+
+
+# ----------------------------------------------------------------------------
+# The runtime
+
+
+class DragRuntime:
+    """DragGAN optimisation of a W / W+ latent from an artifact folder (see the module docstring).
+
+    Args:
+        folder: artifact folder (``manifest.json`` and the files it lists).
+        threads: intra-op threads of every session (None = onnxruntime's default, all cores).
+        device: None (CUDA if available, else CPU), "cpu" or "cuda".
+        check_hashes: verify every file's sha256 against the manifest before loading.
+    """
+
+    def __init__(self, folder, threads: int | None = None, device: str | None = None, check_hashes: bool = True):
+        self.folder = Path(folder)
+        self.manifest = load_manifest(self.folder, check_hashes)
+        cfg = self.manifest["config"]
+        self.num_ws, self.w_dim = int(cfg["num_ws"]), int(cfg["w_dim"])
+        self.feature_shape = tuple(cfg["feature_shape"])  # (C, H, W)
+        self.image_size = tuple(cfg["image_shape"][1:])  # (H, W)
+        self.step_inputs, self.step_outputs = list(cfg["step_inputs"]), list(cfg["step_outputs"])
+        self.eval_outputs = list(cfg["eval_outputs"])
+        self.threads = threads
+        self.device = None
+        try:
+            self._open(device)
+        except Exception as e:
+            if device is not None or self.device == "cpu":
+                raise
+            import warnings
+
+            warnings.warn(f"CUDA sessions failed ({e}); running the ORT back-end on the CPU", RuntimeWarning,
+                          stacklevel=2)
+            self._open("cpu")
+        self._ws0 = np.zeros((1, self.num_ws, self.w_dim), np.float32)
+        self._select = select_matrix(self.num_ws, "w+", 1)
+        self._space, self._n = "w+", 1
+        self._m = self._v = None
+        self._t = 0
+        self._zero_mask = (np.zeros((1, 1), np.float32), np.zeros((1, 1, 1), np.float32))
+        self._ov_cache: dict[str, tuple] = {}
+
+    def _open(self, device):
+        import onnxruntime as ort
+
+        self.providers, self.device = providers_and_device(device)
+        opts = ort.SessionOptions()
+        if self.threads:
+            opts.intra_op_num_threads = int(self.threads)
+            opts.inter_op_num_threads = 1
+        f = self.folder
+        self.trainer = Trainer(f / "checkpoint", f / "training_model.onnx", f / "eval_model.onnx", self.device, opts)
+        if self.trainer.input_names() != self.step_inputs:
+            raise ArtifactError(f"{f}: training inputs {self.trainer.input_names()} != manifest {self.step_inputs}")
+        sess = lambda name: ort.InferenceSession(os.fspath(f / name), opts, providers=self.providers)  # noqa: E731
+        self._adamw = sess(ADAM_FILE)
+        self._resize = sess("resize.onnx")
+        cfg = self.manifest["config"]
+        self._tail = sess("tail.onnx") if cfg["tail_inputs"] else None
+        self._mapping = sess("mapping.onnx") if cfg["has_mapping"] else None
+        self._trainable = cfg["trainable"]
+        self._ort_device = "cuda" if self.device.startswith("cuda") else "cpu"
+        self._ov_cache = {}
+
+    # ------------------------------------------------------------------ latent and Adam state
+
+    @property
+    def _latent(self) -> np.ndarray:
+        return self.trainer.get(self._trainable)
+
+    def _set_latent(self, latent: np.ndarray) -> None:
+        self.trainer.set(self._trainable, latent)
+
+    def start(self, ws0: np.ndarray, latent_space: str = "w+", num_layers: int = 6) -> None:
+        """Train the latent from ``ws0`` float32 [1, num_ws, w_dim]: written into the checkpoint state,
+        Adam moments and step reset. No re-export, no new session."""
+        ws0 = np.asarray(ws0, np.float32)
+        if ws0.shape != (1, self.num_ws, self.w_dim):
+            raise ValueError(f"ws0 must have shape [1, {self.num_ws}, {self.w_dim}], got {list(ws0.shape)}")
+        self._select = select_matrix(self.num_ws, latent_space, num_layers)
+        self._space, self._n = latent_space, int(num_layers)
+        self._ws0 = ws0.copy()
+        self._ov_cache.clear()
+        self._set_latent(ws0)  # rows the select matrix ignores keep ws0's values (never updated)
+        self._m = np.zeros_like(ws0)
+        self._v = np.zeros_like(ws0)
+        self._t = 0
+
+    def ws(self) -> np.ndarray:
+        """float32 [1, num_ws, w_dim]: the current full ws."""
+        return compose_ws(self._ws0, self._select, self._latent)
+
+    def _rows(self) -> int:
+        return self._n if self._space == "w+" else 1
+
+    def get_state(self) -> dict:
+        """The optimisation state in the layout of ``dragnb.backends.base.STATE_KEYS`` (copies)."""
+        r = self._rows()
+        return {
+            "ws0": self._ws0.copy(), "latent": self._latent[:, :r].copy(), "exp_avg": self._m[:, :r].copy(),
+            "exp_avg_sq": self._v[:, :r].copy(), "step": np.array(self._t, np.int64),
+            "num_layers": np.array(self._n, np.int64), "latent_space": np.array(self._space),
+        }
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`get_state` exactly (shapes are the caller's to check)."""
+        space, n = str(np.asarray(state["latent_space"])), int(state["num_layers"])
+        self.start(np.asarray(state["ws0"], np.float32), space, n)
+        r = self._rows()
+        latent = self._ws0.copy()
+        latent[:, :r] = np.asarray(state["latent"], np.float32)
+        self._set_latent(latent)
+        self._m[:, :r] = np.asarray(state["exp_avg"], np.float32)
+        self._v[:, :r] = np.asarray(state["exp_avg_sq"], np.float32)
+        self._t = int(state["step"])
+
+    def _adam(self, grad: np.ndarray, lr: float) -> None:
+        """One update by ORT's AdamWOptimizer kernel (step = t after increment, as api.Optimizer passes it)."""
+        self._t += 1
+        _, p, m, v = self._adamw.run(None, {
+            "learning_rate": np.array([lr], np.float32), "step": np.array([self._t], np.int64),
+            "params": [self._latent], "gradients": [grad], "first_order_moments": [self._m],
+            "second_order_moments": [self._v],
+        })
+        self._set_latent(p[0])
+        self._m, self._v = m[0], v[0]
+
+    # ------------------------------------------------------------------ forward pieces
+
+    def mapping(self, z: np.ndarray, psi: float = 0.7) -> np.ndarray:
+        """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi (unconditional models)."""
+        if self._mapping is None:
+            raise ArtifactError("these artifacts have no mapping network (conditional model)")
+        return self._mapping.run(None, {"z": np.asarray(z, np.float32), "psi": np.array(psi, np.float32)})[0]
+
+    def seed_ws(self, seed: int, psi: float = 0.7) -> np.ndarray:
+        """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN)."""
+        z = np.random.RandomState(int(seed)).randn(1, int(self.manifest["config"]["z_dim"]))
+        return self.mapping(z, psi)
+
+    def render(self, ws: np.ndarray, block_x, block_img) -> np.ndarray:
+        """Display image float [3, H, W] from a step's feature-block activations (OrtValues or arrays)."""
+        if self._tail is None:  # the feature block is the last block: its partial image is the image
+            return _numpy(block_img)[0]
+        feeds = {"ws": ws, "block_x": block_x, "block_img": block_img}
+        feeds = {k: self._wrap(feeds[k]) for k in self.manifest["config"]["tail_inputs"]}
+        return self._tail.run_with_ort_values(None, feeds)[0].numpy()[0]
+
+    def resize(self, block_x) -> np.ndarray:
+        """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] at image size.
+
+        For display / inspection (``return_features``): equal to the step's own features to float
+        rounding, not bit for bit (see :meth:`features`).
+        """
+        return self._resize.run_with_ort_values(None, {"block_x": self._wrap(block_x)})[0].numpy()
+
+    def _wrap(self, a):
+        """An OrtValue on the session device (zero-copy for C-contiguous arrays on the CPU)."""
+        from onnxruntime import OrtValue
+
+        return a if isinstance(a, OrtValue) else OrtValue.ortvalue_from_numpy(a, self._ort_device)
+
+    def _cached(self, slot: str, a, dtype, shape=None):
+        """OrtValue of a per-drag constant (ws0, F0 * mask, mask, reference features), made once per array object.
+
+        Callers pass the same array every step and a new one after an edit (DragSession does); an array
+        changed in place is seen on the CPU (zero-copy) but not re-uploaded on CUDA.
+        """
+        hit = self._ov_cache.get(slot)
+        if hit is None or hit[0] is not a:
+            arr = np.ascontiguousarray(np.asarray(a, dtype).reshape(shape if shape else np.shape(a)))
+            hit = self._ov_cache[slot] = (a, arr, self._wrap(arr))  # keep ``arr`` alive: the OrtValue uses it
+        return hit[2]
+
+    def _feeds(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1):
+        """OrtValues in ``step_inputs`` order (see ``ort_export.STEP_INPUTS``)."""
+        if fixed is None:  # broadcast zeros: the mask term is exactly 0 and nothing large is allocated
+            fixed, f0_fixed = self._zero_mask
+        wrap = lambda a, dtype: self._wrap(np.ascontiguousarray(a, dtype))  # noqa: E731
+        return [
+            self._cached("ws0", self._ws0, np.float32), self._cached("select", self._select, np.float32),
+            wrap(np.reshape(handles_rc, (-1, 2)), np.int64), wrap(np.reshape(targets_rc, (-1, 2)), np.float32),
+            self._cached("ref_feats", ref_feats, np.float32, (-1, self.feature_shape[0])),
+            self._wrap(_window(int(r2))), self._wrap(_disk(float(r1))),
+            self._cached("fixed", fixed, np.float32), self._cached("f0_fixed", f0_fixed, np.float32),
+            # Scalars via np.array: ascontiguousarray would make them [1] and the loss [1] with them.
+            self._wrap(np.array(lambda_mask, np.float32)), self._wrap(np.array(tolerance, np.float32)),
+            self._wrap(np.array(bool(l1))),
+        ]
+
+    def _run(self, feeds, names, training: bool = True) -> dict:
+        out = dict(zip(names, self.trainer.run(feeds, training)))  # OrtValues: no output copies
+        out.setdefault("block_img", None)
+        return out
+
+    def features(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image float [3, H, W], features float32 [C, H, W]) at the current latent.
+
+        From the eval graph (the step's forward without backward), whose features equal the training
+        forward's bit for bit: F0 taken from here makes the mask term exactly 0 at the start.
+        """
+        c = self.feature_shape[0]
+        dummy = self._feeds(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, c)), None, None, 0.0, 1.0, 0, 0.0, False)
+        out = self._run(dummy, self.eval_outputs, training=False)
+        return self.render(self.ws(), out["block_x"], out["block_img"]), out["features"].numpy()
+
+    def step(self, handles_rc, targets_rc, ref_feats, fixed=None, f0_fixed=None, lambda_mask=10.0, r1=3.0, r2=12,
+             tolerance=2.0, l1_tracking=False, lr=2e-3, render_image=False, return_features=False) -> dict:
+        """ONE DragGAN step (shapes as in ``dragnb.backends.base.Backend.step``).
+
+        Returns a dict: loss, motion, mask (floats), tracked_rc int64 [P, 2], distance float32 [P],
+        converged (bool; then the latent was not updated), image float [3, H, W] or None, features
+        float32 [C, H, W] or None. Everything belongs to the latent BEFORE this step's update.
+        """
+        ws = self.ws() if render_image else None
+        self.trainer.lazy_reset_grad()  # ORT accumulates gradients across calls otherwise
+        feeds = self._feeds(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
+                            l1_tracking)
+        out = self._run(feeds, self.step_outputs)
+        converged = bool(out["converged"].numpy())
+        if not converged:
+            self._adam(self.trainer.grad(self._trainable), float(lr))
+        return {
+            "loss": float(out["loss"].numpy()), "motion": float(out["motion"].numpy()),
+            "mask": float(out["mask"].numpy()), "tracked_rc": out["tracked_rc"].numpy().astype(np.int64),
+            "distance": out["distance"].numpy().astype(np.float32), "converged": converged,
+            "image": self.render(ws, out["block_x"], out["block_img"]) if render_image else None,
+            "features": self.resize(out["block_x"]) if return_features else None,
+        }
+
+
+# ----------------------------------------------------------------------------
+# A whole drag (the on-device loop)
+
+
+def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 100, fixed=None,
+         latent_space: str = "w+", num_layers: int = 6, lr: float = 2e-3, lambda_mask: float = 10.0,
+         r1: float | None = None, r2: int | None = None, tolerance: float | None = None,
+         l1_tracking: bool = False) -> list[dict]:
+    """Run DragGAN from ``ws0`` until every handle arrives or ``steps`` steps: the per-step results.
+
+    ``handles_rc`` int [P, 2], ``targets_rc`` float [P, 2] in (row, col); ``fixed`` float [H, W] or None;
+    r1/r2/tolerance default to the values stored in the manifest (``dragnb.drag.core.default_radii``).
+    """
+    d1, d2, dt = rt.manifest["config"]["default_radii"]
+    r1, r2, tolerance = d1 if r1 is None else r1, d2 if r2 is None else r2, dt if tolerance is None else tolerance
+    rt.start(ws0, latent_space, num_layers)
+    _, f0 = rt.features()
+    handles = np.asarray(handles_rc, np.int64).reshape(-1, 2)
+    ref = f0[:, handles[:, 0], handles[:, 1]].T.copy()  # [P, C]
+    f0_fixed = None if fixed is None else (f0 * np.asarray(fixed, np.float32)[None]).astype(np.float32)
+    history = []
+    for _ in range(int(steps)):
+        r = rt.step(handles, targets_rc, ref, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1_tracking, lr)
+        history.append(r)
+        handles = r["tracked_rc"]
+        if r["converged"]:
+            break
+    return history
+
+
+def _pairs(values) -> np.ndarray:
+    return np.array([[float(v) for v in s.split(",")] for s in values]).reshape(-1, 2)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="DragGAN from dragnb ORT artifacts (numpy + onnxruntime only)")
+    ap.add_argument("artifacts", help="artifact folder")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--seed", type=int, help="start from this seed (truncation --psi)")
+    src.add_argument("--ws", help=".npy file with ws0 [1, num_ws, w_dim]")
+    ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--handle", action="append", required=True, help="row,col (repeat per point)")
+    ap.add_argument("--target", action="append", required=True, help="row,col (repeat per point)")
+    ap.add_argument("--mask", help=".npy file with the fixed mask [H, W] (1 = keep)")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--latent-space", default="w+", choices=LATENT_SPACES)
+    ap.add_argument("--num-layers", type=int, default=6)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--lambda-mask", type=float, default=10.0)
+    ap.add_argument("--r1", type=float)
+    ap.add_argument("--r2", type=int)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--out", help="write the per-step points and losses as JSON here")
+    a = ap.parse_args(argv)
+    rt = DragRuntime(a.artifacts, threads=a.threads)
+    ws0 = rt.seed_ws(a.seed, a.psi) if a.seed is not None else np.load(a.ws)
+    fixed = np.load(a.mask) if a.mask else None
+    hist = drag(rt, ws0, _pairs(a.handle).astype(np.int64), _pairs(a.target), a.steps, fixed, a.latent_space,
+                a.num_layers, a.lr, a.lambda_mask, a.r1, a.r2)
+    result = {
+        "tracked_rc": [h["tracked_rc"].tolist() for h in hist], "loss": [h["loss"] for h in hist],
+        "converged": hist[-1]["converged"] if hist else False, "ws": rt.ws().tolist(),
+    }
+    if a.out:
+        Path(a.out).write_text(json.dumps(result))
+    print(f"{len(hist)} steps, loss {result['loss'][-1]:.5g}, points {hist[-1]['tracked_rc'].tolist()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

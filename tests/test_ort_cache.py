@@ -1,0 +1,144 @@
+"""The ORT artifact cache: keyed by weights and settings, verified on load, regenerated when damaged, locked."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_tiny_generator
+
+from dragnb.backends import ort_cache
+from dragnb.backends.ort_cache import ArtifactCacheWarning, cache_key, ensure_artifacts
+from dragnb.backends.ort_runtime import MANIFEST, DragRuntime, verify_artifacts
+
+FB = 2
+
+
+@pytest.fixture(scope="module")
+def small_G():
+    return make_tiny_generator(img_resolution=32)
+
+
+@pytest.fixture(scope="module")
+def template(small_G, tmp_path_factory):
+    """A good artifact folder, generated once; tests copy it before damaging anything."""
+    return ensure_artifacts(small_G, FB, root=tmp_path_factory.mktemp("cache"), progress=False)
+
+
+def _files(folder):
+    return sorted(json.loads((folder / MANIFEST).read_text())["files"]) + [MANIFEST]
+
+
+def _copy(template, root):
+    dst = root / "ort" / template.name
+    shutil.copytree(template, dst)
+    return dst
+
+
+def _damage(path, how):
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:  # garble: same size, different bytes (a foreign or bit-rotted file)
+        data = bytearray(path.read_bytes())
+        mid = len(data) // 2
+        data[mid : mid + 16] = bytes((b ^ 0xA5) for b in data[mid : mid + 16])
+        path.write_bytes(bytes(data))
+
+
+def _works(folder, G):
+    rt = DragRuntime(folder, threads=1)
+    ws0 = G.mapping(torch.zeros(1, G.z_dim), truncation_psi=0.7).numpy()
+    rt.start(ws0, "w+", 6)
+    img, f0 = rt.features()
+    assert img.shape == (3, 32, 32) and f0.shape == (G.feature_shape(FB)[0], 32, 32)
+    h = np.array([[10, 12]])
+    out = rt.step(h, [[14.0, 12.0]], f0[:, h[:, 0], h[:, 1]].T, r1=3, r2=5, tolerance=2.0)
+    assert np.isfinite(out["loss"]) and not np.array_equal(rt.ws(), ws0)
+
+
+def test_manifest_describes_the_set(template, small_G):
+    m = json.loads((template / MANIFEST).read_text())
+    assert m["format"] == "dragnb-ort-artifacts" and m["key"] == template.name
+    assert set(m["settings"]["versions"]) == {"dragnb", "torch", "onnx", "onnxruntime"}
+    assert m["settings"]["feature_block"] == FB and m["config"]["stop_gradient_markers"] == 1
+    assert {"training_model.onnx", "eval_model.onnx", "checkpoint", "adamw.onnx", "tail.onnx", "resize.onnx",
+            "mapping.onnx", "optimizer_model.onnx"} == set(m["files"])
+    for name, info in m["files"].items():
+        assert (template / name).stat().st_size == info["size"]
+    assert verify_artifacts(template) is None
+    assert not list(template.parent.glob(".tmp-*"))  # generated elsewhere and renamed into place
+
+
+def test_key_follows_weights_and_settings(small_G):
+    k, _ = cache_key(small_G, FB)
+    assert cache_key(make_tiny_generator(img_resolution=32), FB)[0] == k  # same weights, same key
+    assert cache_key(small_G, FB + 1)[0] != k and cache_key(small_G, FB, "none")[0] != k
+    other = make_tiny_generator(img_resolution=32)
+    with torch.no_grad():
+        other.synthesis.b8.conv1.bias[0] += 1e-3
+    assert cache_key(other, FB)[0] != k
+
+
+@pytest.mark.parametrize("how", ["delete", "truncate", "garble"])
+def test_every_fault_is_detected(template, tmp_path, how):
+    for name in _files(template):
+        folder = _copy(template, tmp_path / f"{how}-{name}")
+        _damage(folder / name, how)
+        why = verify_artifacts(folder)
+        assert why is not None and (name in why or MANIFEST in why), (name, why)
+
+
+@pytest.mark.slow  # nine regenerations, a few seconds each
+@pytest.mark.parametrize("i", range(9))
+def test_damaged_set_is_regenerated_and_works(template, small_G, tmp_path, i):
+    """Each file in turn (the fault rotating through delete / truncate / garble): warning, regeneration, works."""
+    names = _files(template)
+    assert len(names) == 9
+    name, how = names[i], ("delete", "truncate", "garble")[i % 3]
+    folder = _copy(template, tmp_path)
+    _damage(folder / name, how)
+    with pytest.warns(ArtifactCacheWarning, match="regenerating"):
+        again = ensure_artifacts(small_G, FB, root=tmp_path, progress=False)
+    assert again == folder and verify_artifacts(again) is None
+    _works(again, small_G)
+
+
+def test_two_starts_at_once_generate_once(small_G, tmp_path, monkeypatch):
+    """The per-key lock: the second caller waits, then finds the finished folder."""
+    calls, real = [], ort_cache._generate
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(ort_cache, "_generate", counting)
+    out, errors = [], []
+
+    def start():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", ArtifactCacheWarning)  # nobody may see a half-made folder
+                out.append(ensure_artifacts(small_G, FB, root=tmp_path, progress=False))
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(calls) == 1 and out[0] == out[1]
+    assert verify_artifacts(out[0]) is None
+
+
+def test_env_root(monkeypatch, tmp_path):
+    monkeypatch.setenv("DRAGNB_ARTIFACTS", str(tmp_path))
+    assert ort_cache.default_root() == tmp_path

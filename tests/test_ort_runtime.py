@@ -1,0 +1,106 @@
+"""The torch-free runtime: a drag from saved artifacts in a process where torch (and dragnb) cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dragnb.backends import ort_runtime
+from dragnb.backends.base import load_backend
+from dragnb.backends.ort_runtime import DragRuntime, drag
+from dragnb.drag import core
+
+RUNTIME_FILE = Path(ort_runtime.__file__)
+HANDLES = np.array([[30, 20], [40, 36]], np.int64)     # (row, col)
+TARGETS = np.array([[36.0, 20.0], [40.0, 42.0]], np.float32)
+
+BLOCKER = """
+import sys
+
+class _NotInstalled:
+    # torch and the dragnb package look absent (find_spec -> None, import -> ModuleNotFoundError), as on a
+    # device that has numpy and onnxruntime-training only.
+    def __init__(self, inner):
+        self.inner = inner
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "dragnb"):
+            return None
+        return self.inner.find_spec(name, path, target)
+
+    def __getattr__(self, attr):
+        return getattr(self.inner, attr)
+
+sys.meta_path[:] = [_NotInstalled(f) for f in sys.meta_path]
+"""
+
+
+@pytest.fixture(scope="module")
+def artifacts(tiny_generator):
+    return load_backend("ort")(tiny_generator, 3).folder
+
+
+def test_geometry_matches_core():
+    for r in (1, 2.5, 3, 5, 12):
+        np.testing.assert_array_equal(ort_runtime.disk_offsets(r), core.disk_offsets(r))
+        np.testing.assert_array_equal(ort_runtime.window_offsets(int(r)), core.window_offsets(int(r)))
+
+
+def test_mapping_from_a_seed(artifacts, tiny_generator):
+    rt = DragRuntime(artifacts, threads=1)
+    z = torch.from_numpy(np.random.RandomState(7).randn(1, tiny_generator.z_dim)).float()
+    np.testing.assert_allclose(rt.seed_ws(7, 0.7), tiny_generator.mapping(z, truncation_psi=0.7).numpy(), atol=1e-5)
+
+
+def test_torch_free_subprocess_matches_in_process(artifacts, tiny_generator, tmp_path):
+    ws0 = DragRuntime(artifacts, threads=1).seed_ws(4)
+    mask = np.zeros((64, 64), np.float32)
+    mask[44:60, 44:60] = 1
+    rt = DragRuntime(artifacts, threads=1)
+    hist = drag(rt, ws0, HANDLES, TARGETS, steps=8, fixed=mask)
+
+    # The on-device layout: the runtime file copied next to an artifact folder, nothing else.
+    device = tmp_path / "device"
+    shutil.copytree(artifacts, device / "artifacts")
+    shutil.copy(RUNTIME_FILE, device / "ort_runtime.py")
+    np.save(device / "ws0.npy", ws0)
+    np.save(device / "mask.npy", mask)
+    (tmp_path / "block" / "sitecustomize.py").parent.mkdir()
+    (tmp_path / "block" / "sitecustomize.py").write_text(BLOCKER)
+    args = ["artifacts", "--ws", "ws0.npy", "--mask", "mask.npy", "--steps", "8", "--threads", "1", "--out", "out.json"]
+    for (hr, hc), (tr, tc) in zip(HANDLES, TARGETS):
+        args += ["--handle", f"{hr},{hc}", "--target", f"{tr},{tc}"]
+    script = textwrap.dedent(f"""
+        import sys
+        try:
+            import torch
+        except ImportError:
+            pass
+        else:
+            raise SystemExit("torch is importable: the blocker is not active")
+        sys.path.insert(0, ".")
+        import ort_runtime
+        rc = ort_runtime.main({args!r})
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "dragnb"))
+        assert not heavy, heavy
+        print("torch-free run ok")
+        raise SystemExit(rc)
+    """)
+    env = {"PYTHONPATH": str(tmp_path / "block"), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", script], cwd=device, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "torch-free run ok" in proc.stdout
+    out = json.loads((device / "out.json").read_text())
+    assert out["tracked_rc"] == [h["tracked_rc"].tolist() for h in hist]
+    assert out["loss"] == [h["loss"] for h in hist]
+    np.testing.assert_array_equal(np.array(out["ws"], np.float32), rt.ws())
+    assert len(hist) == 8 and hist[-1]["mask"] > 0
