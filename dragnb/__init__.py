@@ -9,9 +9,6 @@ Public API::
     dragnb.Workbench()                              # the ipycanvas widget
 """
 
-from .checkpoints import CheckpointError, load_generator, save_generator
-from .stylegan import Generator, GeneratorConfig, z_from_seed
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -20,14 +17,27 @@ __all__ = [
 ]
 
 
+_LAZY = {
+    # name -> module; imported on first use so that `import dragnb.backends.ort_runtime` stays torch-free
+    # and `import dragnb` does not load ipywidgets or onnxruntime.
+    "CheckpointError": ".checkpoints",
+    "load_generator": ".checkpoints",
+    "save_generator": ".checkpoints",
+    "Generator": ".stylegan",
+    "GeneratorConfig": ".stylegan",
+    "z_from_seed": ".stylegan",
+    "DragSession": ".drag.session",
+    "Workbench": ".widgets.workbench",
+}
+
+
 def __getattr__(name):
-    # Lazy imports keep `import dragnb` light (no ipywidgets / onnxruntime unless used).
-    if name == "DragSession":
-        from .drag.session import DragSession
+    if name in _LAZY:
+        import importlib
 
-        return DragSession
-    if name == "Workbench":
-        from .widgets.workbench import Workbench
-
-        return Workbench
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     raise AttributeError(f"module 'dragnb' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

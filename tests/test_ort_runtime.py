@@ -104,3 +104,19 @@ def test_torch_free_subprocess_matches_in_process(artifacts, tiny_generator, tmp
     assert out["loss"] == [h["loss"] for h in hist]
     np.testing.assert_array_equal(np.array(out["ws"], np.float32), rt.ws())
     assert len(hist) == 8 and hist[-1]["mask"] > 0
+
+
+def test_package_import_of_runtime_is_torch_free():
+    """`import dragnb.backends.ort_runtime` from the installed package pulls in neither torch nor onnx."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['onnx'] = None\n"
+        "import dragnb, dragnb.backends.ort_runtime as rt\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "print('ok', rt.__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "ok dragnb.backends.ort_runtime" in r.stdout
