@@ -37,6 +37,7 @@ def save_generator(G: Generator, path: str | os.PathLike) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file is meant to be shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
