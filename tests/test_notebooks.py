@@ -35,7 +35,8 @@ def notebook_model(tmp_path_factory):
 
 def test_notebooks_exist():
     names = {p.name for p in NOTEBOOKS}
-    assert "01_stylegan_tour.ipynb" in names
+    assert {"01_stylegan_tour.ipynb", "02_ort_training_workflow.ipynb", "03_draggan_workbench.ipynb",
+            "04_blog_figures.ipynb"} <= names
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -76,3 +77,53 @@ def test_01_stylegan_tour(tmp_path, notebook_model):
                      ["max_abs_img", "max_abs_ws"], tmp_path)
     assert r["max_abs_img"] < 1e-4 and r["max_abs_ws"] < 1e-4
     assert (tmp_path / "mapper.onnx").stat().st_size > 0 and (tmp_path / "synthesis.onnx").stat().st_size > 0
+
+
+def test_02_ort_training_workflow(tmp_path, notebook_model):
+    r = run_notebook(ROOT / "notebooks/02_ort_training_workflow.ipynb",
+                     {"MODEL": notebook_model, "STEPS": 6, "OUT": str(tmp_path)},
+                     ["grad_rel_naive", "grad_rel_fixed", "grad_rel_naive_vs_no_sg", "points_equal", "max_loss_rel",
+                      "latent_rel", "adam_carry_rel", "backend_points_equal", "backend_latent_rel"], tmp_path)
+    for name in ("naive", "fixed"):
+        for f in ("step.onnx", "training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint"):
+            assert (tmp_path / name / f).stat().st_size > 0, f"{name}/{f}"
+    # The lost detach(): the naive export's gradient is PyTorch's gradient WITHOUT the stop-gradient, not PyTorch's.
+    assert r["grad_rel_naive"] > 0.1 and r["grad_rel_naive_vs_no_sg"] < 1e-4
+    assert r["grad_rel_fixed"] < 1e-4
+    # Hand-written ORT loop vs the PyTorch back-end, and vs the package's ORT back-end.
+    assert r["points_equal"] and r["max_loss_rel"] < 1e-3 and r["latent_rel"] < 1e-3
+    assert r["backend_points_equal"] and r["backend_latent_rel"] < 1e-5
+    assert r["adam_carry_rel"] > 0.01  # the Optimizer's moments survive a latent swap
+
+
+def test_03_draggan_workbench(tmp_path, notebook_model):
+    r = run_notebook(ROOT / "notebooks/03_draggan_workbench.ipynb",
+                     {"MODEL": notebook_model, "STEPS": 3, "OUT": str(tmp_path)},
+                     ["canvas_size", "first_loss", "steps_done", "frames", "backend_after", "saved", "widget_error"],
+                     tmp_path)
+    assert r["canvas_size"] == [512, 512]  # a 64 px model shown at the default display size
+    assert r["first_loss"] > 0 and 1 < r["steps_done"] <= 4 and r["frames"] == r["steps_done"]
+    assert r["backend_after"] == "ort" and r["widget_error"] is None
+    assert {"drag.png", "drag.gif", "drag_session"} <= set(r["saved"])
+    assert (tmp_path / "drag_session" / "session.json").is_file()
+
+
+def test_04_blog_figures(tmp_path, notebook_model):
+    from dragnb.checkpoints import BUNDLED
+
+    # A stand-in "FFHQ" checkpoint, so the blog-setup cell runs too (with the small notebook model).
+    models = tmp_path / "models"
+    models.mkdir()
+    src = BUNDLED[notebook_model] if notebook_model in BUNDLED else Path(notebook_model)
+    (models / "tiny-ffhq.safetensors").write_bytes(src.read_bytes())
+    out = tmp_path / "figures"
+    r = run_notebook(ROOT / "notebooks/04_blog_figures.ipynb",
+                     {"MODEL": notebook_model, "STEPS": 4, "OUT": str(out), "SIZE": 128,
+                      "BLOG_MODELS_DIR": str(models), "BLOG_STEPS": 2},
+                     ["fig1_max_diff", "figure_files", "blog_files", "fig2"], tmp_path)
+    assert r["fig1_max_diff"] <= 1  # Figure 1's ONNX Runtime image is PyTorch's
+    assert set(r["figure_files"]) == {"fig1_code_and_image.png", "fig2a_original.png", "fig2b_result.png",
+                                      "fig2c_animation.gif"}
+    assert r["blog_files"] == sorted("ffhq_" + f for f in r["figure_files"])
+    for f in r["figure_files"] + r["blog_files"]:
+        assert (out / f).stat().st_size > 0
