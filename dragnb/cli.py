@@ -2,6 +2,7 @@
 
     dragnb generate --seed 3 --out face.png
     dragnb drag --seed 3 --points "30,32->38,32; 20,20->20,14" --steps 200 --out runs/face3
+    dragnb bench --model toyfaces --json bench.json       # PyTorch vs ONNX Runtime, side by side
 
 Each command is one ``add_<name>_parser(subparsers)`` function that registers its arguments and sets
 ``func`` (a ``cmd_<name>(args) -> int``); ``PARSERS`` lists them. To add a command (``convert``,
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .backends.bench import add_bench_parser
 from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser
 from .checkpoints.download import add_download_parser
@@ -139,7 +141,7 @@ def cmd_drag(args) -> int:
 # ----------------------------------------------------------------------------
 
 # One function per command; add yours here (e.g. add_convert_parser, add_bench_parser).
-PARSERS = [add_generate_parser, add_drag_parser, add_convert_parser, add_download_parser]
+PARSERS = [add_generate_parser, add_drag_parser, add_convert_parser, add_download_parser, add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

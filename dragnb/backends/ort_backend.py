@@ -30,12 +30,14 @@ class OrtBackend(Backend):
         threads: intra-op threads (default ``torch.get_num_threads()``).
         device: None (CUDA if available, else CPU), "cpu" or "cuda".
         progress: tqdm bar while artifacts are generated.
+        options: overrides of the tuned session options (``ort_runtime.SESSION_OPTIONS``; for measurements).
     """
 
     name = "ort"
 
     def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", artifacts_root=None,
-                 threads: int | None = None, device: str | None = None, progress: bool = True):
+                 threads: int | None = None, device: str | None = None, progress: bool = True,
+                 options: dict | None = None):
         import torch
 
         from .ort_cache import ensure_artifacts
@@ -51,7 +53,7 @@ class OrtBackend(Backend):
         self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress)
         # ensure_artifacts has just verified every hash; no second pass here.
         self.runtime = DragRuntime(self.folder, threads=threads or torch.get_num_threads(), device=device,
-                                   check_hashes=False)
+                                   check_hashes=False, options=options)
         self.device = self.runtime.device
 
     def start(self, ws0, latent_space, num_layers, lr):

@@ -29,6 +29,7 @@ display image only), ``resize.onnx`` (block output -> features at image size, fo
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -37,13 +38,14 @@ import threading
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from onnx import helper
 from torch import nn
 
 from ..drag import core
-from ..stylegan import ops
+from ..stylegan import ops  # noqa: F401 (E.ops: used by tests and notebooks)
 from ..stylegan.networks import Generator
 
 OPSET = 17                      # the TorchScript exporter's output that ORT 1.19 trains (same as dragnb.export)
@@ -192,6 +194,159 @@ def check_markers(model: onnx.ModelProto, expected: int, where: str) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Convolutions whose gradient is a convolution
+#
+# ORT's CPU ConvGrad (im2col + GEMM + col2im) takes about twice as long as its forward Conv (MLAS, NCHWc) on
+# the same problem, and the backward pass is half of a DragGAN step. While a training graph is exported, every
+# convolution of the generator (``stylegan.ops.conv2d``: stride 1, one group, square kernel k, padding p on
+# each side) becomes ``dragnb.conv::Conv{k}Pad{p}(x, weight, weight_t)``: a model-local function whose body is
+# the ``Conv`` (so every session runs it, as the stop-gradient marker) and whose gradient, registered below, is
+# again a ``Conv``: dx = Conv(dy, weight_t, padding k - 1 - p), with ``weight_t`` the weight with in/out
+# channels swapped and rotated by 180 degrees: a function of the weights only, folded into the checkpoint at
+# export (:func:`fold_constants`; deriving it at every step cost 5 % of an FFHQ-512 step in transposes). Only
+# the input gets a gradient (the weights are frozen). The numbers equal ConvGrad's up to the order of the
+# float sums (the gradient tests compare with PyTorch's).
+
+CONV_DOMAIN = "dragnb.conv"  # not the marker's domain: that one stays exclusive to the stop-gradient
+CONV_OP = "Conv{k}Pad{p}"
+_CONV_REGISTERED: set[tuple[int, int]] = set()
+
+
+class _GradConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, weight_t, padding, k, out_shape):
+        return torch.nn.functional.conv2d(x, weight, padding=padding)
+
+    @staticmethod
+    def symbolic(g, x, weight, weight_t, padding, k, out_shape):
+        y = g.op(f"{CONV_DOMAIN}::{CONV_OP.format(k=k, p=padding)}", x, weight, weight_t)
+        y.setType(x.type().with_sizes(out_shape))
+        return y
+
+
+def _conv_export_hook(x, weight, padding: int):
+    """``ops.conv_export_hook`` while :func:`export_step` traces: the convolution as ``dragnb.conv::Conv{k}Pad{p}``."""
+    k = int(weight.shape[-1])
+    if int(weight.shape[-2]) != k:
+        raise ValueError("only square kernels are exported with a convolution gradient")
+    flip = torch.arange(k - 1, -1, -1)
+    weight_t = weight.transpose(0, 1).index_select(2, flip).index_select(3, flip)  # folded at export
+    n, _, h, w = (int(v) for v in x.shape)
+    out_shape = [n, int(weight.shape[0]), h + 2 * padding - k + 1, w + 2 * padding - k + 1]
+    return _GradConv.apply(x, weight, weight_t, int(padding), k, out_shape)
+
+
+def _conv_function(k: int, p: int, opset: int) -> onnx.FunctionProto:
+    body = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[p] * 4, kernel_shape=[k, k])]
+    return helper.make_function(CONV_DOMAIN, CONV_OP.format(k=k, p=p), ["x", "w", "wt"], ["y"], body,
+                                [helper.make_opsetid("", opset)])
+
+
+def add_conv_functions(model: onnx.ModelProto) -> list[tuple[int, int]]:
+    """Attach the function of every ``dragnb.conv::Conv{k}Pad{p}`` the model uses; returns their (k, p)."""
+    used = sorted({_conv_kp(n.op_type) for n in model.graph.node if n.domain == CONV_DOMAIN})
+    have = {f.name for f in model.functions if f.domain == CONV_DOMAIN}
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    for k, p in used:
+        if CONV_OP.format(k=k, p=p) not in have:
+            model.functions.append(_conv_function(k, p, opset))
+    return used
+
+
+def _conv_kp(op_type: str) -> tuple[int, int]:
+    k, p = op_type[len("Conv"):].split("Pad")
+    return int(k), int(p)
+
+
+def register_conv_gradients(kps) -> None:
+    """Register dx = Conv(dy, weight_t, pads k - 1 - p) for each (k, p) (process-global; our domain only)."""
+    from onnxruntime.capi import _pybind_state as C
+
+    for k, p in kps:
+        if (k, p) in _CONV_REGISTERED:
+            continue
+        pads = C.GradientNodeAttributeDefinition()
+        pads.name, pads.value_json, pads.dtype, pads.is_tensor = "pads", json.dumps([k - 1 - p] * 4), "int", False
+        d = C.GradientNodeDefinition()
+        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = "Conv", "", ["GO(0)", "I(2)"], ["GI(0)"], [pads]
+        C.register_gradient_definition(f"{CONV_DOMAIN}::{CONV_OP.format(k=k, p=p)}", [d])
+        _CONV_REGISTERED.add((k, p))
+
+
+# ----------------------------------------------------------------------------
+# Constant folding of the weight-only subgraphs
+
+FOLDED_PREFIX = "folded/"  # initializers computed from the weights at export; large ones go to the checkpoint
+_FOLD_MIN_FROZEN = 1024   # folded tensors with at least this many values become frozen parameters
+
+
+def fold_constants(model: onnx.ModelProto, keep=(TRAINABLE,)) -> int:
+    """Evaluate (numpy, ``onnx.reference``) every standard-domain node whose inputs are all initializers other
+    than ``keep``, and store its outputs as initializers; returns the number of nodes folded.
+
+    The TorchScript exporter cannot fold constants in a training export (the parameters must keep their
+    names), so the weight flips, transposes, gains and demodulation sums would otherwise run at every step.
+    Outputs with at least ``_FOLD_MIN_FROZEN`` values are named ``folded/<name>`` (frozen parameters in the
+    checkpoint, shared by the training and eval graphs); nodes whose output is more than 4 times their largest
+    input (broadcasts) are left alone.
+    """
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    g = model.graph
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    values = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name not in set(keep)}
+    folded, kept_nodes, renamed = 0, [], {}
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+        if (node.domain not in ("", "ai.onnx") or subgraph or not all(i in values for i in ins)
+                or node.op_type.startswith("Random")):
+            kept_nodes.append(node)
+            continue
+        ins = list(dict.fromkeys(ins))
+        graph_in = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(values[i].dtype),
+                                                  values[i].shape) for i in ins]
+        graph_out = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
+        one = helper.make_model(helper.make_graph([node], "fold", graph_in, graph_out),
+                                opset_imports=[helper.make_opsetid("", opset)])
+        outs = ReferenceEvaluator(one).run(None, {i: values[i] for i in ins})
+        biggest = max([values[i].size for i in ins], default=0)
+        if any(np.asarray(v).size > max(4 * biggest, _FOLD_MIN_FROZEN) for v in outs):
+            kept_nodes.append(node)
+            continue
+        for name, v in zip([o for o in node.output if o], outs):
+            values[name] = np.asarray(v)
+            if values[name].size >= _FOLD_MIN_FROZEN:
+                renamed[name] = FOLDED_PREFIX + name
+        folded += 1
+    # Rewire the remaining nodes and the outputs to the folded tensors, then keep the initializers they use.
+    for node in kept_nodes:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    for o in g.output:
+        if o.name in values and o.name not in {t.name for t in g.initializer}:
+            raise RuntimeError(f"graph output {o.name} would be folded into a constant")
+    del g.node[:]
+    g.node.extend(kept_nodes)
+    used = {i for n in kept_nodes for i in n.input} | {o.name for o in g.output}
+    trainable = [t for t in g.initializer if t.name in set(keep)]
+    inits = []
+    for name, v in values.items():
+        out_name = renamed.get(name, name)
+        if out_name in used:
+            inits.append(numpy_helper.from_array(np.array(v, copy=True, order="C"), out_name))  # keeps 0-d
+    del g.initializer[:]
+    g.initializer.extend(trainable + inits)
+    names = {t.name for t in g.initializer}
+    keep_inputs = [i for i in g.input if i.name not in values or i.name in names]
+    del g.input[:]
+    g.input.extend(keep_inputs)
+    return folded
+
+
+# ----------------------------------------------------------------------------
 # The exported modules
 
 
@@ -221,13 +376,14 @@ class DragStep(nn.Module):
         ws = ws0 * keep[None, :, None] + select @ self.latent  # [1, num_ws, w_dim]
         x, img = self.synthesis.run_blocks(ws, 0, self.feature_block + 1, noise_mode=self.noise_mode,
                                            render_rgb=self.has_img)
-        feat = ops.resize_bilinear(x, self.size)[0]  # [C, H, W]
+        feat = core.ResizedFeatures(x, self.size)  # sampled where needed; never [C, H, W] in the training graph
         loss, motion, masked, tracked, dist, converged = core.drag_objective(
             feat, ref_feats, handles_rc, targets_rc, window, disk, fixed, f0_fixed, lambda_mask, tolerance,
             l1_tracking=l1_tracking, stop_gradient=self.sg,
         )
         out = (loss, motion, masked, tracked, dist, converged, x)
-        return out + ((img,) if self.has_img else ()) + (feat,)
+        # The full map is the eval graph's F0; _prune drops its nodes from the training graph.
+        return out + ((img,) if self.has_img else ()) + (feat.full(),)
 
 
 class Tail(nn.Module):
@@ -250,7 +406,7 @@ class Resize(nn.Module):
         self.size = tuple(size)
 
     def forward(self, block_x):
-        return ops.resize_bilinear(block_x, self.size)[0]
+        return core.ResizedFeatures(block_x, self.size).full()
 
 
 def _has_partial_image(G: Generator, feature_block: int) -> bool:
@@ -267,7 +423,7 @@ def _torch_export(module, args, path, input_names, output_names, dynamic_axes, t
             # No constant folding while exporting for training: the parameters must keep their names.
             do_constant_folding=not training,
             training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
-            custom_opsets={MARKER_DOMAIN: 1} if custom else None,
+            custom_opsets={MARKER_DOMAIN: 1, CONV_DOMAIN: 1} if custom else None,
         )
 
 
@@ -286,10 +442,14 @@ def example_step_inputs(G: Generator, feature_block: int, points: int = 2) -> tu
     )
 
 
-def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const", marker: bool = True) -> int:
+def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const", marker: bool = True,
+                conv_gradient: bool = True, fold: bool = True) -> int:
     """Export :class:`DragStep` to ``path`` (with the marker function attached); returns the marker count.
 
-    Raises :class:`MarkerMismatch` if the graph does not hold one marker per traced ``stop_gradient``.
+    ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` (a convolution as gradient, see above);
+    ``fold``: fold the weight-only subgraphs into constants (:func:`fold_constants`). Both are optimisations
+    (False reproduces the plain graph, for measurements). Raises :class:`MarkerMismatch` if the graph does not
+    hold one marker per traced ``stop_gradient``.
     """
     if noise_mode not in EXPORT_NOISE_MODES:
         raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
@@ -297,11 +457,19 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     outputs = step_outputs(step.has_img) + [EVAL_ONLY_OUTPUT]
     with _EXPORT_LOCK:
         before = StopGradient.emitted
-        _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
-                      {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
-                      custom=marker)
+        ops.conv_export_hook = _conv_export_hook if conv_gradient else None
+        try:
+            _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
+                          {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
+                          custom=marker or conv_gradient)
+        finally:
+            ops.conv_export_hook = None
         expected = StopGradient.emitted - before
     model = onnx.load(os.fspath(path))
+    if fold:
+        n = fold_constants(model)
+        log.debug("folded %d weight-only nodes of the step graph", n)
+    add_conv_functions(model)
     check_markers(model, expected, "exported step graph")
     if marker and expected == 0:
         raise MarkerMismatch("the step graph was traced without any stop-gradient marker")
@@ -364,28 +532,34 @@ def adamw_block():
     return onnxblock.optim.AdamW(betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
 
 
-def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int) -> None:
+def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval_features: bool = True) -> None:
     """ORT's four training artifacts (+ ``adamw.onnx``) from an exported step graph (:func:`export_step`).
 
     ``training_model.onnx`` (forward + backward to ``latent``), ``eval_model.onnx`` (forward only),
     ``optimizer_model.onnx`` (AdamW) and ``checkpoint`` (``latent`` trainable, every generator weight
     frozen) go to the existing folder ``out_dir``; ``markers`` is what :func:`export_step` returned
-    and is checked again in both generated graphs.
+    and is checked again in both generated graphs. ``eval_features``: keep the full feature map
+    (:data:`EVAL_ONLY_OUTPUT`) as an output of the eval graph (the cached sets drop it: the runtime takes F0
+    from ``resize.onnx`` after rendering, so that the map and the display tail are never in memory together).
     """
     from onnxruntime.training import artifacts
 
     out = Path(out_dir)
     register_stop_gradient()
     model = onnx.load(os.fspath(step_path))
-    # Every generator weight in the graph is a frozen parameter (kept in the checkpoint); buffers
-    # (noise, filters) stay constants.
-    frozen = [i.name for i in model.graph.initializer if i.name != TRAINABLE and i.name in _param_names(G)]
+    register_conv_gradients(add_conv_functions(model))
+    # Every generator weight in the graph and every large tensor folded from them is a frozen parameter (kept
+    # in the checkpoint, shared by the training and eval graphs); buffers (noise, filters) stay constants.
+    frozen = [i.name for i in model.graph.initializer if i.name != TRAINABLE
+              and (i.name in _param_names(G) or i.name.startswith(FOLDED_PREFIX))]
     with native_stderr_to_log():
         artifacts.generate_artifacts(
             model, requires_grad=[TRAINABLE], frozen_params=frozen, loss=None, optimizer=adamw_block(),
             artifact_directory=os.fspath(out),
         )
     _drop_output(out / "training_model.onnx", EVAL_ONLY_OUTPUT)
+    if not eval_features:
+        _drop_output(out / "eval_model.onnx", EVAL_ONLY_OUTPUT)
     for name in ("training_model.onnx", "eval_model.onnx"):
         check_markers(onnx.load(os.fspath(out / name)), markers, name)
     explicit_optimizer(out / "optimizer_model.onnx", out / "adamw.onnx")
@@ -409,7 +583,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
     G = G.eval().requires_grad_(False)
     markers = export_step(G, feature_block, out / "step.onnx", noise_mode, marker)
     tick("export step graph")
-    generate_step_artifacts(G, out / "step.onnx", out, markers)
+    generate_step_artifacts(G, out / "step.onnx", out, markers, eval_features=False)
     tick("generate training artifacts")
 
     export_resize(G, feature_block, out / "resize.onnx")
@@ -435,7 +609,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "default_radii": list(core.default_radii(G.img_resolution)),  # (r1, r2, tolerance) in pixels
         "step_inputs": list(STEP_INPUTS),
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
-        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)) + [EVAL_ONLY_OUTPUT],
+        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: resize.onnx (see above)
         "tail_inputs": tail_inputs,
         "has_mapping": has_mapping,
         "trainable": TRAINABLE,
@@ -483,7 +657,33 @@ def _drop_output(path, name: str) -> None:
         raise RuntimeError(f"{path}: no single output {name!r} to drop")
     del model.graph.output[:]
     model.graph.output.extend(keep)
+    _prune(model)
     onnx.save(model, os.fspath(path))
+
+
+def _prune(model: onnx.ModelProto) -> int:
+    """Remove the nodes (and then unused initializers) that no graph output depends on; returns how many nodes.
+
+    ORT runs every node of a graph; after :func:`_drop_output` the nodes that computed the dropped output
+    (the eval graph's full-resolution features) would still run at every training step.
+    """
+    g = model.graph
+    needed = {o.name for o in g.output}
+    keep = []
+    for node in reversed(g.node):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+            for attr in node.attribute:  # subgraphs (If/Loop) read outer-scope names
+                for sub in list(attr.g.node if attr.HasField("g") else []) + [n for gg in attr.graphs for n in gg.node]:
+                    needed.update(i for i in sub.input if i)
+    removed = len(g.node) - len(keep)
+    del g.node[:]
+    g.node.extend(reversed(keep))
+    inits = [t for t in g.initializer if t.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(inits)
+    return removed
 
 
 def _param_names(G: Generator) -> set[str]:

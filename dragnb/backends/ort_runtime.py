@@ -114,6 +114,44 @@ def disk_offsets(r1: float) -> np.ndarray:
     return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=64)
+def axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
+    """1-D bilinear taps (i0, i1, w0, w1) from n_in to n_out samples: as ``dragnb.drag.core._axis_taps_np``."""
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    t = src - i0
+    t[i1 == i0] = 0.0
+    return i0, i1, (1.0 - t).astype(np.float32), t.astype(np.float32)
+
+
+def resize_features(block_x: np.ndarray, size, chunk: int = 16) -> np.ndarray:
+    """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] resized to ``size`` (H, W).
+
+    ``F.interpolate(mode="bilinear", align_corners=False)`` computed as ``dragnb.drag.core.ResizedFeatures.full``
+    computes it (rows, then columns; separate multiplies and adds, each rounded once), so the map equals the
+    training graph's sampling of it bit for bit. ``chunk`` channels at a time: the temporaries stay small.
+    """
+    x = np.asarray(block_x, np.float32)
+    x = x.reshape(x.shape[-3:])
+    c, h, w = x.shape
+    hh, ww = (int(v) for v in size)
+    if (h, w) == (hh, ww):
+        return x.copy()
+    r0, r1, wr0, wr1 = axis_taps(hh, h)
+    c0, c1, wc0, wc1 = axis_taps(ww, w)
+    wr0, wr1 = wr0[:, None], wr1[:, None]
+    out = np.empty((c, hh, ww), np.float32)
+    for k in range(0, c, chunk):
+        xs = x[k:k + chunk]
+        t = wr0 * xs[:, r0, :]
+        t += wr1 * xs[:, r1, :]  # [c, H, w]
+        o = out[k:k + chunk]
+        np.multiply(t[:, :, c0], wc0, out=o)
+        o += t[:, :, c1] * wc1  # [c, H, W]
+    return out
+
+
 def select_matrix(num_ws: int, latent_space: str, num_layers: int) -> np.ndarray:
     """float32 [num_ws, num_ws] 0/1 map from latent rows to ws rows (W+: diagonal; W: column 0)."""
     if latent_space not in LATENT_SPACES:
@@ -153,6 +191,55 @@ def providers_and_device(device: str | None = None) -> tuple[list[str], str]:
     return ["CPUExecutionProvider"], "cpu"
 
 
+# Session options of every session (docs/performance.md measures what each one buys). Keys:
+#   optimization: graph optimisation level, "all" (incl. the NCHWc conv layout), "extended", "basic", "disabled";
+#   arena: "shared" = one CPU memory arena for all sessions of the process that extends by exactly what is
+#       requested (the sessions never run at the same time, so the peak is the largest session's, not the sum;
+#       per-session arenas grow in powers of two and keep their peak: about twice the memory on FFHQ-512),
+#       "session" = ORT's default arena per session, "off" = plain malloc/free (slow for large models);
+#   mem_pattern: plan the buffers of a run from the previous one;
+#   spinning: idle intra-op worker threads spin (costs CPU that a busy or shared machine needs elsewhere).
+SESSION_OPTIONS = {"optimization": "extended", "arena": "shared", "mem_pattern": True, "spinning": False}
+_SHARED_ARENA = []  # the process-wide arena, registered on first use
+
+
+def _register_shared_arena(ort) -> None:
+    if not _SHARED_ARENA:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))  # kSameAsRequested
+        _SHARED_ARENA.append(info)
+
+
+def session_options(threads: int | None = None, **overrides):
+    """An ``onnxruntime.SessionOptions`` from :data:`SESSION_OPTIONS` (``overrides`` replace entries)."""
+    import onnxruntime as ort
+
+    unknown = set(overrides) - set(SESSION_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown session option(s) {sorted(unknown)}; known: {sorted(SESSION_OPTIONS)}")
+    cfg = {**SESSION_OPTIONS, **overrides}
+    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
+    if cfg["optimization"] not in levels or cfg["arena"] not in ("shared", "session", "off"):
+        raise ValueError(f"bad session options {cfg}")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = levels[cfg["optimization"]]
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.enable_mem_pattern = bool(cfg["mem_pattern"])
+    opts.enable_cpu_mem_arena = cfg["arena"] != "off"
+    if cfg["arena"] == "shared":
+        _register_shared_arena(ort)
+        opts.add_session_config_entry("session.use_env_allocators", "1")
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    if not cfg["spinning"]:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return opts
+
+
 class Trainer:
     """ORT's training Module and CheckpointState through onnxruntime's C bindings.
 
@@ -180,15 +267,14 @@ class Trainer:
         return list(self.module.input_names(True))
 
     def run(self, feeds: list, training: bool) -> list:
-        """Training step (forward + backward into the parameter gradients) or eval forward; OrtValues in and out."""
-        from onnxruntime import OrtValue
-
+        """Training step (forward + backward into the parameter gradients) or eval forward. OrtValues in; out:
+        the binding's own C OrtValues (``.numpy()`` reads one; ``onnxruntime.OrtValue(v)`` wraps one)."""
         inputs, fetches = self._C.OrtValueVector(), self._C.OrtValueVector()
         inputs.reserve(len(feeds))
         for v in feeds:
             inputs.push_back(v._ortvalue)
         (self.module.train_step_with_ort_values if training else self.module.eval_step_with_ort_values)(inputs, fetches)
-        return [OrtValue(v) for v in fetches]
+        return list(fetches)
 
     def lazy_reset_grad(self) -> None:
         self.module.lazy_reset_grad()
@@ -232,9 +318,11 @@ class DragRuntime:
         threads: intra-op threads of every session (None = onnxruntime's default, all cores).
         device: None (CUDA if available, else CPU), "cpu" or "cuda".
         check_hashes: verify every file's sha256 against the manifest before loading.
+        options: overrides of :data:`SESSION_OPTIONS` (for measurements; the defaults are the tuned ones).
     """
 
-    def __init__(self, folder, threads: int | None = None, device: str | None = None, check_hashes: bool = True):
+    def __init__(self, folder, threads: int | None = None, device: str | None = None, check_hashes: bool = True,
+                 options: dict | None = None):
         self.folder = Path(folder)
         self.manifest = load_manifest(self.folder, check_hashes)
         cfg = self.manifest["config"]
@@ -244,6 +332,7 @@ class DragRuntime:
         self.step_inputs, self.step_outputs = list(cfg["step_inputs"]), list(cfg["step_outputs"])
         self.eval_outputs = list(cfg["eval_outputs"])
         self.threads = threads
+        self.options = dict(options or {})
         self.device = None
         try:
             self._open(device)
@@ -262,28 +351,25 @@ class DragRuntime:
         self._t = 0
         self._zero_mask = (np.zeros((1, 1), np.float32), np.zeros((1, 1, 1), np.float32))
         self._ov_cache: dict[str, tuple] = {}
+        self._const_cache: dict = {}
 
     def _open(self, device):
         import onnxruntime as ort
 
         self.providers, self.device = providers_and_device(device)
-        opts = ort.SessionOptions()
-        if self.threads:
-            opts.intra_op_num_threads = int(self.threads)
-            opts.inter_op_num_threads = 1
+        opts = session_options(self.threads, **self.options)
         f = self.folder
         self.trainer = Trainer(f / "checkpoint", f / "training_model.onnx", f / "eval_model.onnx", self.device, opts)
         if self.trainer.input_names() != self.step_inputs:
             raise ArtifactError(f"{f}: training inputs {self.trainer.input_names()} != manifest {self.step_inputs}")
         sess = lambda name: ort.InferenceSession(os.fspath(f / name), opts, providers=self.providers)  # noqa: E731
         self._adamw = sess(ADAM_FILE)
-        self._resize = sess("resize.onnx")
         cfg = self.manifest["config"]
         self._tail = sess("tail.onnx") if cfg["tail_inputs"] else None
         self._mapping = sess("mapping.onnx") if cfg["has_mapping"] else None
         self._trainable = cfg["trainable"]
         self._ort_device = "cuda" if self.device.startswith("cuda") else "cpu"
-        self._ov_cache = {}
+        self._ov_cache, self._const_cache = {}, {}
 
     # ------------------------------------------------------------------ latent and Adam state
 
@@ -372,16 +458,31 @@ class DragRuntime:
     def resize(self, block_x) -> np.ndarray:
         """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] at image size.
 
-        For display / inspection (``return_features``): equal to the step's own features to float
-        rounding, not bit for bit (see :meth:`features`).
+        F0 (:meth:`features`) and ``return_features``: the same arithmetic as the step's own sampling
+        (:func:`resize_features`, in numpy: no ORT arena keeps the map's temporaries afterwards).
         """
-        return self._resize.run_with_ort_values(None, {"block_x": self._wrap(block_x)})[0].numpy()
+        return resize_features(_numpy(block_x), self.image_size)
 
     def _wrap(self, a):
-        """An OrtValue on the session device (zero-copy for C-contiguous arrays on the CPU)."""
+        """An OrtValue on the session device (zero-copy for C-contiguous arrays on the CPU, and for the C
+        OrtValues that :meth:`Trainer.run` returns)."""
         from onnxruntime import OrtValue
 
-        return a if isinstance(a, OrtValue) else OrtValue.ortvalue_from_numpy(a, self._ort_device)
+        if isinstance(a, OrtValue):
+            return a
+        if isinstance(a, np.ndarray):
+            return OrtValue.ortvalue_from_numpy(a, self._ort_device)
+        return OrtValue(a)
+
+    def _const(self, key, make):
+        """OrtValue of a value that depends on ``key`` only (window and disk offsets, scalars), made once."""
+        hit = self._const_cache.get(key)
+        if hit is None:
+            if len(self._const_cache) > 64:  # values a slider went through: keep the cache small
+                self._const_cache.clear()
+            arr = make()
+            hit = self._const_cache[key] = (arr, self._wrap(arr))
+        return hit[1]
 
     def _cached(self, slot: str, a, dtype, shape=None):
         """OrtValue of a per-drag constant (ws0, F0 * mask, mask, reference features), made once per array object.
@@ -404,11 +505,13 @@ class DragRuntime:
             self._cached("ws0", self._ws0, np.float32), self._cached("select", self._select, np.float32),
             wrap(np.reshape(handles_rc, (-1, 2)), np.int64), wrap(np.reshape(targets_rc, (-1, 2)), np.float32),
             self._cached("ref_feats", ref_feats, np.float32, (-1, self.feature_shape[0])),
-            self._wrap(_window(int(r2))), self._wrap(_disk(float(r1))),
+            self._const(("window", int(r2)), lambda: _window(int(r2))),
+            self._const(("disk", float(r1)), lambda: _disk(float(r1))),
             self._cached("fixed", fixed, np.float32), self._cached("f0_fixed", f0_fixed, np.float32),
             # Scalars via np.array: ascontiguousarray would make them [1] and the loss [1] with them.
-            self._wrap(np.array(lambda_mask, np.float32)), self._wrap(np.array(tolerance, np.float32)),
-            self._wrap(np.array(bool(l1))),
+            self._const(("lambda", float(lambda_mask)), lambda: np.array(lambda_mask, np.float32)),
+            self._const(("tolerance", float(tolerance)), lambda: np.array(tolerance, np.float32)),
+            self._const(("l1", bool(l1)), lambda: np.array(bool(l1))),
         ]
 
     def _run(self, feeds, names, training: bool = True) -> dict:
@@ -419,13 +522,21 @@ class DragRuntime:
     def features(self) -> tuple[np.ndarray, np.ndarray]:
         """(image float [3, H, W], features float32 [C, H, W]) at the current latent.
 
-        From the eval graph (the step's forward without backward), whose features equal the training
-        forward's bit for bit: F0 taken from here makes the mask term exactly 0 at the start.
+        The eval graph (the step's forward without backward) gives the feature-block activations, the tail
+        the image, then :meth:`resize` the features: the same elementwise arithmetic as the training graph's
+        sampling of them (``dragnb.drag.core.ResizedFeatures``), so they equal the training forward's bit for
+        bit and F0 taken from here makes the mask term exactly 0 at the start. Rendering before resizing keeps
+        the [C, H, W] map and the tail's activations out of memory at the same time. (Artifact sets whose eval
+        graph outputs the features themselves, as ``ort_export.generate_step_artifacts`` makes by default,
+        are read from there.)
         """
         c = self.feature_shape[0]
         dummy = self._feeds(np.zeros((1, 2)), np.zeros((1, 2)), np.zeros((1, c)), None, None, 0.0, 1.0, 0, 0.0, False)
         out = self._run(dummy, self.eval_outputs, training=False)
-        return self.render(self.ws(), out["block_x"], out["block_img"]), out["features"].numpy()
+        if "features" in out:
+            return self.render(self.ws(), out["block_x"], out["block_img"]), out["features"].numpy()
+        image = self.render(self.ws(), out["block_x"], out["block_img"])
+        return image, self.resize(out["block_x"])
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed=None, f0_fixed=None, lambda_mask=10.0, r1=3.0, r2=12,
              tolerance=2.0, l1_tracking=False, lr=2e-3, render_image=False, return_features=False) -> dict:

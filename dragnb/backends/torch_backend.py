@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from ..drag import core
-from ..stylegan import ops
 from ..stylegan.networks import NOISE_MODES, Generator
 from .base import ADAM_BETAS, ADAM_EPS, LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
 
@@ -49,6 +48,8 @@ class TorchBackend(Backend):
         self.size = (G.img_resolution, G.img_width)  # (H, W) of the image and the resized features
         self._ws0 = self._latent = self._m = self._v = None
         self._t = 0
+        self._no_mask = (torch.zeros((1, 1), device=self.device), torch.zeros((1, 1, 1), device=self.device))
+        self._mask_cache = None
         self._space, self._n = "w+", 1
 
     # ------------------------------------------------------------------ latent
@@ -95,10 +96,11 @@ class TorchBackend(Backend):
     # ------------------------------------------------------------------ forward
 
     def _forward(self, ws: torch.Tensor, render_image: bool):
-        """(features [C, H, W] resized to image size, image [3, H, W] or None) of one synthesis pass."""
+        """(features :class:`~dragnb.drag.core.ResizedFeatures` at image size, image [3, H, W] or None) of one
+        synthesis pass. The features stay at block resolution; tracking and the losses sample them where needed."""
         syn, fb = self.G.synthesis, self.feature_block
         x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
-        feat = ops.resize_bilinear(x, self.size)[0]  # [C, H, W]
+        feat = core.ResizedFeatures(x, self.size)
         if not render_image:
             return feat, None
         with torch.no_grad():  # the rest of the network only draws the picture
@@ -109,6 +111,7 @@ class TorchBackend(Backend):
     def features(self):
         with torch.no_grad():
             feat, img = self._forward(self._full_ws(self._latent), render_image=True)
+            feat = feat.full()
         return image_to_uint8(img.cpu().numpy()), feat.cpu().numpy().astype(np.float32)
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
@@ -116,11 +119,7 @@ class TorchBackend(Backend):
         dev = self.device
         latent = self._latent.clone().requires_grad_(True)
         feat, img = self._forward(self._full_ws(latent), render_image)
-        if fixed is None:  # a zero mask makes the mask term exactly 0 with zero gradient
-            fixed_t = f0_t = torch.zeros((), device=dev)
-        else:
-            fixed_t = torch.as_tensor(np.asarray(fixed, np.float32), device=dev)
-            f0_t = torch.as_tensor(np.asarray(f0_fixed, np.float32), device=dev)
+        fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)
         loss, motion, masked, tracked, dist, converged = core.drag_objective(
             feat,
             torch.as_tensor(np.asarray(ref_feats, np.float32), device=dev),
@@ -143,8 +142,19 @@ class TorchBackend(Backend):
             tracked_rc=tracked.cpu().numpy().astype(np.int64), distance=dist.detach().cpu().numpy().astype(np.float32),
             converged=converged,
             image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
-            features=feat.detach().cpu().numpy().astype(np.float32) if return_features else None,
+            features=feat.full().detach().cpu().numpy().astype(np.float32) if return_features else None,
         )
+
+    def _mask_tensors(self, fixed, f0_fixed) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fixed, F0 * fixed) as tensors, made once per array object (the session passes the same arrays every
+        step of a drag); [1, 1] / [1, 1, 1] zeros without a mask (the mask term is then exactly 0)."""
+        if fixed is None:
+            return self._no_mask
+        hit = self._mask_cache
+        if hit is None or hit[0] is not fixed or hit[1] is not f0_fixed:
+            t = lambda a: torch.as_tensor(np.asarray(a, np.float32), device=self.device)  # noqa: E731
+            hit = self._mask_cache = (fixed, f0_fixed, t(fixed), t(f0_fixed))
+        return hit[2], hit[3]
 
     @torch.no_grad()
     def _adam(self, grad: torch.Tensor, lr: float) -> None:

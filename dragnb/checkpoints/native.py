@@ -2,7 +2,11 @@
 
 safetensors stores raw tensors plus a JSON header and can hold no code, so loading never executes
 anything from the file. Layout of the metadata (all strings, as safetensors requires):
-``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``.
+``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``, plus an
+optional ``"drag_defaults": <JSON object>``: DragGAN parameters tuned for this model (e.g. the bundled
+64 px ``toyfaces``: ``{"feature_block": 4, "tolerance": 1.0, ...}``). :func:`load_native` puts them in
+``G.drag_defaults`` (``{}`` when absent); ``DragSession`` applies them over its own defaults and under
+explicit parameters. Files without the entry (every converted pretrained model) keep the official rules.
 """
 
 from __future__ import annotations
@@ -25,14 +29,26 @@ class CheckpointError(ValueError):
     """A weights file that cannot be loaded: unknown format, truncated, or inconsistent."""
 
 
-def save_generator(G: Generator, path: str | os.PathLike) -> Path:
-    """Write ``G`` (weights + config) to ``path`` (``.safetensors``); atomic (temp file + rename)."""
+def save_generator(G: Generator, path: str | os.PathLike, drag_defaults: dict | None = None) -> Path:
+    """Write ``G`` (weights + config) to ``path`` (``.safetensors``); atomic (temp file + rename).
+
+    ``drag_defaults``: DragGAN parameters tuned for this model (names of ``dragnb.drag.session.DEFAULT_PARAMS``,
+    JSON values), stored in the metadata; None keeps ``G.drag_defaults`` (set by :func:`load_native`), so a
+    load/save round trip preserves them; ``{}`` writes none.
+    """
     from safetensors.torch import save_file
+
+    if drag_defaults is None:
+        drag_defaults = getattr(G, "drag_defaults", None) or {}
+    if not isinstance(drag_defaults, dict):
+        raise TypeError(f"drag_defaults must be a dict, got {type(drag_defaults).__name__}")
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": json.dumps(G.cfg.to_dict())}
+    if drag_defaults:
+        meta["drag_defaults"] = json.dumps(drag_defaults, sort_keys=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
@@ -79,7 +95,8 @@ def is_native(path: str | os.PathLike) -> bool:
 
 
 def load_native(path: str | os.PathLike) -> Generator:
-    """Load a file written by :func:`save_generator` into a Generator in eval mode."""
+    """Load a file written by :func:`save_generator` into a Generator in eval mode, with its tuned DragGAN
+    parameters (the metadata's ``drag_defaults``, ``{}`` if none) in ``G.drag_defaults``."""
     from safetensors.torch import load_file
 
     header = read_safetensors_header(path)
@@ -94,6 +111,12 @@ def load_native(path: str | os.PathLike) -> Generator:
         cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: invalid generator config: {e}") from e
+    try:
+        drag_defaults = json.loads(meta.get("drag_defaults", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: invalid drag_defaults: {e}") from e
+    if not isinstance(drag_defaults, dict):
+        raise CheckpointError(f"{path}: drag_defaults must be a JSON object, got {type(drag_defaults).__name__}")
     tensors = load_file(str(path))
     G = Generator(cfg)
     expected = G.state_dict()
@@ -108,4 +131,5 @@ def load_native(path: str | os.PathLike) -> Generator:
         )
         raise CheckpointError(f"{path}: config does not match the tensors ({detail})")
     G.load_state_dict(tensors, strict=True)
+    G.drag_defaults = drag_defaults
     return G.eval().requires_grad_(False)

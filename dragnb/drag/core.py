@@ -22,6 +22,7 @@ Coordinates: the public API speaks (x, y); arrays and everything in this module 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -80,6 +81,109 @@ def window_offsets(r2: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------
+# The features: the feature block's output, bilinearly resized to image size, sampled where needed
+
+
+@functools.lru_cache(maxsize=64)
+def _axis_taps_np(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
+    """Per output index i of a 1-D ``F.interpolate(mode="bilinear", align_corners=False)`` from n_in to n_out:
+    (i0, i1 int64 [n_out], w0, w1 float32 [n_out]) with out[i] = w0[i] * in[i0[i]] + w1[i] * in[i1[i]].
+
+    source = (i + 0.5) * n_in / n_out - 0.5, clamped at 0; i1 = min(i0 + 1, n_in - 1); where both taps
+    coincide (the clamped border) the weights are exactly (1, 0). The same taps as ``ops.bilinear_matrix``.
+    """
+    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    t = src - i0
+    t[i1 == i0] = 0.0
+    return i0, i1, (1.0 - t).astype(np.float32), t.astype(np.float32)
+
+
+def _axis_taps(n_out: int, n_in: int, device) -> list[torch.Tensor]:
+    return [torch.from_numpy(a).to(device) for a in _axis_taps_np(n_out, n_in)]
+
+
+def _gather_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """``table[idx]`` for ``table`` [N, C] and int64 ``idx`` [...] -> [..., C].
+
+    Exported as ONNX GatherND: ORT's CPU gradient of Gather takes a mutex per element (slow), GatherND's is a
+    plain loop over contiguous C-float slices.
+    """
+    if torch.onnx.is_in_onnx_export():
+        return _GatherND.apply(table, idx)
+    return table[idx]
+
+
+class _GatherND(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table, idx):
+        return table[idx]
+
+    @staticmethod
+    def symbolic(g, table, idx):
+        axes = g.op("Constant", value_t=torch.tensor([-1], dtype=torch.int64))
+        return g.op("GatherND", table, g.op("Unsqueeze", idx, axes))
+
+
+class ResizedFeatures:
+    """The DragGAN features: the feature block's output ``x`` [1, C, h, w] bilinearly resized to ``size`` (H, W)
+    exactly as ``F.interpolate(mode="bilinear", align_corners=False)``, WITHOUT materialising the [C, H, W] map.
+
+    The resize is linear and each output pixel mixes at most 2 x 2 input pixels, so the features at integer
+    image pixels are computed from ``x`` on demand (:meth:`at`: four gathers and the separable weights of
+    :func:`_axis_taps_np`); tracking, motion supervision and the mask term only ever look at a few thousand
+    pixels. :meth:`full` materialises the map (F0, display) with the very same arithmetic (separable: rows,
+    then columns; elementwise multiply and add, no fused or reduced sums), so ``full()[:, r, c]`` equals
+    ``at(r, c)`` bit for bit: the mask term is exactly 0 at the start of a drag in every back-end.
+    """
+
+    def __init__(self, x: torch.Tensor, size: tuple[int, int]):
+        c, h, w = (int(n) for n in x.shape[-3:])  # static sizes (the ONNX tracer would make them tensors)
+        self.x = x.reshape(c, h, w)  # the batch dimension (1) by Reshape: no Gather (whose gradient is slow)
+        self.shape = (c, int(size[0]), int(size[1]))
+        self.identity = (h, w) == tuple(self.shape[1:])
+        self._rows = _axis_taps(self.shape[1], h, x.device)
+        self._cols = _axis_taps(self.shape[2], w, x.device)
+        self._table = None
+
+    @property
+    def table(self) -> torch.Tensor:
+        """x channels-last [h * w, C] (made once, on first use)."""
+        if self._table is None:
+            c, h, w = (int(n) for n in self.x.shape)
+            self._table = self.x.reshape(c, h * w).t()
+        return self._table
+
+    def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Features at integer image pixels (rows, cols) int64 [...] (inside the image) -> [..., C]."""
+        w = int(self.x.shape[2])
+        if self.identity:
+            return _gather_rows(self.table, rows * w + cols)
+        r0, r1, wr0, wr1 = (t[rows][..., None] if t.dtype.is_floating_point else t[rows] for t in self._rows)
+        c0, c1, wc0, wc1 = (t[cols][..., None] if t.dtype.is_floating_point else t[cols] for t in self._cols)
+        g = [_gather_rows(self.table, r * w + c) for r, c in ((r0, c0), (r1, c0), (r0, c1), (r1, c1))]
+        return wc0 * (wr0 * g[0] + wr1 * g[1]) + wc1 * (wr0 * g[2] + wr1 * g[3])
+
+    def full(self) -> torch.Tensor:
+        """The resized feature map [C, H, W] (equal to :meth:`at` at every pixel)."""
+        if self.identity:
+            return self.x
+        r0, r1, wr0, wr1 = self._rows
+        c0, c1, wc0, wc1 = self._cols
+        t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
+        return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+
+
+def features_at(feat, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """Features at integer pixels (rows, cols) [...] -> [..., C] of ``feat``: a :class:`ResizedFeatures`, or a
+    dense [C, H, W] tensor (the workbench's inspection tools, tests)."""
+    if isinstance(feat, ResizedFeatures):
+        return feat.at(rows, cols)
+    return gather_rc(feat, rows, cols).movedim(0, -1)
+
+
+# ----------------------------------------------------------------------------
 # The three parts of a step
 
 
@@ -91,22 +195,22 @@ def _clamp_rc(rc: torch.Tensor, h: int, w: int) -> torch.Tensor:
     return torch.stack([rc[..., 0].clamp(0, h - 1), rc[..., 1].clamp(0, w - 1)], dim=-1)
 
 
-def feature_distance(diff: torch.Tensor, l1=False) -> torch.Tensor:
-    """Tracking distance of feature differences ``diff`` [C, ...] -> [...]: L1, or squared L2 (orders like L2).
+def feature_distance(diff: torch.Tensor, l1=False, dim: int = 0) -> torch.Tensor:
+    """Tracking distance of feature differences ``diff`` (channels along ``dim``): L1, or squared L2 (orders like L2).
 
     ``l1`` is a bool, or a bool tensor [] (a graph input in the ONNX export: both computed, chosen at run time).
-    Used by :func:`track_points` and by the workbench's distance heat-map.
+    Used by :func:`track_points` (channels last) and by the workbench's distance heat-map ([C, H, W]).
     """
     if isinstance(l1, torch.Tensor):
-        return torch.where(l1, diff.abs().sum(0), diff.square().sum(0))
-    return diff.abs().sum(0) if l1 else diff.square().sum(0)
+        return torch.where(l1, diff.abs().sum(dim), diff.square().sum(dim))
+    return diff.abs().sum(dim) if l1 else diff.square().sum(dim)
 
 
 def track_points(feat, ref_feats, handles_rc, window, l1: bool = False) -> torch.Tensor:
     """Nearest-neighbour point tracking.
 
     Args:
-        feat: [C, H, W] current features (image resolution).
+        feat: the current features at image resolution: :class:`ResizedFeatures` or a dense [C, H, W] tensor.
         ref_feats: [P, C] features of the initial handle points in F0.
         handles_rc: int64 [P, 2] current handles (row, col).
         window: int64 [M, 2] window offsets (:func:`window_offsets`).
@@ -118,33 +222,34 @@ def track_points(feat, ref_feats, handles_rc, window, l1: bool = False) -> torch
     cand = handles_rc[:, None, :] + window[None, :, :]  # [P, M, 2]
     valid = _in_image(cand, h, w)
     cand = _clamp_rc(cand, h, w)
-    fc = gather_rc(feat, cand[..., 0], cand[..., 1])  # [C, P, M]
-    diff = fc - ref_feats.t()[:, :, None]
-    dist = feature_distance(diff, l1)  # [P, M]
+    fc = features_at(feat, cand[..., 0], cand[..., 1])  # [P, M, C]
+    dist = feature_distance(fc - ref_feats[:, None, :], l1, dim=-1)  # [P, M]
     dist = torch.where(valid, dist, torch.full_like(dist, float("inf")))
     idx = torch.argmin(dist, dim=1)  # [P]; first minimum in row-major window order
     return torch.gather(cand, 1, idx[:, None, None].expand(-1, 1, 2)).squeeze(1)
 
 
 def sample_bilinear_zeros(feat, rows, cols) -> torch.Tensor:
-    """Bilinear sample of ``feat`` [C, H, W] at fractional (rows, cols) [...] -> [C, ...]; zeros outside.
+    """Bilinear sample of the features ``feat`` at fractional (rows, cols) [...] -> [..., C]; zeros outside.
 
-    Equals ``grid_sample(align_corners=True, padding_mode="zeros")`` on pixel centres, written as four
-    gathers because ORT cannot differentiate GridSample.
+    Equals ``grid_sample(align_corners=True, padding_mode="zeros")`` on pixel centres, written as gathers
+    because ORT cannot differentiate GridSample. The four corners are fetched in one :func:`features_at`
+    call and combined with elementwise ops only (the same rounding in every back-end).
     """
     _, h, w = feat.shape
     r0 = rows.floor()
     c0 = cols.floor()
     tr, tc = rows - r0, cols - c0
+    corners = [(dr, wr, dc, wc) for dr, wr in ((0, 1 - tr), (1, tr)) for dc, wc in ((0, 1 - tc), (1, tc))]
+    rc = torch.stack([torch.stack([(r0 + dr).to(torch.int64), (c0 + dc).to(torch.int64)], dim=-1)
+                      for dr, _, dc, _ in corners])  # [4, ..., 2]
+    inside = _in_image(rc, h, w).to(rows.dtype)  # [4, ...]
+    rc = _clamp_rc(rc, h, w)
+    f = features_at(feat, rc[..., 0], rc[..., 1])  # [4, ..., C]
     out = 0
-    for dr, wr in ((0, 1 - tr), (1, tr)):
-        for dc, wc in ((0, 1 - tc), (1, tc)):
-            rr = (r0 + dr).to(torch.int64)
-            cc = (c0 + dc).to(torch.int64)
-            rc = torch.stack([rr, cc], dim=-1)
-            inside = _in_image(rc, h, w).to(feat.dtype)
-            rc = _clamp_rc(rc, h, w)
-            out = out + gather_rc(feat, rc[..., 0], rc[..., 1]) * (wr * wc * inside)
+    for k, (_, wr, _, wc) in enumerate(corners):
+        # narrow (ONNX Slice), not f[k] (Gather): see _gather_rows
+        out = out + f.narrow(0, k, 1).squeeze(0) * (wr * wc * inside.narrow(0, k, 1).squeeze(0))[..., None]
     return out
 
 
@@ -152,7 +257,7 @@ def motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = to
     """Motion supervision summed over points farther than 1 px from their target.
 
     Args:
-        feat: [C, H, W] features (with gradient).
+        feat: features (with gradient): :class:`ResizedFeatures` or a dense [C, H, W] tensor.
         handles_rc: int64 [P, 2] tracked handles; targets_rc: float [P, 2] targets.
         disk: int64 [K, 2] r1-disk offsets (:func:`disk_offsets`).
         stop_gradient: applied to the unshifted features (``detach`` in PyTorch).
@@ -160,24 +265,35 @@ def motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = to
         (loss scalar, per-point loss [P], distance to target [P]).
     """
     c, h, w = feat.shape
-    direction = targets_rc - handles_rc.to(feat.dtype)  # [P, 2]
+    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
     dist = direction.square().sum(1).sqrt()  # [P]
-    active = (dist > 1).to(feat.dtype)
+    active = (dist > 1).to(dist.dtype)
     unit = direction / (dist[:, None] + 1e-7)
     pix = handles_rc[:, None, :] + disk[None, :, :]  # [P, K, 2]
-    valid = _in_image(pix, h, w).to(feat.dtype)  # [P, K]
+    valid = _in_image(pix, h, w).to(dist.dtype)  # [P, K]
     pix = _clamp_rc(pix, h, w)
-    f_orig = stop_gradient(gather_rc(feat, pix[..., 0], pix[..., 1]))  # [C, P, K]
-    shifted = pix.to(feat.dtype) + unit[:, None, :]
-    f_shift = sample_bilinear_zeros(feat, shifted[..., 0], shifted[..., 1])  # [C, P, K]
-    per_pix = (f_shift - f_orig).abs() * valid  # [C, P, K]
-    per_point = per_pix.sum(dim=(0, 2)) / (c * valid.sum(1).clamp(min=1))
+    f_orig = stop_gradient(features_at(feat, pix[..., 0], pix[..., 1]))  # [P, K, C]
+    shifted = pix.to(dist.dtype) + unit[:, None, :]
+    f_shift = sample_bilinear_zeros(feat, shifted[..., 0], shifted[..., 1])  # [P, K, C]
+    per_pix = (f_shift - f_orig).abs() * valid[..., None]  # [P, K, C]
+    per_point = per_pix.sum(dim=(1, 2)) / (c * valid.sum(1).clamp(min=1))
     return (per_point * active).sum(), per_point, dist
 
 
 def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
-    """``mean(|F * fixed - F0 * fixed|)`` over [C, H, W]; ``fixed`` [H, W] (1 = keep), ``f0_fixed`` = F0 * fixed."""
-    return (feat * fixed - f0_fixed).abs().mean()
+    """``mean(|F * fixed - F0 * fixed|)`` over [C, H, W], summed over the fixed pixels only.
+
+    ``fixed`` [H, W] (1 = keep; or [1, 1] zeros: no mask), ``f0_fixed`` = F0 * fixed [C, H, W] (or [1, 1, 1]).
+    Pixels where ``fixed`` is 0 contribute exactly 0 to the mean, so only the nonzero ones are visited
+    (features via :func:`features_at`); the sum is divided by C * H * W as the mean over the full map is.
+    """
+    c, h, w = feat.shape
+    pix = torch.nonzero(fixed)  # [N, 2] (row, col)
+    rows, cols = pix[:, 0], pix[:, 1]
+    weight = fixed.reshape(-1)[rows * fixed.shape[1] + cols]  # [N]
+    f = features_at(feat, rows, cols)  # [N, C]
+    f0 = gather_rc(f0_fixed, rows, cols).t()  # [N, C]
+    return (f * weight[:, None] - f0).abs().sum() / (c * h * w)
 
 
 def drag_objective(
@@ -196,9 +312,10 @@ def drag_objective(
 ):
     """Tracking, then motion supervision and the mask term on the same features (one DragGAN step).
 
-    Shapes: ``feat`` [C, H, W]; ``ref_feats`` [P, C]; ``handles_rc`` int64 [P, 2]; ``targets_rc``
-    float [P, 2]; ``window`` int64 [M, 2]; ``disk`` int64 [K, 2]; ``fixed`` [H, W] float (all zero = no
-    mask); ``f0_fixed`` [C, H, W]; ``lambda_mask`` and ``tolerance`` scalars (tensors or floats).
+    Shapes: ``feat`` :class:`ResizedFeatures` (or a dense [C, H, W] tensor); ``ref_feats`` [P, C];
+    ``handles_rc`` int64 [P, 2]; ``targets_rc`` float [P, 2]; ``window`` int64 [M, 2]; ``disk`` int64 [K, 2];
+    ``fixed`` [H, W] float (or [1, 1] zeros = no mask); ``f0_fixed`` [C, H, W] (or [1, 1, 1]); ``lambda_mask``
+    and ``tolerance`` scalars (tensors or floats).
 
     Returns ``(loss, motion, mask, tracked int64 [P, 2], distance [P], converged bool scalar)``.
     """

@@ -51,7 +51,9 @@ SESSION_FORMAT = "dragnb-session"
 SESSION_VERSION = 1
 MAX_HISTORY = 100
 
-# Parameter defaults; None = derived from the model (see DragSession.params).
+# Parameter defaults; None = derived from the model (see DragSession.params). A model may carry its own tuned
+# defaults (``G.drag_defaults``, from the ``drag_defaults`` metadata of its safetensors file; see
+# ``model_defaults``): they replace these, and explicit parameters replace both.
 DEFAULT_PARAMS = {
     "lr": 2e-3,             # Adam learning rate (official DragGAN 1e-3; 2e-3 suits small models)
     "lambda_mask": 10.0,    # weight of the fixed-region term
@@ -142,15 +144,33 @@ def _check_params(params: dict, G: Generator) -> dict:
     return p
 
 
+def model_defaults(G: Generator) -> dict:
+    """The parameter defaults for ``G``: ``DEFAULT_PARAMS`` updated with the model's own tuned ``G.drag_defaults``.
+
+    ``G.drag_defaults`` (a dict, ``{}`` or absent for most models) comes from the ``drag_defaults`` metadata entry
+    of a dragnb safetensors file (``save_generator(G, path, drag_defaults=...)``); the bundled ``toyfaces`` carries
+    the values tuned for its 64 px faces (``dragnb.toy.train.DRAG_DEFAULTS``). Unknown names are ignored with a
+    warning (a newer file); values are validated with the rest of the parameters. Pretrained models have none
+    and keep the official DragGAN rules (``core.default_radii``, feature block 5, 6 layers).
+    """
+    tuned = dict(getattr(G, "drag_defaults", None) or {})
+    unknown = sorted(set(tuned) - set(DEFAULT_PARAMS))
+    if unknown:
+        warnings.warn(f"ignoring unknown drag_defaults {unknown} of the model", stacklevel=3)
+    return {**DEFAULT_PARAMS, **{k: v for k, v in tuned.items() if k in DEFAULT_PARAMS}}
+
+
 def _resolve_params(raw: dict, G: Generator) -> dict:
-    """Raw parameters with the model-derived defaults filled in."""
+    """Raw parameters with the model-derived defaults filled in (None: the model's tuned value if it has one,
+    else the rule for its resolution)."""
+    tuned = getattr(G, "drag_defaults", None) or {}
     r1, r2, tol = core.default_radii(G.img_resolution)
+    derived = {"r1": r1, "r2": r2, "tolerance": tol, "feature_block": max(0, min(5, G.num_blocks - 2)),
+               "num_layers": min(6, G.num_ws)}
     p = dict(raw)
-    p["r1"] = r1 if raw["r1"] is None else raw["r1"]
-    p["r2"] = r2 if raw["r2"] is None else raw["r2"]
-    p["tolerance"] = tol if raw["tolerance"] is None else raw["tolerance"]
-    p["feature_block"] = max(0, min(5, G.num_blocks - 2)) if raw["feature_block"] is None else raw["feature_block"]
-    p["num_layers"] = min(6, G.num_ws) if raw["num_layers"] is None else raw["num_layers"]
+    for k, v in derived.items():
+        if raw[k] is None:
+            p[k] = v if tuned.get(k) is None else tuned[k]
     return p
 
 
@@ -189,7 +209,9 @@ class DragSession:
         autosave_dir: if set, the session saves itself there (:meth:`save`) after every step, at the end of
             every drag and after undo/reset, so a kernel crash loses at most the running step.
         **params: see ``DEFAULT_PARAMS`` (lr, lambda_mask, r1, r2, tolerance, max_steps, feature_block,
-            num_layers, l1_tracking, render_every, noise_mode).
+            num_layers, l1_tracking, render_every, noise_mode). Unset ones take the model's tuned defaults
+            (``G.drag_defaults``, see :func:`model_defaults`; the bundled 64 px toyfaces has some), then
+            ``DEFAULT_PARAMS`` and the official resolution rules.
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend="torch", latent_space="w+", *,
@@ -204,7 +226,7 @@ class DragSession:
         if unknown:  # before the (possibly slow) model load
             raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
         G, model_ref = self._open_model(model)
-        raw = _check_params({**DEFAULT_PARAMS, **params}, G)
+        raw = _check_params({**model_defaults(G), **params}, G)
         self._setup(G, model_ref, psi, backend, latent_space, raw, autosave_dir)
         self._ws_seed = self._seed_ws(seed)
         self.seed = seed
@@ -773,7 +795,7 @@ class DragSession:
         if [G.img_resolution, G.img_width] != doc["image_size"] or arrays["ws_seed"].shape != (1, G.num_ws, G.w_dim):
             raise ValueError(f"{jpath}: the session was saved with a different model architecture")
         s = cls.__new__(cls)
-        raw = _check_params({**DEFAULT_PARAMS, **doc["params"]}, G)
+        raw = _check_params({**model_defaults(G), **doc["params"]}, G)
         s._setup(G, model_ref, float(doc["truncation_psi"]), doc["backend"], doc["latent_space"], raw, autosave_dir)
         s.seed, s._ws_seed = int(doc["seed"]), arrays["ws_seed"]
         if weights is not None:

@@ -175,10 +175,10 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     k = weight.shape[-1]
     x = x * styles[:, :, None, None]
     if up:
-        # A stride-2 transposed conv as zero insertion + pad + conv with the flipped kernel (ops.conv3x3_up2).
+        # A stride-2 transposed conv as one polyphase conv + pixel shuffle (ops.conv3x3_up2): no ConvTranspose.
         y = ops.conv3x3_up2(x, weight, resample_filter)
     else:
-        y = F.conv2d(x, weight, padding=k // 2)
+        y = ops.conv2d(x, weight, padding=k // 2)
     if demodulate:
         w2 = weight.square().sum(dim=[2, 3])  # [Cout, Cin]
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
@@ -238,7 +238,7 @@ class SkipLayer(nn.Module):
         self.register_buffer("resample_filter", resample_filter, persistent=False)
 
     def forward(self, x, gain=1.0):
-        x = F.conv2d(x, self.weight * self.weight_gain)
+        x = ops.conv2d(x, self.weight * self.weight_gain)
         return ops.upsample2d(x, self.resample_filter) * gain
 
 

@@ -48,7 +48,8 @@ def main(argv=None):
                         help=f"default {f.default}" + (" (may change on resume)" if f.name in T.RESUME_OVERRIDABLE
                                                         else " (fixed once a run exists)"))
 
-    ex = sub.add_parser("export", help="write the EMA generator of a checkpoint as safetensors + JSON")
+    ex = sub.add_parser("export", help="write the EMA generator of a checkpoint as safetensors (config and the "
+                                       "tuned DragGAN defaults train.DRAG_DEFAULTS in its metadata)")
     ex.add_argument("--ckpt", default="artifacts/toy_train", help="checkpoint file, or folder (newest)")
     ex.add_argument("--out", default="dragnb/models/toyfaces.safetensors")
 
@@ -69,8 +70,8 @@ def main(argv=None):
         import dragnb
 
         G = T.generator_from_checkpoint(_checkpoint_path(a.ckpt))
-        dragnb.save_generator(G, a.out)
-        print(f"wrote {a.out}")
+        dragnb.save_generator(G, a.out, drag_defaults=T.DRAG_DEFAULTS)
+        print(f"wrote {a.out} (drag_defaults {T.DRAG_DEFAULTS})")
     elif a.cmd == "eval":
         from PIL import Image
 

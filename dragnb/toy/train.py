@@ -63,6 +63,22 @@ class TrainConfig:
         )
 
 
+# DragGAN parameters for this 64 px model, written into the exported file's metadata (``drag_defaults``, see
+# ``dragnb.checkpoints.native``) so that ``DragSession`` uses them unless told otherwise. Chosen by a sweep
+# on held-out seeds, measured by colour segmentation of the generated image (docs/models.md, "Drag defaults"):
+# - feature_block 4: the 64 px block (16 channels), i.e. features at image resolution; the official rule
+#   (min(5, blocks - 2) = 3, 32 px) tracks less precisely and moves more of the face in a mouth drag.
+# - num_layers 10: every w (in W+ the last one, the 64 px toRGB, comes after the features and gets no
+#   gradient): with 8 some head drags do not converge in 200 steps and a mouth drag moves the eyes more;
+#   with 3-6 the whole head moves instead of the dragged part.
+# - r1 5: a motion-supervision disk about the size of an eye or a mouth corner (3 px: a pupil).
+# - tolerance 1.25 px (2% of W; official: 2 px): with 1.5-2 a 6% head-top drag stops after 2.8-3% of W
+#   of rise; with 1.0 (motion supervision stops within 1 px and targets are fractional) some 12% head
+#   drags stall short of the target, or lose the tracked point, within 200 steps.
+# - lr 3e-3: about 1.5x fewer steps than 2e-3 along much the same path (Adam steps scale with lr).
+DRAG_DEFAULTS = {"feature_block": 4, "num_layers": 10, "r1": 5, "tolerance": 1.25, "lr": 3e-3}
+
+
 # ----------------------------------------------------------------------------
 # Data
 
