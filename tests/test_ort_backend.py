@@ -157,3 +157,17 @@ def test_other_architectures(arch, kw):
     _compare(a, b, da, db, loss_tol=1e-5, disp_tol=1e-5)
     assert b[-1].image.shape == (32, w, 3)
     assert np.abs(a[-1].image.astype(int) - b[-1].image).max() <= 1
+
+
+def test_bundled_model_parity_two_points_and_mask():
+    """The acceptance drag of the ORT issue on the bundled model: 2 pairs, a mask, 20 steps."""
+    import dragnb
+
+    G = dragnb.load_generator("toyfaces")
+    points = [((44, 46), (49, 46)), ((32, 12), (32, 8))]  # a mouth corner outward, the head top up
+    mask = np.zeros((64, 64), bool)
+    mask[20:36, 10:54] = True  # the eye band stays fixed
+    _, a, da = _drag(G, "torch", 0, points, mask)
+    _, b, db = _drag(G, "ort", 0, points, mask)
+    assert len(a) == len(b) and len(a) > 1
+    _compare(a, b, da, db)
