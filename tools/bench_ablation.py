@@ -20,29 +20,55 @@ import torch
 
 from dragnb.backends import bench as B
 from dragnb.backends import ort_export
+from dragnb.stylegan import ops
 
 VARIANTS = {
-    # name: (export_step keyword overrides, session option overrides)
+    # name: (export_step keyword overrides, session option overrides); "zero_insertion" also adds PyTorch that way
     "default": ({}, {}),
     "no_conv_grad": ({"conv_gradient": False}, {}),    # ORT's own ConvGrad kernel
     "no_fold": ({"fold": False}, {}),                   # weight flips, gains, demodulation sums at every step
+    "zero_insertion": ({"polyphase": False}, {}),       # up-sampling conv as zero insertion + conv (both back-ends)
     "session_arena": ({}, {"arena": "session"}),        # one power-of-two arena per session (ORT's default)
     "no_arena": ({}, {"arena": "off"}),                 # malloc / free
-    "extended": ({}, {"optimization": "extended"}),     # no NCHWc layout transformation
+    "all": ({}, {"optimization": "all"}),               # + NCHWc layout transformation
     "spinning": ({}, {"spinning": True}),               # idle worker threads spin
 }
 
 
+class _ZeroInsertion:
+    """Runs a back-end's steps with ``ops.POLYPHASE = False`` (PyTorch computes the up-sampling conv the old way)."""
+
+    def __init__(self, backend):
+        self.b = backend
+
+    def __getattr__(self, name):
+        attr = getattr(self.b, name)
+        if not callable(attr):
+            return attr
+
+        def call(*a, **kw):
+            ops.POLYPHASE = False
+            try:
+                return attr(*a, **kw)
+            finally:
+                ops.POLYPHASE = True
+        return call
+
+
 def make(G, fb, threads, root: Path, name: str):
     export_kw, options = VARIANTS[name]
+    export_kw = dict(export_kw)
+    polyphase = export_kw.pop("polyphase", True)
     real = ort_export.export_step
     if export_kw:
         ort_export.export_step = lambda *a, **kw: real(*a, **{**kw, **export_kw})
+    ops.POLYPHASE = polyphase
     try:
-        folder = root / ("default" if not export_kw else name)
+        folder = root / ("default" if not (export_kw or not polyphase) else name)
         return B.make_backend("ort", G, fb, threads, folder, options=options or None)
     finally:
         ort_export.export_step = real
+        ops.POLYPHASE = True
 
 
 def main(argv=None) -> int:
@@ -64,6 +90,8 @@ def main(argv=None) -> int:
     fb = B.default_feature_block(G)
     drag = B.Drag(G)
     backends = {"torch": B.make_backend("torch", G, fb, a.threads, a.root)}
+    if "zero_insertion" in a.variants.split(","):
+        backends["torch_zero_insertion"] = _ZeroInsertion(B.make_backend("torch", G, fb, a.threads, a.root))
     for name in a.variants.split(","):
         print(f"[ablation] {name}", file=sys.stderr, flush=True)
         backends[name] = make(G, fb, a.threads, a.root, name)

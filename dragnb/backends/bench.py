@@ -642,6 +642,9 @@ def format_table(doc: dict) -> str:
         mem = r.get("memory", {})
         if mem:
             line("peak RSS of a drag", "peak_rss_mb", " MB", mem.get("torch", {}), mem.get("ort", {}))
+            lines.append(row.format("  the drag alone (peak - base)", _fmt(
+                mem["torch"]["peak_rss_mb"] - mem["torch"]["base_rss_mb"], " MB") if "torch" in mem else "-", _fmt(
+                mem["ort"]["peak_rss_mb"] - mem["ort"]["base_rss_mb"], " MB") if "ort" in mem else "-", ""))
             if "ort_runtime" in mem:
                 lines.append(row.format("  torch-free ORT runtime", "", _fmt(mem["ort_runtime"]["peak_rss_mb"], " MB"),
                                         ""))

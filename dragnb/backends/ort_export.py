@@ -22,7 +22,8 @@ gradient for exactly that key (:func:`register_stop_gradient`). Nothing depends 
 tensor names, and the markers are counted at every stage (:func:`count_markers`): a mismatch raises.
 
 The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's activations, for the
-display image only), ``resize.onnx`` (block output -> features at image size, for F0), ``mapping.onnx``
+display image only), ``resize.onnx`` (block output -> features at image size; the runtime does the same in
+numpy for F0), ``mapping.onnx``
 (z, psi -> ws, so a device can start from a seed without torch). See ``ort_cache.py`` for the cache.
 """
 
@@ -45,7 +46,7 @@ from onnx import helper
 from torch import nn
 
 from ..drag import core
-from ..stylegan import ops  # noqa: F401 (E.ops: used by tests and notebooks)
+from ..stylegan import ops
 from ..stylegan.networks import Generator
 
 OPSET = 17                      # the TorchScript exporter's output that ORT 1.19 trains (same as dragnb.export)
@@ -414,7 +415,7 @@ def _has_partial_image(G: Generator, feature_block: int) -> bool:
     return G.cfg.architecture == "skip" or feature_block == G.num_blocks - 1
 
 
-def _torch_export(module, args, path, input_names, output_names, dynamic_axes, training=False, custom=False):
+def _torch_export(module, args, path, input_names, output_names, dynamic_axes, training=False, custom=()):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TorchScript exporter deprecation and tracer warnings
         torch.onnx.export(
@@ -423,7 +424,7 @@ def _torch_export(module, args, path, input_names, output_names, dynamic_axes, t
             # No constant folding while exporting for training: the parameters must keep their names.
             do_constant_folding=not training,
             training=torch.onnx.TrainingMode.TRAINING if training else torch.onnx.TrainingMode.EVAL,
-            custom_opsets={MARKER_DOMAIN: 1, CONV_DOMAIN: 1} if custom else None,
+            custom_opsets={d: 1 for d in custom} or None,
         )
 
 
@@ -461,7 +462,7 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
         try:
             _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
                           {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
-                          custom=marker or conv_gradient)
+                          custom=[MARKER_DOMAIN] * marker + [CONV_DOMAIN] * conv_gradient)
         finally:
             ops.conv_export_hook = None
         expected = StopGradient.emitted - before
@@ -540,7 +541,8 @@ def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval
     frozen) go to the existing folder ``out_dir``; ``markers`` is what :func:`export_step` returned
     and is checked again in both generated graphs. ``eval_features``: keep the full feature map
     (:data:`EVAL_ONLY_OUTPUT`) as an output of the eval graph (the cached sets drop it: the runtime takes F0
-    from ``resize.onnx`` after rendering, so that the map and the display tail are never in memory together).
+    with ``ort_runtime.resize_features`` after rendering, so that the map and the display tail are never in
+    memory together).
     """
     from onnxruntime.training import artifacts
 
@@ -609,7 +611,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "default_radii": list(core.default_radii(G.img_resolution)),  # (r1, r2, tolerance) in pixels
         "step_inputs": list(STEP_INPUTS),
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
-        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: resize.onnx (see above)
+        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: ort_runtime.resize_features
         "tail_inputs": tail_inputs,
         "has_mapping": has_mapping,
         "trainable": TRAINABLE,

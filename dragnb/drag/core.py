@@ -155,15 +155,31 @@ class ResizedFeatures:
             self._table = self.x.reshape(c, h * w).t()
         return self._table
 
-    def at(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-        """Features at integer image pixels (rows, cols) int64 [...] (inside the image) -> [..., C]."""
+    def at(self, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
+        """Features at integer image pixels (rows, cols) int64 [...] (inside the image) -> [..., C].
+
+        ``merged``: fetch the four taps with ONE gather (one gradient buffer of x's size instead of four; the
+        taps are then split by slicing, whose gradient is as large as the gathered values): for few pixels.
+        """
         w = int(self.x.shape[2])
         if self.identity:
             return _gather_rows(self.table, rows * w + cols)
         r0, r1, wr0, wr1 = (t[rows][..., None] if t.dtype.is_floating_point else t[rows] for t in self._rows)
         c0, c1, wc0, wc1 = (t[cols][..., None] if t.dtype.is_floating_point else t[cols] for t in self._cols)
-        g = [_gather_rows(self.table, r * w + c) for r, c in ((r0, c0), (r1, c0), (r0, c1), (r1, c1))]
+        idx = [r * w + c for r, c in ((r0, c0), (r1, c0), (r0, c1), (r1, c1))]
+        if merged:
+            g4 = _gather_rows(self.table, torch.stack(idx))  # [4, ..., C]
+            g = [g4.narrow(0, k, 1).squeeze(0) for k in range(4)]  # Slice, not Gather (see _gather_rows)
+        else:
+            g = [_gather_rows(self.table, i) for i in idx]
         return wc0 * (wr0 * g[0] + wr1 * g[1]) + wc1 * (wr0 * g[2] + wr1 * g[3])
+
+    def detached(self, stop_gradient: Callable) -> ResizedFeatures:
+        """The same features with ``stop_gradient`` applied to the block output (once, before any gather)."""
+        out = ResizedFeatures.__new__(ResizedFeatures)
+        out.__dict__.update(self.__dict__)
+        out.x, out._table = stop_gradient(self.x), None
+        return out
 
     def full(self) -> torch.Tensor:
         """The resized feature map [C, H, W] (equal to :meth:`at` at every pixel)."""
@@ -175,12 +191,20 @@ class ResizedFeatures:
         return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
 
 
-def features_at(feat, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+def features_at(feat, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
     """Features at integer pixels (rows, cols) [...] -> [..., C] of ``feat``: a :class:`ResizedFeatures`, or a
-    dense [C, H, W] tensor (the workbench's inspection tools, tests)."""
+    dense [C, H, W] tensor (the workbench's inspection tools, tests). ``merged``: see :meth:`ResizedFeatures.at`."""
     if isinstance(feat, ResizedFeatures):
-        return feat.at(rows, cols)
+        return feat.at(rows, cols, merged)
     return gather_rc(feat, rows, cols).movedim(0, -1)
+
+
+def detached(feat, stop_gradient: Callable):
+    """``feat`` with the stop-gradient applied to its source: for a :class:`ResizedFeatures`, to the block output,
+    so that the detached branch has no gather whose (zero) gradient would still be computed in ONNX Runtime."""
+    if isinstance(feat, ResizedFeatures):
+        return feat.detached(stop_gradient)
+    return stop_gradient(feat)
 
 
 # ----------------------------------------------------------------------------
@@ -245,7 +269,7 @@ def sample_bilinear_zeros(feat, rows, cols) -> torch.Tensor:
                       for dr, _, dc, _ in corners])  # [4, ..., 2]
     inside = _in_image(rc, h, w).to(rows.dtype)  # [4, ...]
     rc = _clamp_rc(rc, h, w)
-    f = features_at(feat, rc[..., 0], rc[..., 1])  # [4, ..., C]
+    f = features_at(feat, rc[..., 0], rc[..., 1], merged=True)  # [4, ..., C]
     out = 0
     for k, (_, wr, _, wc) in enumerate(corners):
         # narrow (ONNX Slice), not f[k] (Gather): see _gather_rows
@@ -272,7 +296,7 @@ def motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = to
     pix = handles_rc[:, None, :] + disk[None, :, :]  # [P, K, 2]
     valid = _in_image(pix, h, w).to(dist.dtype)  # [P, K]
     pix = _clamp_rc(pix, h, w)
-    f_orig = stop_gradient(features_at(feat, pix[..., 0], pix[..., 1]))  # [P, K, C]
+    f_orig = features_at(detached(feat, stop_gradient), pix[..., 0], pix[..., 1], merged=True)  # [P, K, C]
     shifted = pix.to(dist.dtype) + unit[:, None, :]
     f_shift = sample_bilinear_zeros(feat, shifted[..., 0], shifted[..., 1])  # [P, K, C]
     per_pix = (f_shift - f_orig).abs() * valid[..., None]  # [P, K, C]

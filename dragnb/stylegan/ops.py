@@ -82,6 +82,9 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     return fir2d(zero_insert2x(x), f, (p0, p1, p0, p1), gain=4.0)
 
 
+POLYPHASE = True  # conv3x3_up2 in polyphase form (False: zero insertion + conv; the same numbers, for measurements)
+
+
 def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     """StyleGAN2's up-sampling convolution without ConvTranspose.
 
@@ -93,8 +96,10 @@ def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch
     done as ONE conv2d with a t x t kernel (t = ceil(k / 2)) and 4 * Cout output channels (taps beyond k are
     zero), then interleaved (reshape + transpose, a "pixel shuffle") and cropped to 2H + k - 2. Zero insertion
     followed by a plain conv (the textbook form) computes the same numbers with 9 / 4 times the work: three
-    quarters of its products are with inserted zeros.
+    quarters of its products are with inserted zeros (kept, with ``POLYPHASE = False``, as the reference).
     """
+    if not POLYPHASE:
+        return _conv3x3_up2_zero_insertion(x, weight, f)
     cout, cin, k, _ = (int(v) for v in weight.shape)
     h, w = int(x.shape[2]), int(x.shape[3])
     t = (k + 1) // 2
@@ -107,11 +112,26 @@ def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch
     hm, wm = h + t - 1, w + t - 1
     y = y.reshape(-1, 2, 2, cout, hm, wm).permute(0, 3, 4, 1, 5, 2).reshape(-1, cout, 2 * hm, 2 * wm)
     y = y[:, :, : 2 * h + k - 2, : 2 * w + k - 2]  # [N, Cout, 2H+1, 2W+1] for k = 3
+    return _up2_fir(y, k, f)
+
+
+def _up2_fir(y: torch.Tensor, k: int, f: torch.Tensor) -> torch.Tensor:
     # Remaining FIR padding so that the output is exactly 2H x 2W (1 on each side for k=3 and a 4-tap filter).
     fk, pad = f.shape[-1], k // 2
     p0 = pad + (fk + 1) // 2 - (k - 1)
     p1 = pad + (fk - 2) // 2 - (k - 2)
     return fir2d(y, f, (p0, p1, p0, p1), gain=4.0)
+
+
+def _conv3x3_up2_zero_insertion(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """The textbook form: zero insertion (to 2H-1 samples), padding by k-1 and a conv2d with the spatially flipped
+    kernel; ``zero_insert2x`` leaves one extra trailing zero, so the trailing pad is k-2."""
+    k = weight.shape[-1]
+    xz = F.pad(zero_insert2x(x), [k - 1, k - 2, k - 1, k - 2])
+    # torch.flip exports as a negative-step Slice, which fails in ORT training; flip by indexing instead.
+    idx = torch.arange(k - 1, -1, -1, device=weight.device)
+    w = weight.index_select(2, idx).index_select(3, idx)
+    return _up2_fir(conv2d(xz, w), k, f)  # conv: [N, Cout, 2H+1, 2W+1]
 
 
 # ----------------------------------------------------------------------------

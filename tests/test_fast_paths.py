@@ -1,0 +1,66 @@
+"""The performance rewrites of issue 9 compute the same numbers as the plain forms they replace.
+
+* sampled features (``core.ResizedFeatures.at``) equal the materialised map (``full()``) bit for bit, and
+  ``full()`` equals ``F.interpolate(bilinear, align_corners=False)``; the torch-free runtime's numpy resize
+  equals ``full()`` bit for bit (F0 and the step must agree exactly for the L1 mask term);
+* the mask term over the fixed pixels equals the mean over the whole map;
+* the polyphase up-sampling convolution equals zero insertion + conv.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dragnb.backends import ort_runtime
+from dragnb.drag import core
+from dragnb.stylegan import ops
+
+
+@pytest.mark.parametrize("hw,size", [((16, 16), (64, 64)), ((8, 4), (32, 16)), ((5, 7), (23, 40)), ((8, 8), (8, 8))])
+def test_sampled_features_equal_the_map_bit_for_bit(hw, size):
+    torch.manual_seed(0)
+    x = torch.randn(1, 6, *hw)
+    feat = core.ResizedFeatures(x, size)
+    full = feat.full()
+    assert full.shape == (6, *size)
+    ref = F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0]
+    torch.testing.assert_close(full, ref, atol=1e-5, rtol=1e-5)
+    rows, cols = torch.meshgrid(torch.arange(size[0]), torch.arange(size[1]), indexing="ij")
+    for merged in (False, True):
+        at = feat.at(rows, cols, merged=merged)  # [H, W, C]
+        assert torch.equal(at.permute(2, 0, 1), full)
+    assert np.array_equal(ort_runtime.resize_features(x.numpy(), size, chunk=4), full.numpy())
+
+
+def test_runtime_taps_match_core():
+    for n_out, n_in in ((64, 16), (40, 7), (16, 16), (512, 128)):
+        for a, b in zip(ort_runtime.axis_taps(n_out, n_in), core._axis_taps_np(n_out, n_in)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_mask_term_over_fixed_pixels_equals_the_dense_mean():
+    torch.manual_seed(1)
+    x = torch.randn(1, 5, 8, 8)
+    feat = core.ResizedFeatures(x, (32, 32))
+    f0 = core.ResizedFeatures(x + 0.1 * torch.randn_like(x), (32, 32)).full()
+    fixed = torch.zeros(32, 32)
+    fixed[4:20, 10:30] = 1.0
+    fixed[0, 0] = 0.5  # a soft weight is honoured too
+    dense = (feat.full() * fixed - f0 * fixed).abs().mean()
+    sparse = core.mask_loss(feat, fixed, f0 * fixed)
+    torch.testing.assert_close(sparse, dense, rtol=1e-5, atol=0)
+    assert core.mask_loss(feat, torch.zeros(1, 1), torch.zeros(1, 1, 1)) == 0  # no mask: exactly 0
+    f0_same = feat.full()
+    assert core.mask_loss(feat, fixed, f0_same * fixed) == 0  # at the start of a drag: exactly 0
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
+def test_polyphase_upsampling_conv_equals_zero_insertion(k, monkeypatch):
+    torch.manual_seed(k)
+    x, w, f = torch.randn(2, 5, 7, 6), torch.randn(4, 5, k, k), ops.fir_filter_2d()
+    poly = ops.conv3x3_up2(x, w, f)
+    monkeypatch.setattr(ops, "POLYPHASE", False)
+    torch.testing.assert_close(poly, ops.conv3x3_up2(x, w, f), atol=1e-5, rtol=1e-5)
