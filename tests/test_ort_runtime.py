@@ -60,6 +60,28 @@ def test_mapping_from_a_seed(artifacts, tiny_generator):
     np.testing.assert_allclose(rt.seed_ws(7, 0.7), tiny_generator.mapping(z, truncation_psi=0.7).numpy(), atol=1e-5)
 
 
+def test_preoptimized_graphs_give_the_same_drag(artifacts):
+    """The cache's CPU-optimised copies (loaded with ORT's optimisation off) compute what the originals do."""
+    cfg = json.loads((artifacts / "manifest.json").read_text())["config"]
+    assert set(cfg["preoptimized"]) >= {"training_model.onnx", "eval_model.onnx"}
+    for name in cfg["preoptimized"]:
+        assert (artifacts / ort_runtime.preoptimized_name(name)).is_file()
+    fast = DragRuntime(artifacts, threads=1)
+    # Other settings than the tuned ones (here ORT optimising the originals at "basic" level) use the originals.
+    plain = DragRuntime(artifacts, threads=1, options={"optimization": "basic"})
+    assert fast.preoptimized == sorted(cfg["preoptimized"]) and plain.preoptimized == []
+    ws0 = fast.seed_ws(2)
+    mask = np.zeros((64, 64), np.float32)
+    mask[:20] = 1
+    a = drag(fast, ws0, HANDLES, TARGETS, steps=6, fixed=mask)
+    b = drag(plain, ws0, HANDLES, TARGETS, steps=6, fixed=mask)
+    assert len(a) == len(b) == 6
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["loss"], y["loss"], rtol=1e-5)
+        np.testing.assert_array_equal(x["tracked_rc"], y["tracked_rc"])
+    np.testing.assert_allclose(fast.ws(), plain.ws(), atol=1e-5)
+
+
 def test_torch_free_subprocess_matches_in_process(artifacts, tiny_generator, tmp_path):
     ws0 = DragRuntime(artifacts, threads=1).seed_ws(4)
     mask = np.zeros((64, 64), np.float32)

@@ -1,7 +1,8 @@
 """The ORT artifact cache: one folder per (generator weights, feature block, noise mode, export settings).
 
 Layout: ``<root>/ort/<key>/`` with the files of :func:`dragnb.backends.ort_export.generate_training_artifacts`
-and ``manifest.json`` (format, key, package/torch/onnx/onnxruntime versions, config, every file's size and
+plus CPU-optimised copies of the graphs (``*.cpu-opt.onnx``, see ``ort_runtime.PREOPTIMIZABLE``), and
+``manifest.json`` (format, key, package/torch/onnx/onnxruntime versions, config, every file's size and
 sha256). ``key`` is the sha256 of the weights (state dict and config) and of the export settings, which
 include the versions and a hash of the source files that define the exported graphs, so a change of any
 of them gives a new folder instead of stale artifacts.
@@ -28,15 +29,15 @@ import time
 import warnings
 from pathlib import Path
 
-from .ort_runtime import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, verify_artifacts
+from .ort_runtime import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, preoptimize, verify_artifacts
 
 ENV_ROOT = "DRAGNB_ARTIFACTS"
 # Bump when the exported graphs change in a way the source hash below cannot see.
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: CPU-optimised copies of the graphs (ort_runtime.PREOPTIMIZABLE)
 _PKG = Path(__file__).resolve().parent.parent
 # Source files whose code ends up in the exported graphs.
 GRAPH_SOURCES = ("drag/core.py", "stylegan/ops.py", "stylegan/networks.py", "backends/ort_export.py", "export.py")
-_STAGES = 5  # progress-bar steps: export, artifacts, tail, mapping, manifest
+_STAGES = 6  # progress-bar steps: export, artifacts, tail, mapping, CPU-optimised copies, manifest
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,9 @@ def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress:
 
         config = generate_training_artifacts(G, feature_block, folder, noise_mode, progress=tick)
         (folder / "step.onnx").unlink()  # the forward alone: the training model contains it, and it holds weights
+        # A cached start is mostly ORT optimising the graphs; do it once here (ort_runtime.PREOPTIMIZABLE).
+        config["preoptimized"] = preoptimize(folder)
+        tick("CPU-optimised copies")
         _write_manifest(folder, key, fields, config, time.perf_counter() - t0)
         tick("manifest")
     finally:
