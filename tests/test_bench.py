@@ -86,3 +86,17 @@ def test_goals_are_judged_per_model():
 def test_bad_arguments_fail_cleanly(capsys):
     assert main(["bench", "--steps", "0"]) == 2
     assert "--steps" in capsys.readouterr().err
+
+
+def test_soak_only_runs_just_the_soak(tiny_model_path, tmp_path, capsys):
+    """--soak-only: the soak for any model (no timing part, no skip for slow steps), same JSON format."""
+    out = tmp_path / "soak.json"
+    assert main(["bench", "--model", str(tiny_model_path), "--threads", "1", "--soak", "12", "--soak-only",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["models"][str(tiny_model_path)]
+    assert "torch" not in r and "memory" not in r and "latency" not in r
+    for k in ("torch", "ort"):
+        s = r["soak"][k]
+        assert s["steps"] == 12 and s["warmup"] == 2 and s["rss_mb_end"] > 0 and s["fd_end"] > 0
+        assert r["goals"][f"soak RSS growth <= 5% ({k})"]["value"] == s["rss_growth"]
+    assert "soak torch: 12 steps" in capsys.readouterr().out

@@ -604,6 +604,39 @@ def run_bench(models=(BUNDLED_NAME, FFHQ512), threads: int | None = None, steps:
     return doc
 
 
+def run_soak(models, threads: int | None = None, steps: int = 500, artifacts_root=None, progress=print) -> dict:
+    """Only the soak (``dragnb bench --soak-only``), for any model however slow its step: a document of the
+    same format as :func:`run_bench` whose model results hold "soak", "ratios" and "goals"."""
+    import torch
+
+    from .ort_cache import ensure_artifacts
+
+    threads = threads or torch.get_num_threads()
+    doc = {"format": "dragnb-bench", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+           "machine": machine_info(), "versions": versions(), "threads": threads, "models": {}}
+    with tempfile.TemporaryDirectory(prefix="dragnb-soak-") as tmp:
+        root = Path(artifacts_root or tmp)
+        for spec in models:
+            G, desc = load_model(spec)
+            fb = default_feature_block(G)
+            progress(f"[soak] {spec}: {desc}; {steps} steps per back-end, {threads} thread(s)")
+            t0 = time.perf_counter()
+            ensure_artifacts(G, fb, "const", root, progress=False)  # the export is not part of the soak
+            job = {"model": spec, "feature_block": fb, "threads": threads, "artifacts_root": str(root),
+                   "steps": int(steps), "warmup": min(100, int(steps) // 5), "kind": "soak",
+                   "timeout": 6 * 3600}
+            r = {"model": spec, "description": desc, "feature_block": fb, "block_shape": list(G.feature_shape(fb)),
+                 "image": [G.img_resolution, G.img_width], "threads": threads,
+                 "soak": {k: _child({**job, "backend": k}) for k in ("torch", "ort")}}
+            r["ratios"] = ratios(r)
+            r["goals"] = goals(r)
+            r["bench_seconds"] = time.perf_counter() - t0
+            doc["models"][spec] = r
+            del G
+    doc["machine"]["loadavg_end"] = machine_info().get("loadavg")
+    return doc
+
+
 def _fmt(v, unit="") -> str:
     if v is None:
         return "-"
@@ -622,20 +655,22 @@ def format_table(doc: dict) -> str:
     for name, r in doc["models"].items():
         lines.append(f"== {name}: {r.get('description', '')}; feature block {r['feature_block']} "
                      f"{r['block_shape']}, image {r['image'][0]}x{r['image'][1]}")
-        lines.append(row.format("", "torch", "ort", "ort/torch"))
         t, o = r.get("torch", {}), r.get("ort", {})
+        if t or o:
+            lines.append(row.format("", "torch", "ort", "ort/torch"))
 
         def line(label, key, unit="", t=t, o=o):
             a, b = t.get(key), o.get(key)
             ratio = b / a if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else None
             lines.append(row.format(label, _fmt(a, unit), _fmt(b, unit), _fmt(ratio)))
 
-        line("step (median)", "step_ms", " ms")
-        line("step (min)", "step_ms_min", " ms")
-        line("step + image", "render_step_ms", " ms")
-        line("step with a mask", "mask_step_ms", " ms")
-        line("full inference forward", "forward_ms", " ms")
-        line("start + F0", "start_features_ms", " ms")
+        if t or o:
+            line("step (median)", "step_ms", " ms")
+            line("step (min)", "step_ms_min", " ms")
+            line("step + image", "render_step_ms", " ms")
+            line("step with a mask", "mask_step_ms", " ms")
+            line("full inference forward", "forward_ms", " ms")
+            line("start + F0", "start_features_ms", " ms")
         if "step_gflops" in t:
             line("step GFLOP/s", "step_gflops")
             line("forward GFLOP/s", "forward_gflops")
@@ -682,6 +717,8 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--soak", nargs="?", type=int, const=500, default=0, metavar="STEPS",
                    help="also run a soak of STEPS steps per back-end (default 500) in fresh processes")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
+    p.add_argument("--soak-only", action="store_true",
+                   help="run only the soak (--soak steps, default 500), also for models whose step is slow")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.set_defaults(func=cmd_bench)
 
@@ -692,8 +729,11 @@ def cmd_bench(args) -> int:
     if args.steps is not None and args.steps < 1:
         raise ValueError("--steps must be >= 1")
     models = args.model or [BUNDLED_NAME, FFHQ512]
-    doc = run_bench(models, args.threads, args.steps, args.soak, memory=not args.no_memory,
-                    progress=lambda s: print(s, file=sys.stderr, flush=True))
+    progress = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    if args.soak_only:
+        doc = run_soak(models, args.threads, args.soak or 500, progress=progress)
+    else:
+        doc = run_bench(models, args.threads, args.steps, args.soak, memory=not args.no_memory, progress=progress)
     print(format_table(doc))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
