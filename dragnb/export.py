@@ -77,8 +77,9 @@ class OnnxGenerator:
     """Runs exported mapper + synthesis models in onnxruntime (CPU): ``generate(seed, psi) -> uint8 [H, W, 3]``."""
 
     def __init__(self, mapper_path, synthesis_path, threads: int | None = None):
-        import onnxruntime as ort
+        from .backends.ort_runtime import import_onnxruntime
 
+        ort = import_onnxruntime()
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads

@@ -142,3 +142,22 @@ def test_package_import_of_runtime_is_torch_free():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "ok dragnb.backends.ort_runtime" in r.stdout
+
+
+def test_onnxruntime_is_imported_without_ortmodule():
+    """import_onnxruntime skips the training build's ORTModule check (torch, onnx, sympy: +62 MB), and
+    onnxruntime.training still imports normally afterwards."""
+    code = textwrap.dedent("""
+        import sys
+        from dragnb.backends.ort_runtime import import_onnxruntime
+        ort = import_onnxruntime()
+        assert ort.InferenceSession is not None
+        heavy = [m for m in ("onnxruntime.training", "onnxruntime.training.ortmodule", "sympy") if m in sys.modules]
+        assert not heavy, heavy
+        assert import_onnxruntime() is ort
+        from onnxruntime.training import artifacts  # later use is unaffected
+        assert "onnxruntime.training" in sys.modules and artifacts.generate_artifacts
+        print("ok")
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]

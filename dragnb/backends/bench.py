@@ -91,8 +91,11 @@ def machine_info() -> dict:
 
 def versions() -> dict:
     import onnx
-    import onnxruntime
     import torch
+
+    from .ort_runtime import import_onnxruntime
+
+    onnxruntime = import_onnxruntime()
 
     from .. import __version__
 
@@ -211,9 +214,9 @@ def time_interleaved(fns: dict, n: int, warmup: int) -> dict:
 
 
 def ort_inference_session(path, threads: int):
-    import onnxruntime as ort
+    from .ort_runtime import import_onnxruntime, session_options
 
-    from .ort_runtime import session_options
+    ort = import_onnxruntime()
 
     return ort.InferenceSession(os.fspath(path), session_options(threads), providers=["CPUExecutionProvider"])
 

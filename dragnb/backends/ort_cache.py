@@ -29,7 +29,15 @@ import time
 import warnings
 from pathlib import Path
 
-from .ort_runtime import FORMAT, FORMAT_VERSION, MANIFEST, file_sha256, preoptimize, verify_artifacts
+from .ort_runtime import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    file_sha256,
+    import_onnxruntime,
+    preoptimize,
+    verify_artifacts,
+)
 
 ENV_ROOT = "DRAGNB_ARTIFACTS"
 # Bump when the exported graphs change in a way the source hash below cannot see.
@@ -69,9 +77,12 @@ def weights_sha256(G) -> str:
 
 def export_settings(feature_block: int, noise_mode: str) -> dict:
     """Everything besides the weights that determines the artifacts."""
-    import onnx
-    import onnxruntime
+    from importlib.metadata import version
+
     import torch
+
+    onnxruntime = import_onnxruntime()
+    onnx_version = version("onnx")  # without importing onnx (the cached start does not need it)
 
     from .. import __version__
     from .ort_export import OPSET
@@ -85,7 +96,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
         "opset": OPSET,
         "export_version": EXPORT_VERSION,
         "graph_sources_sha256": src.hexdigest(),
-        "versions": {"dragnb": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
+        "versions": {"dragnb": __version__, "torch": torch.__version__, "onnx": onnx_version,
                      "onnxruntime": onnxruntime.__version__},
     }
 

@@ -48,6 +48,7 @@ from torch import nn
 from ..drag import core
 from ..stylegan import ops
 from ..stylegan.networks import Generator
+from .ort_runtime import import_onnxruntime
 
 OPSET = 17                      # the TorchScript exporter's output that ORT 1.19 trains (same as dragnb.export)
 MARKER_DOMAIN = "dragnb"        # custom ONNX domain of the stop-gradient marker; used by nothing else
@@ -167,6 +168,7 @@ def register_stop_gradient() -> None:
     global _REGISTERED
     if _REGISTERED:
         return
+    import_onnxruntime()
     from onnxruntime.capi import _pybind_state as C
 
     def node(op, inputs, outputs):
@@ -261,6 +263,7 @@ def _conv_kp(op_type: str) -> tuple[int, int]:
 
 def register_conv_gradients(kps) -> None:
     """Register dx = Conv(dy, weight_t, pads k - 1 - p) for each (k, p) (process-global; our domain only)."""
+    import_onnxruntime()
     from onnxruntime.capi import _pybind_state as C
 
     for k, p in kps:
@@ -526,6 +529,7 @@ def explicit_optimizer(path_in, path_out) -> None:
 
 def adamw_block():
     """The optimizer block: AdamW with the Adam settings of ``base.py`` (betas, eps 1e-8, no weight decay)."""
+    import_onnxruntime()
     from onnxruntime.training import onnxblock
 
     from .base import ADAM_BETAS, ADAM_EPS
@@ -544,6 +548,7 @@ def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval
     with ``ort_runtime.resize_features`` after rendering, so that the map and the display tail are never in
     memory together).
     """
+    import_onnxruntime()
     from onnxruntime.training import artifacts
 
     out = Path(out_dir)

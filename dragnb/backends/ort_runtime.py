@@ -42,6 +42,31 @@ LATENT_SPACES = ("w", "w+")
 ADAM_FILE = "adamw.onnx"
 
 
+def import_onnxruntime():
+    """``import onnxruntime``, without the ORTModule check of the training build.
+
+    In onnxruntime-training 1.19.2, ``import onnxruntime`` runs ``capi/onnxruntime_validation.py``, which
+    imports ``onnxruntime.training.ortmodule`` only to print build information; that pulls in torch (if
+    installed), onnx and sympy: +62 MB of RSS and ~1.3 s next to an already imported torch (measured). Nothing
+    here needs ORTModule, so ``onnxruntime.training`` is made unimportable while the package initialises
+    (the check treats that as "no ORTModule") and importable again right after: ``onnxruntime.training``
+    (artifact generation, the notebooks) still imports normally later. Every dragnb module imports
+    onnxruntime through this function first.
+    """
+    mod = sys.modules.get("onnxruntime")
+    if mod is not None:
+        return mod
+    block = "onnxruntime.training" not in sys.modules
+    if block:
+        sys.modules["onnxruntime.training"] = None  # import of it -> ModuleNotFoundError (an ImportError)
+    try:
+        import onnxruntime
+    finally:
+        if block and sys.modules.get("onnxruntime.training", 0) is None:
+            del sys.modules["onnxruntime.training"]
+    return onnxruntime
+
+
 class ArtifactError(RuntimeError):
     """An artifact folder that is missing, incomplete, corrupted or from an incompatible version."""
 
@@ -179,7 +204,7 @@ def providers_and_device(device: str | None = None) -> tuple[list[str], str]:
     ``device`` "cpu" / "cuda" forces a choice. A CUDA build without a usable GPU fails when the sessions
     are created; :class:`DragRuntime` then falls back to the CPU with a warning.
     """
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     if device is None:
@@ -216,7 +241,7 @@ def preoptimized_name(name: str) -> str:
 def preoptimize(folder, names=PREOPTIMIZABLE) -> list[str]:
     """Write the CPU-optimised copy of each of ``names`` present in ``folder`` (see :data:`PREOPTIMIZABLE`);
     returns the names done. ORT applies its graph transformations once and saves the result."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     folder = Path(folder)
     done = []
@@ -240,7 +265,7 @@ def _register_shared_arena(ort) -> None:
 
 def session_options(threads: int | None = None, **overrides):
     """An ``onnxruntime.SessionOptions`` from :data:`SESSION_OPTIONS` (``overrides`` replace entries)."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()
 
     unknown = set(overrides) - set(SESSION_OPTIONS)
     if unknown:
@@ -281,6 +306,7 @@ class Trainer:
     """
 
     def __init__(self, checkpoint, train_model, eval_model, device: str, options):
+        import_onnxruntime()
         from onnxruntime.capi import _pybind_state as C
         from onnxruntime.capi.onnxruntime_inference_collection import get_ort_device_type
 
@@ -311,7 +337,7 @@ class Trainer:
         return self.state.get_parameter(name).data.numpy().copy()  # .numpy() views the live buffer: copy
 
     def set(self, name: str, value: np.ndarray) -> None:
-        from onnxruntime import OrtValue
+        OrtValue = import_onnxruntime().OrtValue
 
         value = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, np.float32))
         self.state.get_parameter(name).copy_from(self.state, value._ortvalue)
@@ -382,7 +408,7 @@ class DragRuntime:
         self._const_cache: dict = {}
 
     def _open(self, device):
-        import onnxruntime as ort
+        ort = import_onnxruntime()
 
         self.providers, self.device = providers_and_device(device)
         opts = session_options(self.threads, **self.options)
@@ -510,7 +536,7 @@ class DragRuntime:
     def _wrap(self, a):
         """An OrtValue on the session device (zero-copy for C-contiguous arrays on the CPU, and for the C
         OrtValues that :meth:`Trainer.run` returns)."""
-        from onnxruntime import OrtValue
+        OrtValue = import_onnxruntime().OrtValue
 
         if isinstance(a, OrtValue):
             return a
