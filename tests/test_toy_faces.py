@@ -13,7 +13,7 @@ SMALL_KEYS = [k for k in faces.SEGMENT_KEYS if k not in ("background", "hair", "
 
 def test_seed_to_params_is_reproducible_and_in_range():
     assert faces.z_from_seed(7).shape == (1, faces.NUM_PARAMS)
-    assert np.array_equal(faces.z_from_seed(7), np.random.RandomState(7).randn(1, 16))
+    assert np.array_equal(faces.z_from_seed(7), np.random.RandomState(7).randn(1, faces.NUM_PARAMS))
     p = faces.params_from_seed(7)
     assert p == faces.params_from_seed(7)
     assert list(p) == list(faces.PARAM_NAMES)
@@ -25,7 +25,7 @@ def test_seed_to_params_is_reproducible_and_in_range():
 def test_seed_convention_matches_the_generator():
     from dragnb.stylegan import z_from_seed
 
-    assert np.array_equal(z_from_seed(3, 16), faces.z_from_seed(3, 16))
+    assert np.array_equal(z_from_seed(3, faces.NUM_PARAMS), faces.z_from_seed(3, faces.NUM_PARAMS))
 
 
 def test_params_depend_on_normalised_z_only():
@@ -81,7 +81,7 @@ def test_image_changes_continuously_with_params():
 
 def test_params_change_continuously_with_z():
     z = faces.z_from_seed(4)[0]
-    dz = np.random.RandomState(0).randn(16)
+    dz = np.random.RandomState(0).randn(faces.NUM_PARAMS)
     p0 = np.array(list(faces.params_from_z(z).values()))
     spans = np.array([hi - lo for _, lo, hi, _ in faces.PARAMS])
     steps = [np.abs(np.array(list(faces.params_from_z(z + e * dz).values())) - p0) / spans for e in (1e-3, 1e-2)]
@@ -132,7 +132,7 @@ def test_training_batch_is_a_function_of_seed_and_step():
     for x, y in zip(a, b):
         assert torch.equal(x, y)
     z, img, w = a
-    assert z.shape == (2, 16) and img.shape == (2, 3, 64, 64) and w.shape == (2, 1, 64, 64)
+    assert z.shape == (2, faces.NUM_PARAMS) and img.shape == (2, 3, 64, 64) and w.shape == (2, 1, 64, 64)
     assert img.min() >= -1 and img.max() <= 1
     assert w.min() == 1.0 and w.max() == 7.0  # small parts weigh 1 + part_weight
     assert not torch.equal(make_batch(0, 4, 2, 64, 6.0)[0], z)
@@ -146,3 +146,17 @@ def test_segmentation_ignores_dark_blobs_outside_the_eyes():
     seg = faces.segment(img)
     for key in ("pupil_left", "pupil_right"):
         assert seg[key][:2] == pytest.approx(ref[key][:2]), key
+
+
+def test_one_eye_and_the_mouth_move_on_their_own():
+    """eye_dx_* moves that eye only; mouth_dx moves the mouth only (the drags of issue 3 rely on it)."""
+    p = faces.params_from_seed(2)
+    seg = faces.segment(faces.render(p, 64))
+    shifted = faces.segment(faces.render(dict(p, eye_dx_right=p["eye_dx_right"] + 0.1), 64))
+    assert shifted["eye_white_right"][0] > seg["eye_white_right"][0] + 1.0
+    assert shifted["eye_white_left"][:2] == pytest.approx(seg["eye_white_left"][:2], abs=1e-6)
+    assert shifted["mouth"][:2] == pytest.approx(seg["mouth"][:2], abs=1e-6)
+    moved = faces.segment(faces.render(dict(p, mouth_dx=p["mouth_dx"] - 0.1), 64))
+    assert moved["mouth"][0] < seg["mouth"][0] - 1.0
+    for key in ("eye_white_left", "eye_white_right", "nose"):
+        assert moved[key][:2] == pytest.approx(seg[key][:2], abs=1e-6), key

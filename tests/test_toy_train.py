@@ -37,5 +37,5 @@ def test_exported_generator_loads(tmp_path):
     G = T.generator_from_checkpoint(T.latest_checkpoint(tmp_path))
     dragnb.save_generator(G, tmp_path / "toy.safetensors")
     H = dragnb.load_generator(tmp_path / "toy.safetensors")
-    z = torch.randn(2, 16)
+    z = torch.randn(2, T.faces.NUM_PARAMS)
     assert torch.equal(G(z), H(z))

@@ -1,8 +1,9 @@
-"""``python -m dragnb.toy {train,export,eval}``: train, export and evaluate the bundled toyfaces model.
+"""``python -m dragnb.toy {train,export,eval,dragcheck}``: train, export and evaluate the bundled toyfaces model.
 
     python -m dragnb.toy train --out artifacts/toy_train --minutes 60     # resumes from --out if it has checkpoints
     python -m dragnb.toy export --ckpt artifacts/toy_train --out dragnb/models/toyfaces.safetensors
     python -m dragnb.toy eval --model dragnb/models/toyfaces.safetensors  # PSNR, part stats, contact sheet
+    python -m dragnb.toy dragcheck --seeds 0-19 --set num_layers=8       # the issue-3 drags (dragcheck.py)
 """
 
 from __future__ import annotations
@@ -36,6 +37,13 @@ def _load_model(p: str):
 
 
 def main(argv=None):
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["dragcheck"]:  # its own parser (dragnb/toy/dragcheck.py)
+        from .dragcheck import _main
+
+        return _main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m dragnb.toy", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)

@@ -1,6 +1,6 @@
 """Procedural cartoon faces: the data set of the bundled ``toyfaces`` model.
 
-A face is 16 parameters, each a uniform-ish number in a documented range (``PARAMS``). They come from the
+A face is 19 parameters, each a uniform-ish number in a documented range (``PARAMS``). They come from the
 *normalised* latent ``z * rsqrt(mean(z**2) + 1e-8)`` (what the generator's mapping network sees), one
 component each through the normal CDF, so the network input carries exactly the face's information.
 
@@ -49,10 +49,10 @@ PARAMS = (
     ("head_x", 0.43, 0.57, "head centre x / W"),
     ("head_y", 0.50, 0.58, "head centre y / W"),
     ("head_ry", 0.27, 0.34, "head vertical radius / W"),
-    ("head_aspect", 0.80, 0.95, "head horizontal / vertical radius"),
+    ("head_aspect", 0.84, 0.96, "head horizontal / vertical radius"),
     ("tilt", -10.0, 10.0, "head roll in degrees, clockwise on screen"),
-    ("eye_spacing", 0.36, 0.46, "half the distance between the eye centres / ry"),
-    ("eye_size", 0.17, 0.23, "eye white vertical radius / ry (horizontal 1.2x, pupil radius 0.55x)"),
+    ("eye_spacing", 0.40, 0.48, "half the distance between the eye centres / ry (before the per-eye shifts)"),
+    ("eye_size", 0.16, 0.22, "eye white vertical radius / ry (horizontal 1.2x, pupil radius 0.55x)"),
     ("gaze_x", -1.0, 1.0, "pupil offset inside the eye white, fraction of the free travel"),
     ("gaze_y", -1.0, 1.0, "pupil offset inside the eye white, fraction of the free travel"),
     ("mouth_width", 0.28, 0.50, "mouth half-width / ry"),
@@ -62,9 +62,15 @@ PARAMS = (
     ("hair_volume", 0.04, 0.16, "hair outline beyond the head / ry"),
     ("skin_tone", 0.0, 1.0, "0 lighter, 1 darker"),
     ("hair_tone", 0.0, 1.0, "0 lighter, 1 darker"),
+    # Each eye and the mouth also move on their own, so that a drag of one eye or of one mouth corner can be
+    # met by that part alone: without these, the data has no face whose one eye sits elsewhere, and the
+    # optimiser meets such drags with gaze or a head shift (docs/models.md, "Drag defaults").
+    ("eye_dx_left", -0.12, 0.12, "extra sideways shift of the image-left eye / ry (+ = right on screen)"),
+    ("eye_dx_right", -0.12, 0.12, "extra sideways shift of the image-right eye / ry (+ = right on screen)"),
+    ("mouth_dx", -0.15, 0.15, "sideways shift of the mouth from the head's centre line / ry"),
 )
 PARAM_NAMES = tuple(p[0] for p in PARAMS)
-NUM_PARAMS = len(PARAMS)  # 16 = the toy model's z_dim
+NUM_PARAMS = len(PARAMS)  # 19 = the toy model's z_dim
 
 SUPERSAMPLE = 4
 EYE_Y = -0.12                # eye centre height / ry (up is negative)
@@ -93,7 +99,7 @@ def z_from_seed(seed: int, z_dim: int = NUM_PARAMS) -> np.ndarray:
 
 
 def params_from_z(z) -> dict[str, float]:
-    """z [z_dim] or [1, z_dim] (z_dim >= 16; extra components are ignored) -> face parameters.
+    """z [z_dim] or [1, z_dim] (z_dim >= NUM_PARAMS; extra components are ignored) -> face parameters.
 
     Parameter i = low_i + (high_i - low_i) * Phi(zn_i), with zn the normalised z and Phi the normal CDF.
     """
@@ -158,14 +164,15 @@ def _label_map(p: dict, size: int) -> np.ndarray:
     hairline = -ry * (1.0 - p["hair_depth"]) + 0.35 * ry * (uu / rx) ** 2
     paint("hair", w, head & (vv <= hairline))
 
-    # Eyes: white ellipses with a round pupil that gazes within the white.
+    # Eyes: white ellipses with a round pupil that gazes within the white, kept inside the head (an eye
+    # shifted far out on a narrow head is cut by the head's outline rather than drawn on the background).
     er = p["eye_size"] * ry
     ew, pr = EYE_ASPECT * er, PUPIL_SIZE * er
-    for side in (-1.0, 1.0):
-        eu, ev = side * p["eye_spacing"] * ry, EYE_Y * ry
+    for side, dx in ((-1.0, p["eye_dx_left"]), (1.0, p["eye_dx_right"])):
+        eu, ev = (side * p["eye_spacing"] + dx) * ry, EYE_Y * ry
         w = window(eu, ev, ew)
         uu, vv = u[w], v[w]
-        white = ((uu - eu) / ew) ** 2 + ((vv - ev) / er) ** 2 <= 1.0
+        white = (((uu - eu) / ew) ** 2 + ((vv - ev) / er) ** 2 <= 1.0) & ((uu / rx) ** 2 + (vv / ry) ** 2 <= 1.0)
         paint("eye_white", w, white)
         pu = eu + p["gaze_x"] * (ew - pr - 0.15 * er)
         pv = ev + p["gaze_y"] * (er - pr - 0.15 * er)
@@ -176,10 +183,10 @@ def _label_map(p: dict, size: int) -> np.ndarray:
     paint("nose", w, (u[w] / nu) ** 2 + ((v[w] - NOSE_Y * ry) / nv) ** 2 <= 1.0)
 
     # Mouth: a lens between two parabola-like curves; sm in [-1, 1] runs corner to corner.
-    mw = p["mouth_width"] * ry
-    w = window(0.0, MOUTH_Y * ry, mw)
+    mw, mu = p["mouth_width"] * ry, p["mouth_dx"] * ry
+    w = window(mu, MOUTH_Y * ry, mw)
     uu, vv = u[w], v[w]
-    sm = uu / mw
+    sm = (uu - mu) / mw
     inner = np.clip(1.0 - sm * sm, 0.0, None)
     centre = MOUTH_Y * ry + p["mouth_curve"] * MOUTH_CURVE * ry * inner
     half = 0.5 * (MOUTH_THICK[0] + MOUTH_THICK[1] * p["mouth_open"]) * ry * np.sqrt(inner)
