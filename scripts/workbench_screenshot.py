@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -43,7 +45,7 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="model name or checkpoint (default: bundled, else tiny random)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--points", default=None, help='"x,y->x,y; ..." image pixels (default: two drags)')
-    ap.add_argument("--steps", type=int, default=30, help="steps to run before the screenshot")
+    ap.add_argument("--steps", type=int, default=60, help="steps to run before the screenshot")
     ap.add_argument("--out", default=str(ROOT / "docs" / "workbench.png"))
     args = ap.parse_args()
 
@@ -84,17 +86,19 @@ def main() -> None:
                 return box["x"] + (x + 0.5) * s, box["y"] + (y + 0.5) * s
 
             points = parse_points(args.points) if args.points else [
-                ((0.40 * w, 0.30 * h), (0.40 * w, 0.18 * h)), ((0.62 * w, 0.62 * h), (0.72 * w, 0.66 * h))]
+                ((0.41 * w, 0.52 * h), (0.36 * w, 0.52 * h)), ((0.69 * w, 0.70 * h), (0.76 * w, 0.70 * h))]  # seed 3:
+            # the left eye 5% out, the right mouth corner 7% out
             for handle, target in points:
                 page.mouse.click(*at(*handle))
                 page.mouse.click(*at(*target))
             wait_for(lambda: f"{len(points)} point pair" in widget_texts(page), 30, "the points")
-            widget_button(page, "Mask").click()  # the region allowed to move: the upper half, around the drags
-            page.mouse.move(*at(0.15 * w, 0.25 * h))
+            widget_button(page, "Mask").click()  # the region allowed to move: the head, around the drags
+            page.mouse.move(*at(0.12 * w, 0.04 * h))
             page.mouse.down()
-            page.mouse.move(*at(0.85 * w, 0.25 * h), steps=10)
-            page.mouse.move(*at(0.85 * w, 0.65 * h), steps=10)
-            page.mouse.move(*at(0.15 * w, 0.65 * h), steps=10)
+            for i, y in enumerate(np.arange(0.04, 0.86, 0.05)):  # zig-zag strokes fill the region
+                x0, x1 = (0.12, 0.88) if i % 2 == 0 else (0.88, 0.12)
+                page.mouse.move(*at(x0 * w, y * h), steps=2)
+                page.mouse.move(*at(x1 * w, y * h), steps=12)
             page.mouse.up()
             wait_for(lambda: "movable" in widget_texts(page), 30, "the mask")
             widget_button(page, "Points").click()

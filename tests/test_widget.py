@@ -442,3 +442,14 @@ def test_session_methods_the_widget_uses(tiny_generator):
     with pytest.raises(TypeError):
         s.set_seed(3, truncation_psi="high")
     assert (s.seed, s.truncation_psi) == (2, 0.5)
+
+
+def test_run_end_message_says_why(wb):
+    """A run that reaches its targets says "converged", one cut short says "max steps"."""
+    wb.add_point((20, 30), (35, 30))
+    wb.run(2)
+    assert wb.wait(30) and "run ended: max steps" in wb.message.value
+    wb.session.set_params(tolerance=100.0)  # every handle is within tolerance: the next step converges
+    wb.run(50)
+    assert wb.wait(30) and "run ended: converged" in wb.message.value, wb.message.value
+    assert "<i>converged</i>" in wb.status.value

@@ -510,12 +510,13 @@ class Workbench(widgets.VBox):
         return True
 
     def _run_loop(self, max_steps) -> None:
-        failed = False
+        failed = converged = False
         try:
             if not self._stop_requested:
                 steps = self.session.run(max_steps)
                 try:
                     for r in steps:
+                        converged = bool(r.converged)
                         self._show_step(r)
                         self._flush_queue()  # the step boundary: the session lock is free until the next step
                         if self._stop_requested or not self.session.target_points:
@@ -531,7 +532,8 @@ class Workbench(widgets.VBox):
             self._flush_queue()
             self._set_busy(False, run=True)
             ended = ("failed" if failed else "stopped" if self._stop_requested
-                     else "no points left" if not self.session.target_points else "max steps")
+                     else "no points left" if not self.session.target_points
+                     else "converged" if converged else "max steps")
             self._say(f"run ended: {ended}")
             self.status.value = self.status.value.replace("<i>running</i>", f"<i>{ended}</i>")  # (or converged)
             self._update_internals()
