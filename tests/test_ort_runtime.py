@@ -161,3 +161,23 @@ def test_onnxruntime_is_imported_without_ortmodule():
     """)
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("ok"), p.stderr[-2000:]
+
+
+def test_drag_uses_the_models_tuned_defaults(artifacts, tiny_generator):
+    """A model's drag_defaults reach the manifest (and the cache key); drag() uses them for unset parameters."""
+    import copy
+
+    G = copy.deepcopy(tiny_generator)
+    G.drag_defaults = {"num_layers": 3, "lr": 5e-3, "r1": 2}
+    folder = load_backend("ort")(G, 3).folder
+    assert folder != artifacts  # same weights, other defaults: another cache entry
+    assert json.loads((folder / "manifest.json").read_text())["config"]["drag_defaults"] == G.drag_defaults
+    assert json.loads((artifacts / "manifest.json").read_text())["config"]["drag_defaults"] == {}
+    rt = DragRuntime(folder, threads=1)
+    ws0 = rt.seed_ws(5)
+    tuned = drag(rt, ws0, HANDLES, TARGETS, steps=3, tolerance=-1)
+    explicit = drag(rt, ws0, HANDLES, TARGETS, steps=3, tolerance=-1, num_layers=3, lr=5e-3, r1=2)
+    official = drag(rt, ws0, HANDLES, TARGETS, steps=3, tolerance=-1, num_layers=6, lr=2e-3,
+                    r1=core.default_radii(64)[0])
+    assert [s["loss"] for s in tuned] == [s["loss"] for s in explicit]
+    assert [s["loss"] for s in tuned][1:] != [s["loss"] for s in official][1:]

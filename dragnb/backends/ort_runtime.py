@@ -638,16 +638,26 @@ class DragRuntime:
 
 
 def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 100, fixed=None,
-         latent_space: str = "w+", num_layers: int = 6, lr: float = 2e-3, lambda_mask: float = 10.0,
-         r1: float | None = None, r2: int | None = None, tolerance: float | None = None,
-         l1_tracking: bool = False) -> list[dict]:
+         latent_space: str = "w+", num_layers: int | None = None, lr: float | None = None,
+         lambda_mask: float | None = None, r1: float | None = None, r2: int | None = None,
+         tolerance: float | None = None, l1_tracking: bool | None = None) -> list[dict]:
     """Run DragGAN from ``ws0`` until every handle arrives or ``steps`` steps: the per-step results.
 
-    ``handles_rc`` int [P, 2], ``targets_rc`` float [P, 2] in (row, col); ``fixed`` float [H, W] or None;
-    r1/r2/tolerance default to the values stored in the manifest (``dragnb.drag.core.default_radii``).
+    ``handles_rc`` int [P, 2], ``targets_rc`` float [P, 2] in (row, col); ``fixed`` float [H, W] or None.
+    Parameters left None take the model's tuned values from the manifest (``drag_defaults``, as
+    ``DragSession`` does), else the official ones: 6 layers, lr 2e-3, lambda 10, L2 tracking, and
+    r1/r2/tolerance from ``dragnb.drag.core.default_radii`` (also in the manifest).
     """
-    d1, d2, dt = rt.manifest["config"]["default_radii"]
-    r1, r2, tolerance = d1 if r1 is None else r1, d2 if r2 is None else r2, dt if tolerance is None else tolerance
+    cfg = rt.manifest["config"]
+    tuned = cfg.get("drag_defaults") or {}
+    d1, d2, dt = cfg["default_radii"]
+    official = {"num_layers": 6, "lr": 2e-3, "lambda_mask": 10.0, "l1_tracking": False, "r1": d1, "r2": d2,
+                "tolerance": dt}
+    given = {"num_layers": num_layers, "lr": lr, "lambda_mask": lambda_mask, "l1_tracking": l1_tracking, "r1": r1,
+             "r2": r2, "tolerance": tolerance}
+    p = {k: v if v is not None else tuned.get(k, official[k]) for k, v in given.items()}
+    num_layers, lr, lambda_mask, l1_tracking = p["num_layers"], p["lr"], p["lambda_mask"], p["l1_tracking"]
+    r1, r2, tolerance = p["r1"], p["r2"], p["tolerance"]
     rt.start(ws0, latent_space, num_layers)
     _, f0 = rt.features()
     handles = np.asarray(handles_rc, np.int64).reshape(-1, 2)
@@ -679,9 +689,10 @@ def main(argv=None) -> int:
     ap.add_argument("--mask", help=".npy file with the fixed mask [H, W] (1 = keep)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--latent-space", default="w+", choices=LATENT_SPACES)
-    ap.add_argument("--num-layers", type=int, default=6)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--lambda-mask", type=float, default=10.0)
+    # Unset: the model's tuned values (manifest drag_defaults), else the official ones.
+    ap.add_argument("--num-layers", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--lambda-mask", type=float)
     ap.add_argument("--r1", type=float)
     ap.add_argument("--r2", type=int)
     ap.add_argument("--threads", type=int)
