@@ -39,3 +39,14 @@ def test_exported_generator_loads(tmp_path):
     H = dragnb.load_generator(tmp_path / "toy.safetensors")
     z = torch.randn(2, T.faces.NUM_PARAMS)
     assert torch.equal(G(z), H(z))
+
+
+def test_architecture_is_a_training_setting(tmp_path):
+    """--architecture orig trains a generator whose only toRGB is the last block's; old checkpoints (without
+    the field) resume as "skip"."""
+    T.train(tmp_path / "o", 5, T.TrainConfig(**TINY, architecture="orig"), max_steps=1, log=lambda s: None)
+    G = T.generator_from_checkpoint(T.latest_checkpoint(tmp_path / "o"))
+    assert G.cfg.architecture == "orig"
+    state = T.load_checkpoint(T.latest_checkpoint(tmp_path / "o"))
+    state["train_config"].pop("architecture")
+    assert T.TrainConfig(**state["train_config"]).architecture == "skip"

@@ -53,12 +53,13 @@ class TrainConfig:
     ckpt_minutes: float = 3.0          # checkpoint (and held-out PSNR) interval
     eval_seeds: int = 64               # held-out seeds (0..n-1) for the PSNR in the curve
     workers: int = 0                   # render in this many processes (0 = in the loop: ~7% of a step)
+    architecture: str = "skip"         # generator architecture: "skip" (the bundled model), "orig" or "resnet"
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(
             z_dim=faces.NUM_PARAMS, w_dim=self.w_dim, img_resolution=self.resolution, img_channels=3,
             mapping_layers=self.mapping_layers, mapping_lr_multiplier=self.mapping_lr_multiplier,
-            channel_base=self.channel_base, channel_max=self.channel_max, architecture="skip",
+            channel_base=self.channel_base, channel_max=self.channel_max, architecture=self.architecture,
             conv_clamp=None,
         )
 
