@@ -584,14 +584,19 @@ def goals(r: dict) -> dict:
 # The command
 
 
+def _new_doc(threads: int) -> dict:
+    """The header of a ``dragnb bench`` JSON document (machine, versions, threads), no models yet."""
+    return {"format": "dragnb-bench", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "machine": machine_info(), "versions": versions(), "threads": threads, "models": {}}
+
+
 def run_bench(models=(BUNDLED_NAME, FFHQ512), threads: int | None = None, steps: int | None = None,
               soak: int = 0, memory: bool = True, flops: bool = True, artifacts_root=None, progress=print) -> dict:
     """The whole ``dragnb bench`` document: machine, versions and one :func:`bench` result per model."""
     import torch
 
     threads = threads or torch.get_num_threads()
-    doc = {"format": "dragnb-bench", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "machine": machine_info(), "versions": versions(), "threads": threads, "models": {}}
+    doc = _new_doc(threads)
     for spec in models:
         G, desc = load_model(spec)
         n = steps if steps is not None else (5 if G.img_resolution >= 256 else 40)
@@ -615,8 +620,7 @@ def run_soak(models, threads: int | None = None, steps: int = 500, artifacts_roo
     from .ort_cache import ensure_artifacts
 
     threads = threads or torch.get_num_threads()
-    doc = {"format": "dragnb-bench", "version": 1, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-           "machine": machine_info(), "versions": versions(), "threads": threads, "models": {}}
+    doc = _new_doc(threads)
     with tempfile.TemporaryDirectory(prefix="dragnb-soak-") as tmp:
         root = Path(artifacts_root or tmp)
         for spec in models:

@@ -37,6 +37,13 @@ def drag(G, seed: int, handle, target, mask=None, max_steps: int = MAX_STEPS, **
             "distance": last.distance[0], "tracked": last.handle_points[0], "tolerance": s.params["tolerance"]}
 
 
+def seed_image(G, seed: int, **params) -> np.ndarray:
+    """The image a drag from ``seed`` starts on, uint8 [H, W, 3] (where the handles are measured)."""
+    from ..drag.session import DragSession
+
+    return DragSession(G, seed=seed, render_every=10**6, **params).image
+
+
 def eyes(image) -> dict:
     """{"left": (x, y), "right": (x, y)} eye centres (white + pupil); AssertionError unless both are found."""
     e = faces.eye_centres(image)
@@ -53,9 +60,7 @@ def eyes_moved(a, b) -> float:
 def mouth_corner(G, seed: int, side: int | None = None, fraction: float = 0.08, **params) -> dict:
     """A mouth corner (left if side 0, right if 1; default: by the seed's parity) dragged ``fraction`` x W
     outward. Returns {"widen": mouth width change / W, "eyes": largest eye movement / W, "steps", "converged"}."""
-    from ..drag.session import DragSession
-
-    img = DragSession(G, seed=seed, render_every=10**6, **params).image
+    img = seed_image(G, seed, **params)
     corners = faces.mouth_corners(img)
     side = seed % 2 if side is None else side
     x, y = corners[side]
@@ -70,9 +75,7 @@ def mouth_corner(G, seed: int, side: int | None = None, fraction: float = 0.08, 
 
 def head_top(G, seed: int, fraction: float = 0.06, **params) -> dict:
     """The top of the head dragged ``fraction`` x W up. Returns {"rise": rise / W, "steps", "converged"}."""
-    from ..drag.session import DragSession
-
-    img = DragSession(G, seed=seed, render_every=10**6, **params).image
+    img = seed_image(G, seed, **params)
     hx, hy = faces.head_top(img)
     w = img.shape[1]
     r = drag(G, seed, (hx, hy), (hx, hy - fraction * w), **params)
@@ -84,9 +87,7 @@ def eye(G, seed: int, key: str | None = None, outward: bool | None = None, fract
     """An eye ("left"/"right"; default alternating with the seed) dragged ``fraction`` x W sideways from its
     centre, outward (default for seeds < 4) or inward. Returns {"eye", "fraction": the eye centre's movement
     along the drag / the drag, "steps", "converged"}."""
-    from ..drag.session import DragSession
-
-    img = DragSession(G, seed=seed, render_every=10**6, **params).image
+    img = seed_image(G, seed, **params)
     key = ("left", "right")[seed % 2] if key is None else key
     outward = seed < 4 if outward is None else outward
     ex, ey = eyes(img)[key]
