@@ -50,3 +50,22 @@ def test_architecture_is_a_training_setting(tmp_path):
     state = T.load_checkpoint(T.latest_checkpoint(tmp_path / "o"))
     state["train_config"].pop("architecture")
     assert T.TrainConfig(**state["train_config"]).architecture == "skip"
+
+
+def test_init_from_starts_a_fine_tune_from_another_runs_weights(tmp_path):
+    """--init-from copies the source run's EMA weights into a new run (step 0, fresh optimiser); a different
+    architecture is refused with a clear error and writes no checkpoint."""
+    import pytest
+
+    T.train(tmp_path / "src", 5, T.TrainConfig(**TINY), max_steps=2, log=lambda s: None)
+    src_ema = T.load_checkpoint(T.latest_checkpoint(tmp_path / "src"))["G_ema"]
+    T.train(tmp_path / "ft", 5, T.TrainConfig(**TINY, init_from=str(tmp_path / "src"), lr=0.0),
+            max_steps=1, log=lambda s: None)
+    state = T.load_checkpoint(T.latest_checkpoint(tmp_path / "ft"))
+    assert state["step"] == 1 and state["train_config"]["init_from"] == str(tmp_path / "src")
+    for k in src_ema:  # lr 0: the weights are exactly the source's EMA weights
+        assert torch.equal(state["G"][k].float(), src_ema[k].float()) or "w_avg" in k, k
+    with pytest.raises(ValueError, match="generator differs"):
+        T.train(tmp_path / "bad", 5, T.TrainConfig(**{**TINY, "channel_max": 4}, init_from=str(tmp_path / "src")),
+                log=lambda s: None)
+    assert not list((tmp_path / "bad").glob("ckpt-*.pt"))

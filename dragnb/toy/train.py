@@ -54,6 +54,7 @@ class TrainConfig:
     eval_seeds: int = 64               # held-out seeds (0..n-1) for the PSNR in the curve
     workers: int = 0                   # render in this many processes (0 = in the loop: ~7% of a step)
     architecture: str = "skip"         # generator architecture: "skip" (the bundled model), "orig" or "resnet"
+    init_from: str = ""                # fine-tune: start from this checkpoint's EMA weights (file or folder)
 
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(
@@ -263,6 +264,18 @@ def train(out, minutes: float, cfg: TrainConfig | None = None, overrides: dict |
         opt.load_state_dict(state["opt"])
         step, elapsed = state["step"], state["elapsed_s"]
         torch.set_rng_state(state["torch_rng"])
+    elif cfg.init_from:
+        # A fine-tune: the weights (not the optimiser, step or clock) of another run, same architecture.
+        src = Path(cfg.init_from)
+        src = latest_checkpoint(src) if src.is_dir() else src
+        if src is None:
+            raise FileNotFoundError(f"init_from {cfg.init_from}: no checkpoint there")
+        init = load_checkpoint(src)
+        if init["generator_config"] != cfg.generator_config().to_dict():
+            raise ValueError(f"init_from {src}: its generator differs from this configuration's")
+        G.load_state_dict(init["G_ema"])
+        G_ema.load_state_dict(init["G_ema"])
+        log(f"fine-tuning from {src} (step {init['step']})")
 
     z_eval, ref_eval = held_out(range(cfg.eval_seeds), cfg.resolution)
     curve = out / "curve.csv"
