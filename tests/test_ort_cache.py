@@ -143,3 +143,34 @@ def test_two_starts_at_once_generate_once(small_G, tmp_path, monkeypatch):
 def test_env_root(monkeypatch, tmp_path):
     monkeypatch.setenv("DRAGNB_ARTIFACTS", str(tmp_path))
     assert ort_cache.default_root() == tmp_path
+
+
+def test_cached_start_imports_no_exporter(tiny_model_path, tmp_path):
+    """A start from cached artifacts loads neither onnx nor torch.onnx (they cost ~7 MB of RSS beside torch)
+    and opens no mapping session (dragnb maps seeds with torch); ``seed_ws`` still opens it on first use."""
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    code = f"""
+import sys, torch
+from dragnb.checkpoints import load_generator
+from dragnb.backends.ort_backend import OrtBackend
+G = load_generator({str(tiny_model_path)!r})
+OrtBackend(G, 2, artifacts_root={str(root)!r}, threads=1, progress=False)  # generates (imports the exporter)
+"""
+    check = f"""
+import sys, functools, torch
+from dragnb.checkpoints import load_generator
+from dragnb.backends.ort_backend import OrtBackend
+G = load_generator({str(tiny_model_path)!r})
+b = OrtBackend(G, 2, artifacts_root={str(root)!r}, threads=1, progress=False)
+print(sorted(m for m in ("onnx", "torch.onnx", "dragnb.backends.ort_export") if m in sys.modules))
+print(isinstance(b.runtime._mapping, functools.partial))
+print(b.runtime.seed_ws(3).shape == (1, G.num_ws, G.w_dim), isinstance(b.runtime._mapping, functools.partial))
+"""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
+    out = subprocess.run([sys.executable, "-c", check], check=True, env=env, capture_output=True, text=True)
+    assert out.stdout.split("\n")[:3] == ["[]", "True", "True False"], out.stdout + out.stderr

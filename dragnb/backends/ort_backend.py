@@ -16,7 +16,7 @@ import numpy as np
 
 from ..stylegan.networks import Generator
 from .base import LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
-from .ort_export import EXPORT_NOISE_MODES
+from .ort_cache import EXPORT_NOISE_MODES
 
 
 class OrtBackend(Backend):

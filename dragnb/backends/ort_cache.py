@@ -43,6 +43,7 @@ ENV_ROOT = "DRAGNB_ARTIFACTS"
 # Bump when the exported graphs change in a way the source hash below cannot see.
 EXPORT_VERSION = 2  # 2: CPU-optimised copies of the graphs (ort_runtime.PREOPTIMIZABLE)
 _PKG = Path(__file__).resolve().parent.parent
+EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
 # Source files whose code ends up in the exported graphs.
 GRAPH_SOURCES = ("drag/core.py", "stylegan/ops.py", "stylegan/networks.py", "backends/ort_export.py", "export.py")
 _STAGES = 6  # progress-bar steps: export, artifacts, tail, mapping, CPU-optimised copies, manifest
@@ -85,7 +86,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
     onnx_version = version("onnx")  # without importing onnx (the cached start does not need it)
 
     from .. import __version__
-    from .ort_export import OPSET
+    from ..export import OPSET  # not from ort_export: a cached start imports neither onnx nor torch.onnx
 
     src = hashlib.sha256()
     for rel in GRAPH_SOURCES:

@@ -46,17 +46,17 @@ from onnx import helper
 from torch import nn
 
 from ..drag import core
+from ..export import OPSET  # the TorchScript exporter's output that ORT 1.19 trains
 from ..stylegan import ops
 from ..stylegan.networks import Generator
+from .ort_cache import EXPORT_NOISE_MODES
 from .ort_runtime import import_onnxruntime
 
-OPSET = 17                      # the TorchScript exporter's output that ORT 1.19 trains (same as dragnb.export)
 MARKER_DOMAIN = "dragnb"        # custom ONNX domain of the stop-gradient marker; used by nothing else
 MARKER_OP = "StopGradient"
 TRAINABLE = "latent"            # name of the only trainable initializer
 log = logging.getLogger(__name__)
 _EXPORT_LOCK = threading.Lock()  # tracing is not thread-safe, and StopGradient.emitted counts per export
-EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
 
 # Inputs of the step graph, in order (ORT training Modules take positional inputs). Shapes:
 # P points (dynamic), M window offsets (dynamic), K disk offsets (dynamic), C/H/W features at image size.
