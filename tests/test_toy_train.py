@@ -69,3 +69,21 @@ def test_init_from_starts_a_fine_tune_from_another_runs_weights(tmp_path):
         T.train(tmp_path / "bad", 5, T.TrainConfig(**{**TINY, "channel_max": 4}, init_from=str(tmp_path / "src")),
                 log=lambda s: None)
     assert not list((tmp_path / "bad").glob("ckpt-*.pt"))
+
+
+def test_init_from_a_lower_resolution_grows_the_generator(tmp_path):
+    """--init-from a 16 px run into a 32 px configuration: mapping and blocks 4-16 are copied, the new block's
+    toRGB starts at zero, so the grown generator first draws the old image upsampled, exactly."""
+    from dragnb.stylegan import ops
+
+    T.train(tmp_path / "src", 5, T.TrainConfig(**TINY), max_steps=2, log=lambda s: None)
+    small = T.generator_from_checkpoint(T.latest_checkpoint(tmp_path / "src"))
+    T.train(tmp_path / "big", 5, T.TrainConfig(**{**TINY, "resolution": 32, "lr": 0.0},
+                                               init_from=str(tmp_path / "src")), max_steps=1, log=lambda s: None)
+    big = T.generator_from_checkpoint(T.latest_checkpoint(tmp_path / "big"), ema=False)
+    assert big.img_resolution == 32
+    z = torch.randn(3, T.faces.NUM_PARAMS)
+    with torch.no_grad():
+        want = ops.upsample2d(small(z, noise_mode="const"), big.synthesis.block(big.num_blocks - 1).resample_filter)
+        got = big(z, noise_mode="const")
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)

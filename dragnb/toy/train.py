@@ -223,6 +223,28 @@ def generator_from_checkpoint(path, ema: bool = True) -> Generator:
 # Training
 
 
+def grown_state(G: Generator, src_config: dict, src_state: dict, src="init_from") -> dict:
+    """G's state dict filled from another generator's: the same configuration, or the same at a lower
+    resolution ("growing": every tensor whose name and shape match is copied, so mapping and the lower blocks
+    carry over; the new blocks keep their initialisation except their toRGB weights, which start at zero so
+    that the grown generator first draws the old image, upsampled). ValueError for anything else."""
+    this = G.cfg.to_dict()
+    same = {k: v for k, v in src_config.items() if k != "img_resolution"} == {
+        k: v for k, v in this.items() if k != "img_resolution"}
+    if not same or src_config["img_resolution"] > this["img_resolution"]:
+        raise ValueError(f"init_from {src}: its generator differs from this configuration's")
+    state = G.state_dict()
+    for k, v in src_state.items():
+        if k in state and state[k].shape == v.shape:
+            state[k] = v.clone()
+    if src_config["img_resolution"] < this["img_resolution"]:
+        old = {f"synthesis.b{2**i}." for i in range(2, int(math.log2(src_config["img_resolution"])) + 1)}
+        for k in state:
+            if k.startswith("synthesis.") and not any(k.startswith(o) for o in old) and ".torgb.weight" in k:
+                state[k] = torch.zeros_like(state[k])
+    return state
+
+
 # Settings a resumed run may change: they do not alter the batches or the weights seen so far. Changing
 # total_kimg moves the lr decay: do it before decay_start x total_kimg to keep the schedule smooth.
 RESUME_OVERRIDABLE = ("workers", "ckpt_minutes", "eval_seeds", "total_kimg")
@@ -271,11 +293,9 @@ def train(out, minutes: float, cfg: TrainConfig | None = None, overrides: dict |
         if src is None:
             raise FileNotFoundError(f"init_from {cfg.init_from}: no checkpoint there")
         init = load_checkpoint(src)
-        if init["generator_config"] != cfg.generator_config().to_dict():
-            raise ValueError(f"init_from {src}: its generator differs from this configuration's")
-        G.load_state_dict(init["G_ema"])
-        G_ema.load_state_dict(init["G_ema"])
-        log(f"fine-tuning from {src} (step {init['step']})")
+        G.load_state_dict(grown_state(G, init["generator_config"], init["G_ema"], src))
+        G_ema.load_state_dict(G.state_dict())
+        log(f"fine-tuning from {src} (step {init['step']}, {init['generator_config']['img_resolution']} px)")
 
     z_eval, ref_eval = held_out(range(cfg.eval_seeds), cfg.resolution)
     curve = out / "curve.csv"
