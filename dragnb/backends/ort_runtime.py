@@ -437,7 +437,8 @@ class DragRuntime:
         self._adamw = sess(ADAM_FILE)
         self._tail = sess("tail.onnx") if cfg["tail_inputs"] else None
         # The mapping session opens on first use: the dragnb back-ends map seeds with torch and never need it.
-        self._mapping = functools.partial(sess, "mapping.onnx") if cfg["has_mapping"] else None
+        self._open_mapping = functools.partial(sess, "mapping.onnx") if cfg["has_mapping"] else None
+        self._mapping = None
         self._trainable = cfg["trainable"]
         self._ort_device = "cuda" if self.device.startswith("cuda") else "cpu"
         self._ov_cache, self._const_cache = {}, {}
@@ -509,10 +510,10 @@ class DragRuntime:
 
     def mapping(self, z: np.ndarray, psi: float = 0.7) -> np.ndarray:
         """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi (unconditional models)."""
-        if self._mapping is None:
+        if self._open_mapping is None:
             raise ArtifactError("these artifacts have no mapping network (conditional model)")
-        if isinstance(self._mapping, functools.partial):
-            self._mapping = self._mapping()
+        if self._mapping is None:
+            self._mapping = self._open_mapping()
         return self._mapping.run(None, {"z": np.asarray(z, np.float32), "psi": np.array(psi, np.float32)})[0]
 
     def seed_ws(self, seed: int, psi: float = 0.7) -> np.ndarray:

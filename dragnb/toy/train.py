@@ -234,14 +234,11 @@ def grown_state(G: Generator, src_config: dict, src_state: dict, src="init_from"
     if not same or src_config["img_resolution"] > this["img_resolution"]:
         raise ValueError(f"init_from {src}: its generator differs from this configuration's")
     state = G.state_dict()
-    for k, v in src_state.items():
-        if k in state and state[k].shape == v.shape:
-            state[k] = v.clone()
-    if src_config["img_resolution"] < this["img_resolution"]:
-        old = {f"synthesis.b{2**i}." for i in range(2, int(math.log2(src_config["img_resolution"])) + 1)}
-        for k in state:
-            if k.startswith("synthesis.") and not any(k.startswith(o) for o in old) and ".torgb.weight" in k:
-                state[k] = torch.zeros_like(state[k])
+    for k, v in state.items():
+        if k in src_state and src_state[k].shape == v.shape:
+            state[k] = src_state[k].clone()
+        elif k.endswith(".torgb.weight"):  # a new block's
+            state[k] = torch.zeros_like(v)
     return state
 
 
@@ -287,7 +284,7 @@ def train(out, minutes: float, cfg: TrainConfig | None = None, overrides: dict |
         step, elapsed = state["step"], state["elapsed_s"]
         torch.set_rng_state(state["torch_rng"])
     elif cfg.init_from:
-        # A fine-tune: the weights (not the optimiser, step or clock) of another run, same architecture.
+        # A fine-tune: the weights (not the optimiser, step or clock) of another run, same architecture (or grown).
         src = Path(cfg.init_from)
         src = latest_checkpoint(src) if src.is_dir() else src
         if src is None:
