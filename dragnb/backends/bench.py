@@ -138,7 +138,7 @@ def drag_params(G) -> dict:
     r1, r2, _ = core.default_radii(G.img_resolution)
     p = {"feature_block": max(0, min(5, G.num_blocks - 2)), "num_layers": min(6, G.num_ws), "r1": r1, "r2": r2,
          "lr": 2e-3}
-    tuned = getattr(G, "drag_defaults", None) or {}
+    tuned = G.drag_defaults
     p.update({k: v for k, v in tuned.items() if k in p and v is not None})
     return p
 

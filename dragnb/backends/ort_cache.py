@@ -105,7 +105,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
 def cache_key(G, feature_block: int, noise_mode: str = "const") -> tuple[str, dict]:
     """(key: 24 hex digits, manifest fields that went into it)."""
     fields = {"weights_sha256": weights_sha256(G), "settings": export_settings(feature_block, noise_mode),
-              "drag_defaults": dict(getattr(G, "drag_defaults", None) or {})}  # they go into the manifest
+              "drag_defaults": dict(G.drag_defaults)}  # they go into the manifest
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24], fields
 
 

@@ -616,7 +616,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "default_radii": list(core.default_radii(G.img_resolution)),  # (r1, r2, tolerance) in pixels
         # The model's tuned DragGAN parameters (G.drag_defaults, e.g. the bundled model's): ort_runtime.drag()
         # uses them over its own defaults, as DragSession does.
-        "drag_defaults": dict(getattr(G, "drag_defaults", None) or {}),
+        "drag_defaults": dict(G.drag_defaults),
         "step_inputs": list(STEP_INPUTS),
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
         "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: ort_runtime.resize_features

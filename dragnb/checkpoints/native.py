@@ -39,7 +39,7 @@ def save_generator(G: Generator, path: str | os.PathLike, drag_defaults: dict | 
     from safetensors.torch import save_file
 
     if drag_defaults is None:
-        drag_defaults = getattr(G, "drag_defaults", None) or {}
+        drag_defaults = G.drag_defaults
     if not isinstance(drag_defaults, dict):
         raise TypeError(f"drag_defaults must be a dict, got {type(drag_defaults).__name__}")
 

@@ -153,7 +153,7 @@ def model_defaults(G: Generator) -> dict:
     warning (a newer file); values are validated with the rest of the parameters. Pretrained models have none
     and keep the official DragGAN rules (``core.default_radii``, feature block 5, 6 layers).
     """
-    tuned = dict(getattr(G, "drag_defaults", None) or {})
+    tuned = dict(G.drag_defaults)
     unknown = sorted(set(tuned) - set(DEFAULT_PARAMS))
     if unknown:
         warnings.warn(f"ignoring unknown drag_defaults {unknown} of the model", stacklevel=3)
@@ -163,7 +163,7 @@ def model_defaults(G: Generator) -> dict:
 def _resolve_params(raw: dict, G: Generator) -> dict:
     """Raw parameters with the model-derived defaults filled in (None: the model's tuned value if it has one,
     else the rule for its resolution)."""
-    tuned = getattr(G, "drag_defaults", None) or {}
+    tuned = G.drag_defaults
     r1, r2, tol = core.default_radii(G.img_resolution)
     derived = {"r1": r1, "r2": r2, "tolerance": tol, "feature_block": max(0, min(5, G.num_blocks - 2)),
                "num_layers": min(6, G.num_ws)}

@@ -294,6 +294,9 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.cfg = cfg
+        # DragGAN parameters tuned for this model (names of DragSession's parameters); {} = the official rules.
+        # Loaded from a dragnb safetensors file's metadata by dragnb.checkpoints.native.
+        self.drag_defaults: dict = {}
         self.block_resolutions = cfg.block_resolutions
         self.num_ws = cfg.num_ws
         for res in self.block_resolutions:
@@ -363,6 +366,9 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.cfg = cfg
+        # DragGAN parameters tuned for this model (names of DragSession's parameters); {} = the official rules.
+        # Loaded from a dragnb safetensors file's metadata by dragnb.checkpoints.native.
+        self.drag_defaults: dict = {}
         self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, cfg.c_dim
         self.img_resolution, self.img_channels, self.img_width = cfg.img_resolution, cfg.img_channels, cfg.width
         self.num_ws = cfg.num_ws
