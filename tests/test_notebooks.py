@@ -101,7 +101,7 @@ def test_03_draggan_workbench(tmp_path, notebook_model):
                      {"MODEL": notebook_model, "STEPS": 3, "OUT": str(tmp_path)},
                      ["canvas_size", "first_loss", "steps_done", "frames", "backend_after", "saved", "widget_error"],
                      tmp_path)
-    assert r["canvas_size"] == [512, 512]  # a 64 px model shown at the default display size
+    assert r["canvas_size"] == [512, 512]  # the 128 px toyfaces shown at the default display size
     assert r["first_loss"] > 0 and 1 < r["steps_done"] <= 4 and r["frames"] == r["steps_done"]
     assert r["backend_after"] == "ort" and r["widget_error"] is None
     assert {"drag.png", "drag.gif", "drag_session"} <= set(r["saved"])

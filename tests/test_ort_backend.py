@@ -164,9 +164,9 @@ def test_bundled_model_parity_two_points_and_mask():
     import dragnb
 
     G = dragnb.load_generator("toyfaces")
-    points = [((44, 46), (49, 46)), ((32, 12), (32, 8))]  # a mouth corner outward, the head top up
-    mask = np.zeros((64, 64), bool)
-    mask[20:36, 10:54] = True  # the eye band stays fixed
+    points = [((88, 92), (98, 92)), ((70, 22), (70, 14))]  # seed 0 at 128 px: a mouth corner outward, the head top up
+    mask = np.zeros((G.img_resolution, G.img_width), bool)
+    mask[40:72, 20:108] = True  # the eye band stays fixed
     _, a, da = _drag(G, "torch", 0, points, mask)
     _, b, db = _drag(G, "ort", 0, points, mask)
     assert len(a) == len(b) and len(a) > 1

@@ -137,7 +137,8 @@ def _main(argv=None) -> int:
     params = {}
     for kv in a.set:
         k, v = kv.split("=", 1)
-        params[k] = float(v) if any(c in v for c in ".e") else int(v)
+        flag = {"true": True, "false": False}.get(v.lower())
+        params[k] = flag if flag is not None else float(v) if any(c in v for c in ".e") else int(v)
     res = summary(load_generator(a.model), seeds, **params)
     if not a.rows:
         res.pop("rows")

@@ -65,23 +65,25 @@ class TrainConfig:
         )
 
 
-# DragGAN parameters for this 64 px model, written into the exported file's metadata (``drag_defaults``, see
-# ``dragnb.checkpoints.native``) so that ``DragSession`` uses them unless told otherwise. Chosen by a sweep
-# on seeds 0-19, measured by colour segmentation of the generated image (``python -m dragnb.toy dragcheck``;
+# DragGAN parameters for the bundled 128 px model, written into the exported file's metadata (``drag_defaults``,
+# see ``dragnb.checkpoints.native``) so that ``DragSession`` uses them unless told otherwise. Chosen by sweeps on
+# seeds 0-19, measured by colour segmentation of the generated image (``python -m dragnb.toy dragcheck``;
 # docs/models.md, "Drag defaults"):
-# - feature_block 4: the 64 px block (16 channels), i.e. features at image resolution; the official rule
-#   (min(5, blocks - 2) = 3, 32 px) tracks less precisely (an eye drag moves the eye 41-71% instead of 51-73%).
-# - num_layers 10: every w (in W+ the last one, the 64 px toRGB, comes after the features and gets no
-#   gradient): with 6 a mouth-corner drag moves the eyes > 1.2% of W on 7 of 20 seeds and widens less; with 8,
-#   the same as 10 within a seed or two.
-# - r1 8: a motion-supervision disk a little larger than a mouth corner or an eye; with 5 a mouth-corner drag
-#   shifts the mouth more than it widens it (2 px on some seeds), with 6 some 6% head drags rise < 4%, with 7
-#   a 10% cheek drag loses its point on seed 1 (8: 174 steps).
-# - tolerance 1.25 px (2% of W; official: 2 px): with 1.5-2 a 6% head-top drag stops short of 4% of rise;
-#   with 0.75-1.0 some 6% head drags stall short of the target within 200 steps.
-# - lr 3e-3: fewer steps than 2e-3 along much the same path (Adam steps scale with lr); 2e-3 also lets
-#   some head and mouth drags stop short.
-DRAG_DEFAULTS = {"feature_block": 4, "num_layers": 10, "r1": 8, "tolerance": 1.25, "lr": 3e-3}
+# - feature_block 4: the 64 px block (16 channels, features bilinearly resized to 128 px); the 128 px block has
+#   only 8 channels grown on top and tracks worse.
+# - num_layers 12: every w (in W+ the last one, the 128 px toRGB, comes after the features and gets no gradient);
+#   fewer layers widen the mouth less and move the eyes more in mouth-corner drags.
+# - r1 11: a motion-supervision disk about an eye or a mouth corner wide. With L2 tracking and lr 3e-3: 10 moves
+#   the eye < 60% of an eye drag on 3 of 20 seeds, 12 lets a 6% head drag rise < 4% on one seed, 14-16 move the
+#   eyes > 1.2% of W in mouth drags on 7 or more.
+# - l1_tracking True (the paper's L1 nearest feature; the official code: L2): with L2 a handle on the flat top of
+#   the hair slides along its edge and a 12% head-top drag loses its point on seed 0; a wider window (r2 6-8)
+#   finds it again but lets a small nose handle jump to the eye. r2 stays at the rule's 5 px.
+# - tolerance 1.5 px (1.2% of W; official: 2 px): with 2 (at r1 16) an eye drag stops short of 60% on 2 of 20
+#   seeds.
+# - lr 2e-3: with 3e-3 the eyes move 1.22% of W in one seed's mouth drag (2e-3: at most 1.18%); head drags take
+#   100-200 steps.
+DRAG_DEFAULTS = {"feature_block": 4, "num_layers": 12, "r1": 11, "tolerance": 1.5, "l1_tracking": True, "lr": 2e-3}
 
 
 # ----------------------------------------------------------------------------
