@@ -4,7 +4,7 @@ safetensors stores raw tensors plus a JSON header and can hold no code, so loadi
 anything from the file. Layout of the metadata (all strings, as safetensors requires):
 ``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``, plus an
 optional ``"drag_defaults": <JSON object>``: DragGAN parameters tuned for this model (e.g. the bundled
-64 px ``toyfaces``: ``{"feature_block": 4, "tolerance": 1.0, ...}``). :func:`load_native` puts them in
+128 px ``toyfaces``: ``{"feature_block": 4, "tolerance": 1.5, ...}``). :func:`load_native` puts them in
 ``G.drag_defaults`` (``{}`` when absent); ``DragSession`` applies them over its own defaults and under
 explicit parameters. Files without the entry (every converted pretrained model) keep the official rules.
 """
