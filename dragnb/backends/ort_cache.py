@@ -44,8 +44,9 @@ ENV_ROOT = "DRAGNB_ARTIFACTS"
 EXPORT_VERSION = 2  # 2: CPU-optimised copies of the graphs (ort_runtime.PREOPTIMIZABLE)
 _PKG = Path(__file__).resolve().parent.parent
 EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
-# Source files whose code ends up in the exported graphs.
-GRAPH_SOURCES = ("drag/core.py", "stylegan/ops.py", "stylegan/networks.py", "backends/ort_export.py", "export.py")
+# Source files whose code ends up in the exported graphs (geometry.py: the resize taps are graph constants).
+GRAPH_SOURCES = ("drag/core.py", "drag/geometry.py", "stylegan/ops.py", "stylegan/networks.py",
+                 "backends/ort_export.py", "export.py")
 _STAGES = 6  # progress-bar steps: export, artifacts, tail, mapping, CPU-optimised copies, manifest
 
 log = logging.getLogger(__name__)

@@ -120,18 +120,18 @@ def load_manifest(folder: str | os.PathLike, check_hashes: bool = True) -> dict:
 
 
 # ----------------------------------------------------------------------------
-# Small numpy pieces (the drag geometry mirrors dragnb.drag.core; a test checks they agree)
+# Small numpy pieces (the drag geometry mirrors dragnb.drag.geometry; a test checks they agree)
 
 
 def window_offsets(r2: int) -> np.ndarray:
-    """(drow, dcol) int64 [(2 r2 + 1)^2, 2], row-major: as ``dragnb.drag.core.window_offsets``."""
+    """(drow, dcol) int64 [(2 r2 + 1)^2, 2], row-major: as ``dragnb.drag.geometry.window_offsets``."""
     d = np.arange(-int(r2), int(r2) + 1)
     dr, dc = np.meshgrid(d, d, indexing="ij")
     return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
 
 
 def disk_offsets(r1: float) -> np.ndarray:
-    """(drow, dcol) int64 [K, 2] strictly inside radius r1: as ``dragnb.drag.core.disk_offsets``."""
+    """(drow, dcol) int64 [K, 2] strictly inside radius r1: as ``dragnb.drag.geometry.disk_offsets``."""
     r = int(math.ceil(r1))
     d = np.arange(-r, r + 1)
     dr, dc = np.meshgrid(d, d, indexing="ij")
@@ -141,7 +141,7 @@ def disk_offsets(r1: float) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
-    """1-D bilinear taps (i0, i1, w0, w1) from n_in to n_out samples: as ``dragnb.drag.core._axis_taps_np``."""
+    """1-D bilinear taps (i0, i1, w0, w1) from n_in to n_out samples: as ``dragnb.drag.geometry.axis_taps``."""
     src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
     i1 = np.minimum(i0 + 1, n_in - 1)

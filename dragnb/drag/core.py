@@ -16,88 +16,24 @@ they use only ops that ORT can run and differentiate on the CPU (gathers, no gri
 the stop-gradient as an argument (``detach`` in PyTorch; a marker op in the ONNX export, because
 the exporter drops ``detach``).
 
-Coordinates: the public API speaks (x, y); arrays and everything in this module use (row, col).
-:func:`xy_to_rc` and :func:`rc_to_xy` are the only conversions in the package.
+Coordinates are arrays' (row, col) (the convention: :mod:`dragnb.drag.geometry`, whose numpy-only helpers
+this module re-exports: ``core.xy_to_rc``, ``core.window_offsets`` and the rest keep working).
 """
 
 from __future__ import annotations
 
-import functools
-import math
 from collections.abc import Callable
 
-import numpy as np
 import torch
 
 from ..stylegan.ops import gather_rc
+from .geometry import axis_taps as _axis_taps_np
 
-# ----------------------------------------------------------------------------
-# Coordinates
-
-
-def xy_to_rc(points_xy) -> np.ndarray:
-    """(x, y) points [P, 2] (UI / public API) -> (row, col) points [P, 2] (arrays)."""
-    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
-    return p[:, ::-1].copy()
-
-
-def rc_to_xy(points_rc) -> np.ndarray:
-    """(row, col) points [P, 2] -> (x, y) points [P, 2]."""
-    p = np.asarray(points_rc, dtype=np.float64).reshape(-1, 2)
-    return p[:, ::-1].copy()
-
-
-# ----------------------------------------------------------------------------
-# Radii and the constant offset sets
-
-
-def default_radii(height: int) -> tuple[int, int, float]:
-    """(r1, r2, tolerance) in pixels for an image of ``height`` pixels.
-
-    The official scaling is r1 = round(3 h / 512), r2 = round(12 h / 512), tolerance max(2 h / 512, 2).
-    Below 512 px those round to (almost) nothing, so r1 and r2 are floored at 3 and 5 px (the values
-    that worked on a 64 px feature map in TOY_MODEL_NOTES); for h >= 512 this equals the official rule.
-    """
-    r1 = max(round(3 * height / 512), 3)
-    r2 = max(round(12 * height / 512), 5)
-    tol = max(2 * height / 512, 2.0)
-    return r1, r2, tol
-
-
-def disk_offsets(r1: float) -> np.ndarray:
-    """(drow, dcol) int64 [K, 2] of the pixels strictly inside radius r1 (official: distance < r1)."""
-    r = int(math.ceil(r1))
-    d = np.arange(-r, r + 1)
-    dr, dc = np.meshgrid(d, d, indexing="ij")
-    keep = dr**2 + dc**2 < r1**2
-    return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
-
-
-def window_offsets(r2: int) -> np.ndarray:
-    """(drow, dcol) int64 [M, 2] of the (2 r2 + 1)^2 tracking window, row-major (ties -> first)."""
-    d = np.arange(-int(r2), int(r2) + 1)
-    dr, dc = np.meshgrid(d, d, indexing="ij")
-    return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
-
+# Re-exported: notebooks, tests and the back-ends use core.xy_to_rc, core.window_offsets and the rest.
+from .geometry import default_radii, disk_offsets, rc_to_xy, window_offsets, xy_to_rc  # noqa: F401
 
 # ----------------------------------------------------------------------------
 # The features: the feature block's output, bilinearly resized to image size, sampled where needed
-
-
-@functools.lru_cache(maxsize=64)
-def _axis_taps_np(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
-    """Per output index i of a 1-D ``F.interpolate(mode="bilinear", align_corners=False)`` from n_in to n_out:
-    (i0, i1 int64 [n_out], w0, w1 float32 [n_out]) with out[i] = w0[i] * in[i0[i]] + w1[i] * in[i1[i]].
-
-    source = (i + 0.5) * n_in / n_out - 0.5, clamped at 0; i1 = min(i0 + 1, n_in - 1); where both taps
-    coincide (the clamped border) the weights are exactly (1, 0). The same taps as ``ops.bilinear_matrix``.
-    """
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    t = src - i0
-    t[i1 == i0] = 0.0
-    return i0, i1, (1.0 - t).astype(np.float32), t.astype(np.float32)
 
 
 def _axis_taps(n_out: int, n_in: int, device) -> list[torch.Tensor]:
@@ -132,7 +68,7 @@ class ResizedFeatures:
 
     The resize is linear and each output pixel mixes at most 2 x 2 input pixels, so the features at integer
     image pixels are computed from ``x`` on demand (:meth:`at`: four gathers and the separable weights of
-    :func:`_axis_taps_np`); tracking, motion supervision and the mask term only ever look at a few thousand
+    :func:`.geometry.axis_taps`); tracking, motion supervision and the mask term only ever look at a few thousand
     pixels. :meth:`full` materialises the map (F0, display) with the very same arithmetic (separable: rows,
     then columns; elementwise multiply and add, no fused or reduced sums), so ``full()[:, r, c]`` equals
     ``at(r, c)`` bit for bit: the mask term is exactly 0 at the start of a drag in every back-end.
