@@ -15,15 +15,14 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .conventions import NOISE_MODES, z_from_seed  # noqa: F401  (re-exported: the torch-free pieces)
 
 ARCHITECTURES = ("orig", "skip", "resnet")
-NOISE_MODES = ("const", "random", "none")
 LRELU_GAIN = math.sqrt(2.0)
 
 
@@ -388,11 +387,3 @@ class Generator(nn.Module):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode)
 
-
-def z_from_seed(seed: int, z_dim: int) -> np.ndarray:
-    """The common seed convention: ``np.random.RandomState(seed).randn(1, z_dim)`` (float64 [1, z_dim])."""
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if not 0 <= int(seed) < 2**32:
-        raise ValueError(f"seed must be in [0, 2**32), got {seed}")
-    return np.random.RandomState(int(seed)).randn(1, z_dim)
