@@ -1,58 +1,78 @@
 """The ONNX Runtime DragGAN back-end: on-device training steps from cached artifacts.
 
 Exports once per (weights, feature block, noise mode) through :mod:`.ort_cache` and then drives the
-torch-free :class:`~dragnb.backends.ort_runtime.DragRuntime` (the same loop a device runs). A new seed,
+torch-free :class:`~dragnb.backends.ort_runtime.DragRuntime` (the same loop a device runs). Given an
+:class:`~dragnb.backends.ort_model.ArtifactModel` instead of a generator it runs that artifact folder as it
+is, and then neither this module nor the runtime imports torch. A new seed,
 latent space, layer count, point set, mask, r1/r2/lambda or learning rate never re-exports: the latent is
 written into the checkpoint state and the Adam state reset. See ``ort_export.py`` for the graph and
 ``base.py`` for the contract.
 
 Device: the CUDA provider when the installed onnxruntime-training is a CUDA build (and a GPU works),
-otherwise the CPU. Threads default to ``torch.get_num_threads()`` so both back-ends compare fairly.
+otherwise the CPU. Threads: see :func:`default_threads`.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 
-from ..stylegan.networks import Generator
 from .base import LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
 from .ort_cache import EXPORT_NOISE_MODES
+from .ort_model import ArtifactModel
+
+
+def default_threads() -> int | None:
+    """Intra-op threads when none are given: ``torch.get_num_threads()`` when torch is already imported (a
+    session on a torch generator: both back-ends then use the same count and compare fairly), else None,
+    i.e. onnxruntime's default (one per physical core), without importing torch for it."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None else None
 
 
 class OrtBackend(Backend):
     """DragGAN optimisation of a W / W+ latent of ``G`` as ONNX Runtime training steps.
 
     Args:
-        G: the generator (exported on first use, then cached).
+        G: the generator (exported on first use, then cached), or an :class:`ArtifactModel` (its folder is used
+            as it is; ``feature_block`` and ``noise_mode`` must then be the exported ones).
         feature_block: synthesis block index (0 = 4x4) of the DragGAN features.
         noise_mode: "const" (default) or "none"; "random" raises ValueError.
-        artifacts_root: cache root (default ``ort_cache.default_root()``).
-        threads: intra-op threads (default ``torch.get_num_threads()``).
-        device: None (CUDA if available, else CPU), "cpu" or "cuda".
+        artifacts_root: cache root (default ``ort_cache.default_root()``); unused with an ArtifactModel.
+        threads: intra-op threads (default: the ArtifactModel's ``threads``, else :func:`default_threads`).
+        device: None (the ArtifactModel's ``device``, else CUDA if available, else CPU), "cpu" or "cuda".
         progress: tqdm bar while artifacts are generated.
         options: overrides of the tuned session options (``ort_runtime.SESSION_OPTIONS``; for measurements).
     """
 
     name = "ort"
 
-    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", artifacts_root=None,
+    def __init__(self, G, feature_block: int, noise_mode: str = "const", artifacts_root=None,
                  threads: int | None = None, device: str | None = None, progress: bool = True,
                  options: dict | None = None):
-        import torch
-
-        from .ort_cache import ensure_artifacts
         from .ort_runtime import DragRuntime
 
-        if not isinstance(G, Generator):
-            raise TypeError(f"G must be a dragnb Generator, got {type(G).__name__}")
+        if not isinstance(G, ArtifactModel):
+            from ..stylegan.networks import Generator  # a torch generator: torch is imported already
+
+            if not isinstance(G, Generator):
+                raise TypeError(f"G must be a dragnb Generator or an ArtifactModel, got {type(G).__name__}")
         if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
             raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
         if noise_mode not in EXPORT_NOISE_MODES:
             raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
         self.G, self.feature_block, self.noise_mode = G, int(feature_block), noise_mode
-        self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress)
-        # ensure_artifacts has just verified every hash; no second pass here.
-        self.runtime = DragRuntime(self.folder, threads=threads or torch.get_num_threads(), device=device,
+        if isinstance(G, ArtifactModel):
+            G.check_params(self.feature_block, noise_mode)
+            self.folder = G.folder  # ArtifactModel verified it when it was opened
+            threads, device = threads or G.threads, device or G.device
+        else:
+            from .ort_cache import ensure_artifacts
+
+            self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress)
+            # ensure_artifacts has just verified every hash; no second pass here.
+        self.runtime = DragRuntime(self.folder, threads=threads or default_threads(), device=device,
                                    check_hashes=False, options=options)
         self.device = self.runtime.device
 

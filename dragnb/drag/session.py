@@ -10,13 +10,18 @@ point pairs, the optional fixed-region mask, the undo history and a recording of
     s.undo(); s.save("my_drag")
 
 Points are (x, y) image pixels (x right, y down, pixel centres at integers); the conversion to the
-(row, col) of arrays is ``core.xy_to_rc`` / ``core.rc_to_xy`` only. Handles snap to the nearest pixel
+(row, col) of arrays is ``geometry.xy_to_rc`` / ``geometry.rc_to_xy`` only. Handles snap to the nearest pixel
 (tracking moves them pixel by pixel); targets may be fractional.
 
 A *drag* is the run of steps between two edits (points, mask, params, seed) or ``run()`` calls; ``undo()``
 goes back to the state before the last drag. The optimisation itself (F0, the reference features of the
 handles, a fresh Adam state) restarts from the current latent at the first step after an edit, so
 stopping and calling ``run()`` again continues exactly where it stopped.
+
+Torch-free ORT drags: a session on an exported ORT artifact folder (``DragSession(folder, backend="ort")``, or
+an :class:`~dragnb.backends.ort_model.ArtifactModel`) maps seeds with the artifacts' mapping graph and never
+imports torch: nothing this module imports at its top does. The artifacts fix the feature block and the
+noise mode, and such a session cannot switch to the PyTorch back-end.
 
 Thread safety: every method takes the session lock, and ``run()`` releases it between steps, so
 ``stop()`` (a ``threading.Event``, safe from any thread or asyncio task) and edits from another
@@ -36,17 +41,22 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
+# numpy-only imports (torch, the checkpoints and the generator are imported where a torch model is used)
 from ..backends.base import LATENT_SPACES, STATE_KEYS, load_backend
-from ..checkpoints import BUNDLED, DEFAULT_MODEL, load_generator, resolve_model, save_generator
-from ..stylegan.networks import NOISE_MODES, Generator, z_from_seed
-from . import core
+from ..backends.ort_model import ArtifactModel
+from ..stylegan.conventions import NOISE_MODES, z_from_seed
+from . import geometry
 from .recording import Recording, draw_points
 
+if TYPE_CHECKING:
+    from ..stylegan.networks import Generator
+
 BACKENDS = ("torch", "ort")
+ARTIFACT_BACKEND = "ort"  # the only back-end of a session on ORT artifacts (ArtifactModel)
 SESSION_FORMAT = "dragnb-session"
 SESSION_VERSION = 1
 MAX_HISTORY = 100
@@ -57,9 +67,9 @@ MAX_HISTORY = 100
 DEFAULT_PARAMS = {
     "lr": 2e-3,             # Adam learning rate (official DragGAN 1e-3; 2e-3 suits small models)
     "lambda_mask": 10.0,    # weight of the fixed-region term
-    "r1": None,             # motion-supervision radius, pixels (None: core.default_radii)
-    "r2": None,             # tracking window half-size, pixels (None: core.default_radii)
-    "tolerance": None,      # arrival distance, pixels (None: core.default_radii)
+    "r1": None,             # motion-supervision radius, pixels (None: geometry.default_radii)
+    "r2": None,             # tracking window half-size, pixels (None: geometry.default_radii)
+    "tolerance": None,      # arrival distance, pixels (None: geometry.default_radii)
     "max_steps": 200,       # steps of one run()
     "feature_block": None,  # synthesis block of the features (None: min(5, blocks - 2); 5 = official)
     "num_layers": None,     # leading ws optimised (None: min(6, num_ws); 6 = official)
@@ -121,8 +131,9 @@ def _check_seed(seed) -> int:
     return _int("seed", seed, low=0, high=2**32 - 1)
 
 
-def _check_params(params: dict, G: Generator) -> dict:
-    """Validated copy of a full parameter dict (unknown names -> ValueError, wrong types -> TypeError)."""
+def _check_params(params: dict, G: Generator | ArtifactModel) -> dict:
+    """Validated copy of a full parameter dict (unknown names -> ValueError, wrong types -> TypeError; on
+    ORT artifacts, a feature block or noise mode other than the exported ones -> ValueError)."""
     unknown = sorted(set(params) - set(DEFAULT_PARAMS))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
@@ -141,17 +152,21 @@ def _check_params(params: dict, G: Generator) -> dict:
     p["render_every"] = _int("render_every", p["render_every"], low=1)
     if p["noise_mode"] not in NOISE_MODES:
         raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {p['noise_mode']!r}")
+    if isinstance(G, ArtifactModel):
+        resolved = _resolve_params(p, G)
+        G.check_params(resolved["feature_block"], resolved["noise_mode"])
     return p
 
 
-def model_defaults(G: Generator) -> dict:
+def model_defaults(G: Generator | ArtifactModel) -> dict:
     """The parameter defaults for ``G``: ``DEFAULT_PARAMS`` updated with the model's own tuned ``G.drag_defaults``.
 
     ``G.drag_defaults`` (a dict, ``{}`` or absent for most models) comes from the ``drag_defaults`` metadata entry
     of a dragnb safetensors file (``save_generator(G, path, drag_defaults=...)``); the bundled ``toyfaces`` carries
     the values tuned for its 64 px faces (``dragnb.toy.train.DRAG_DEFAULTS``). Unknown names are ignored with a
     warning (a newer file); values are validated with the rest of the parameters. Pretrained models have none
-    and keep the official DragGAN rules (``core.default_radii``, feature block 5, 6 layers).
+    and keep the official DragGAN rules (``geometry.default_radii``, feature block 5, 6 layers). An
+    :class:`ArtifactModel` has its manifest's ``drag_defaults`` plus the exported feature block and noise mode.
     """
     tuned = dict(G.drag_defaults)
     unknown = sorted(set(tuned) - set(DEFAULT_PARAMS))
@@ -160,11 +175,11 @@ def model_defaults(G: Generator) -> dict:
     return {**DEFAULT_PARAMS, **{k: v for k, v in tuned.items() if k in DEFAULT_PARAMS}}
 
 
-def _resolve_params(raw: dict, G: Generator) -> dict:
+def _resolve_params(raw: dict, G: Generator | ArtifactModel) -> dict:
     """Raw parameters with the model-derived defaults filled in (None: the model's tuned value if it has one,
     else the rule for its resolution)."""
     tuned = G.drag_defaults
-    r1, r2, tol = core.default_radii(G.img_resolution)
+    r1, r2, tol = geometry.default_radii(G.img_resolution)
     derived = {"r1": r1, "r2": r2, "tolerance": tol, "feature_block": max(0, min(5, G.num_blocks - 2)),
                "num_layers": min(6, G.num_ws)}
     p = dict(raw)
@@ -172,6 +187,13 @@ def _resolve_params(raw: dict, G: Generator) -> dict:
         if raw[k] is None:
             p[k] = v if tuned.get(k) is None else tuned[k]
     return p
+
+
+def _check_backend(G, backend: str) -> None:
+    """ValueError unless ``backend`` can run ``G``: ORT artifacts have no PyTorch weights."""
+    if isinstance(G, ArtifactModel) and backend != ARTIFACT_BACKEND:
+        raise ValueError(f"a session on ORT artifacts ({G.folder}) runs backend {ARTIFACT_BACKEND!r} only, not "
+                         f"{backend!r}: open the session on the generator's checkpoint for the PyTorch back-end")
 
 
 def _session_paths(path) -> tuple[Path, Path, Path]:
@@ -201,7 +223,9 @@ class DragSession:
     """Interactive DragGAN on one generated image.
 
     Args:
-        model: None (the bundled "toyfaces"), a model name or checkpoint path, or a ``dragnb.Generator``.
+        model: None (the bundled "toyfaces"), a model name or checkpoint path, or a ``dragnb.Generator``; or, for
+            a torch-free ORT drag, an ORT artifact folder (any directory is taken as one) or an
+            :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` must then be "ort").
         seed: image seed, ``z = RandomState(seed).randn(1, z_dim)``, in [0, 2**32).
         truncation_psi: truncation toward the mean w (DragGAN uses 0.7).
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency).
@@ -233,20 +257,31 @@ class DragSession:
         self._restart(self._ws_seed)
 
     @staticmethod
-    def _open_model(model) -> tuple[Generator, str | None]:
-        """(generator, reference to save: a bundled name or an absolute path; None for an in-memory model)."""
+    def _open_model(model) -> tuple[Generator | ArtifactModel, str | None]:
+        """(model, reference to save: a bundled name or an absolute path (a checkpoint file or an ORT artifact
+        folder); None for an in-memory generator). Only a torch model imports torch."""
+        if isinstance(model, ArtifactModel):
+            return model, str(model.folder)
+        if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():
+            G = ArtifactModel(model)  # a checkpoint is a file: a directory can only be an artifact folder
+            return G, str(G.folder)
+        if model is None or isinstance(model, (str, os.PathLike)):
+            from ..checkpoints import BUNDLED, DEFAULT_MODEL, load_generator, resolve_model
+
+            model = DEFAULT_MODEL if model is None else model
+            G = load_generator(model)
+            return G, (str(model) if str(model) in BUNDLED else str(resolve_model(model).resolve()))
+        from ..stylegan.networks import Generator  # any other object: a torch generator, so torch is loaded
+
         if isinstance(model, Generator):
             return model, None
-        if model is None:
-            model = DEFAULT_MODEL
-        if not isinstance(model, (str, os.PathLike)):
-            raise TypeError(f"model must be None, a name, a path or a dragnb.Generator, got {type(model).__name__}")
-        G = load_generator(model)
-        return G, (str(model) if str(model) in BUNDLED else str(resolve_model(model).resolve()))
+        raise TypeError(f"model must be None, a name, a path, an ORT artifact folder, an ArtifactModel or a "
+                        f"dragnb.Generator, got {type(model).__name__}")
 
     def _setup(self, G, model_ref, psi, backend, latent_space, raw, autosave_dir):
         if G.c_dim:
             raise ValueError("conditional generators (c_dim > 0) are not supported by DragSession yet")
+        _check_backend(G, backend)
         self.G, self._model_ref = G, model_ref
         self.truncation_psi = psi
         self.backend_name, self.latent_space = backend, latent_space
@@ -274,10 +309,15 @@ class DragSession:
         self._image: np.ndarray | None = None  # image of the current latent, when known
 
     def _seed_ws(self, seed: int, truncation_psi: float | None = None) -> np.ndarray:
-        z = torch.from_numpy(z_from_seed(seed, self.G.z_dim)).float().to(next(self.G.parameters()).device)
+        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` (None: the session's)."""
         psi = self.truncation_psi if truncation_psi is None else truncation_psi
+        z = z_from_seed(seed, self.G.z_dim)
+        if isinstance(self.G, ArtifactModel):  # no torch generator: the artifacts' mapping graph (mapping.onnx)
+            return np.asarray(self._backend.runtime.mapping(z, psi), np.float32)
+        import torch
+
         with torch.no_grad():
-            ws = self.G.mapping(z, truncation_psi=psi)
+            ws = self.G.mapping(torch.from_numpy(z).float().to(next(self.G.parameters()).device), truncation_psi=psi)
         return ws.cpu().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ properties
@@ -530,7 +570,7 @@ class DragSession:
         self._backend.start(self._backend.ws(), self.latent_space, p["num_layers"], p["lr"])
         img, f0 = self._backend.features()
         self._image = img
-        self._initial_rc = core.xy_to_rc(self._handles).round().astype(np.int64)
+        self._initial_rc = geometry.xy_to_rc(self._handles).round().astype(np.int64)
         self._set_refs(f0)
         self._needs_init = False
 
@@ -565,10 +605,10 @@ class DragSession:
             self._init_optimisation()
         p = self.params
         ws_before = self._backend.ws() if render else None
-        handles_rc = core.xy_to_rc(self._handles).round().astype(np.int64)
+        handles_rc = geometry.xy_to_rc(self._handles).round().astype(np.int64)
         t0 = time.perf_counter()
         out = self._backend.step(
-            handles_rc, core.xy_to_rc(self._targets).astype(np.float32), self._ref_feats, self._fixed,
+            handles_rc, geometry.xy_to_rc(self._targets).astype(np.float32), self._ref_feats, self._fixed,
             self._f0_fixed, p["lambda_mask"], p["r1"], p["r2"], p["tolerance"], p["l1_tracking"], p["lr"],
             render_image=render,
         )
@@ -578,7 +618,7 @@ class DragSession:
             self._drag_open = True
         self._drag_steps += 1
         index, self._n_steps = self._n_steps, self._n_steps + 1
-        self._handles = core.rc_to_xy(out.tracked_rc)
+        self._handles = geometry.rc_to_xy(out.tracked_rc)
         image = out.image
         if out.converged:  # no update was made: the step's image is the current one
             image = image if image is not None else self._backend.features()[0]
@@ -651,12 +691,14 @@ class DragSession:
 
     def set_backend(self, backend) -> None:
         """Switch the optimisation back-end ("torch" / "ort"). Latent and Adam state carry over (both back-ends
-        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once)."""
+        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once).
+        A session on ORT artifacts has no PyTorch back-end (ValueError)."""
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
         with self._lock:
             if backend == self.backend_name:
                 return
+            _check_backend(self.G, backend)
             p = self.params
             new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"])
             new.set_state(self._backend.get_state())
@@ -672,7 +714,7 @@ class DragSession:
         with self._lock:
             self._image, feat = self._backend.features()
             if self._needs_init or self._ref_feats is None or len(self._ref_feats) != len(self._handles):
-                rc = core.xy_to_rc(self._handles).round().astype(np.int64)
+                rc = geometry.xy_to_rc(self._handles).round().astype(np.int64)
                 return feat, np.ascontiguousarray(feat[:, rc[:, 0], rc[:, 1]].T)
             return feat, self._ref_feats.copy()
 
@@ -735,6 +777,8 @@ class DragSession:
                 model = {"ref": self._model_ref}
             else:
                 if str(wpath.resolve()) not in self._weights_saved or not wpath.exists():
+                    from ..checkpoints import save_generator
+
                     save_generator(self.G, wpath)
                     self._weights_saved.add(str(wpath.resolve()))
                 model = {"file": wpath.name}
@@ -776,7 +820,9 @@ class DragSession:
     def load(cls, path, model=None, autosave_dir=None) -> DragSession:
         """Restore a session saved by :meth:`save`; continuing gives the same steps as never having stopped.
 
-        ``model`` overrides the saved model reference (a name, path or Generator of the same architecture).
+        ``model`` overrides the saved model reference (a name, path, ORT artifact folder, Generator or
+        ArtifactModel of the same architecture). On ORT artifacts the session runs the "ort" back-end whatever
+        it was saved with (the optimisation state is the same for both back-ends).
         """
         jpath, npath, _ = _session_paths(path)
         with np.load(npath, allow_pickle=False) as z:
@@ -796,7 +842,8 @@ class DragSession:
             raise ValueError(f"{jpath}: the session was saved with a different model architecture")
         s = cls.__new__(cls)
         raw = _check_params({**model_defaults(G), **doc["params"]}, G)
-        s._setup(G, model_ref, float(doc["truncation_psi"]), doc["backend"], doc["latent_space"], raw, autosave_dir)
+        backend = ARTIFACT_BACKEND if isinstance(G, ArtifactModel) else doc["backend"]
+        s._setup(G, model_ref, float(doc["truncation_psi"]), backend, doc["latent_space"], raw, autosave_dir)
         s.seed, s._ws_seed = int(doc["seed"]), arrays["ws_seed"]
         if weights is not None:
             s._weights_saved.add(weights)
