@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -68,7 +69,7 @@ def test_torch_free_session_matches_in_process_ort_session(folder, tiny_generato
         import json, sys
         import numpy as np
         from dragnb.drag.session import DragSession
-        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parent)!r})  # for _drag: both processes run the same drag
         from test_ort_artifact_session import _drag
 
         s = DragSession({str(folder)!r}, seed=0, backend="ort", render_every=1000)
