@@ -58,7 +58,8 @@ def load_mask(path, size: tuple[int, int]) -> np.ndarray:
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default=None, help="bundled name, checkpoint path or user model name (default: toyfaces)")
+    p.add_argument("--model", default=None,
+                   help="bundled name, checkpoint path, user model name or ORT artifact folder (default: toyfaces)")
     p.add_argument("--seed", type=int, default=0, help="image seed (default 0)")
     p.add_argument("--truncation-psi", type=float, default=0.7, help="truncation toward the mean w (default 0.7)")
 
@@ -94,7 +95,8 @@ def add_drag_parser(sub) -> None:
     p.add_argument("--points", required=True, help='handle->target pairs, "x,y->x,y; x,y->x,y" (image pixels)')
     p.add_argument("--mask", type=Path, default=None, help="PNG of the image's size, white = keep fixed")
     p.add_argument("--steps", type=int, default=None, help="maximum steps (default: the session's max_steps)")
-    p.add_argument("--backend", choices=("torch", "ort"), default="torch")
+    p.add_argument("--backend", choices=("torch", "ort"), default=None,
+                   help="default: ort for an ORT artifact folder as --model, else torch")
     p.add_argument("--latent-space", choices=("w+", "w"), default="w+")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     p.add_argument("--mp4", action="store_true", help="also write drag.mp4")
@@ -131,7 +133,7 @@ def cmd_drag(args) -> int:
     last = results[-1]
     ms = np.mean([r.ms for r in results])
     print(f"steps: {len(results)} ({'converged' if last.converged else 'not converged'}, "
-          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({args.backend})")
+          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({s.backend_name})")
     for i, (h, t, d) in enumerate(zip(last.handle_points, last.target_points, last.distance)):
         print(f"  point {i}: handle ({h[0]:g}, {h[1]:g}) -> target ({t[0]:g}, {t[1]:g}): {d:.2f} px")
     print(f"wrote {args.out}/final.png, drag.gif, session.json")

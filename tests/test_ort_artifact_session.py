@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_model import ArtifactModel
 from dragnb.backends.ort_runtime import ArtifactError
 from dragnb.drag.session import DragSession
@@ -23,24 +24,8 @@ from dragnb.drag.session import DragSession
 POINT = ((20, 30), (26, 30))  # (x, y) handle -> target
 STEPS = 6
 
-# torch and onnx look absent (find_spec -> None: import raises ModuleNotFoundError), as on a machine without them.
-BLOCKER = """
-import sys
-
-class _NotInstalled:
-    def __init__(self, inner):
-        self.inner = inner
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "onnx"):
-            return None
-        return self.inner.find_spec(name, path, target)
-
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-
-sys.meta_path[:] = [_NotInstalled(f) for f in sys.meta_path]
-"""
+# torch and onnx look absent (import raises ModuleNotFoundError), as on a machine without them.
+BLOCKER = UNIMPORTABLE_SRC + 'make_unimportable("torch", "onnx")\n'
 
 
 def _drag(s: DragSession) -> dict:
@@ -113,14 +98,15 @@ def test_artifact_model_describes_the_generator(folder, tiny_generator):
         assert getattr(m, k) == getattr(G, k), k
     assert (m.feature_block, m.noise_mode) == (3, "const")
     assert m.drag_defaults == {**G.drag_defaults, "feature_block": 3, "noise_mode": "const"}
-    s = DragSession(m, seed=1, backend="ort")
+    s = DragSession(m, seed=1)  # backend None: "ort", the artifacts' only one
+    assert s.backend_name == "ort"
     assert s.params["feature_block"] == 3 and s.params["noise_mode"] == "const"
     assert s._model_ref == str(folder.resolve())
 
 
 def test_bad_input_leaves_the_artifact_session_unchanged(folder, tmp_path):
     with pytest.raises(ValueError, match="runs backend 'ort' only"):
-        DragSession(folder, seed=0)  # backend="torch" (the default)
+        DragSession(folder, seed=0, backend="torch")
     with pytest.raises(ValueError, match="features of block 3, not 2"):
         DragSession(folder, seed=0, backend="ort", feature_block=2)
     with pytest.raises(ValueError, match="noise_mode 'const', not 'none'"):
@@ -149,3 +135,23 @@ def test_bad_input_leaves_the_artifact_session_unchanged(folder, tmp_path):
         DragSession(empty, seed=0, backend="ort")
     with pytest.raises(ValueError, match="threads"):
         ArtifactModel(folder, threads=0)
+
+
+def test_workbench_on_artifacts_refuses_the_torch_backend_and_other_feature_blocks(folder):
+    """The widget drives the same session: the refusals show as its error and the controls snap back."""
+    import time
+
+    import dragnb
+
+    s = DragSession(folder, seed=0)
+    wb = dragnb.Workbench(session=s)
+    wb.backend.value = "torch"  # runs in the widget's worker thread
+    deadline = time.monotonic() + 30
+    while wb.last_error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert isinstance(wb.last_error, ValueError) and "runs backend 'ort' only" in str(wb.last_error)
+    assert "runs backend" in wb.error.value
+    assert s.backend_name == "ort" and wb.backend.value == "ort"
+    wb.feature_block.value = 2
+    assert "features of block 3, not 2" in str(wb.last_error)
+    assert s.params["feature_block"] == 3 and wb.feature_block.value == 3

@@ -15,6 +15,7 @@ import torch
 
 from dragnb.backends import ort_runtime
 from dragnb.backends.base import load_backend
+from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_runtime import DragRuntime, drag
 from dragnb.drag import core
 
@@ -22,25 +23,9 @@ RUNTIME_FILE = Path(ort_runtime.__file__)
 HANDLES = np.array([[30, 20], [40, 36]], np.int64)     # (row, col)
 TARGETS = np.array([[36.0, 20.0], [40.0, 42.0]], np.float32)
 
-BLOCKER = """
-import sys
-
-class _NotInstalled:
-    # torch and the dragnb package look absent (find_spec -> None, import -> ModuleNotFoundError), as on a
-    # device that has numpy and onnxruntime-training only.
-    def __init__(self, inner):
-        self.inner = inner
-
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "dragnb"):
-            return None
-        return self.inner.find_spec(name, path, target)
-
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-
-sys.meta_path[:] = [_NotInstalled(f) for f in sys.meta_path]
-"""
+# torch and the dragnb package look absent (import raises ModuleNotFoundError), as on a device that has numpy and
+# onnxruntime-training only.
+BLOCKER = UNIMPORTABLE_SRC + 'make_unimportable("torch", "dragnb")\n'
 
 
 @pytest.fixture(scope="module")

@@ -318,20 +318,31 @@ def child_drag(job: dict) -> dict:
             "first_step_s": first_step_s}
 
 
+# ``make_unimportable(*names)``: top-level packages ``names`` look absent from then on (every meta-path finder
+# answers None, so import raises ModuleNotFoundError), as on a machine without them. Kept as source text so that a
+# child started with ``python -c``, which may not import dragnb, runs this same code (the tests use it too).
+UNIMPORTABLE_SRC = """
+import sys
+
+def make_unimportable(*names):
+    class Absent:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def find_spec(self, name, path=None, target=None):
+            return None if name.split(".")[0] in names else self.inner.find_spec(name, path, target)
+
+        def __getattr__(self, attr):
+            return getattr(self.inner, attr)
+
+    sys.meta_path[:] = [Absent(f) for f in sys.meta_path]
+"""
+
 # The torch-free runtime's drag, run by ``python -c`` in a process where torch and dragnb cannot be imported
 # (onnxruntime-training imports torch whenever it is installed): the memory of the on-device loop alone.
-_RUNTIME_CHILD = r"""
-import importlib.util, json, os, sys, time
-
-class _Absent:
-    def __init__(self, inner):
-        self.inner = inner
-    def find_spec(self, name, path=None, target=None):
-        return None if name.split(".")[0] in ("torch", "dragnb") else self.inner.find_spec(name, path, target)
-    def __getattr__(self, attr):
-        return getattr(self.inner, attr)
-
-sys.meta_path[:] = [_Absent(f) for f in sys.meta_path]
+_RUNTIME_CHILD = UNIMPORTABLE_SRC + r"""
+make_unimportable("torch", "dragnb")
+import importlib.util, json, os, time
 import numpy as np
 
 job = json.loads(sys.argv[1])
@@ -371,19 +382,10 @@ def child_runtime(job: dict) -> dict:
 
 
 def _make_unimportable(*names: str) -> None:
-    """Make the top-level packages ``names`` look absent in this process (import -> ModuleNotFoundError)."""
-
-    class Absent:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def find_spec(self, name, path=None, target=None):
-            return None if name.split(".")[0] in names else self.inner.find_spec(name, path, target)
-
-        def __getattr__(self, attr):
-            return getattr(self.inner, attr)
-
-    sys.meta_path[:] = [Absent(f) for f in sys.meta_path]
+    """Make the top-level packages ``names`` look absent in this process (see ``UNIMPORTABLE_SRC``)."""
+    ns: dict = {}
+    exec(UNIMPORTABLE_SRC, ns)
+    ns["make_unimportable"](*names)
 
 
 def child_session(job: dict) -> dict:
@@ -395,6 +397,7 @@ def child_session(job: dict) -> dict:
     seed's image is rendered when the drag starts (F0).
     """
     _make_unimportable("torch", "onnx")  # the meta-path finders see every import from here on
+    from ..drag import geometry
     from ..drag.session import DragSession
     from .ort_model import ArtifactModel
     from .ort_runtime import import_onnxruntime
@@ -406,8 +409,8 @@ def child_session(job: dict) -> dict:
     s = DragSession(model, seed=0, truncation_psi=0.7, backend="ort", num_layers=job["num_layers"], r1=job["r1"],
                     r2=job["r2"], lr=job["lr"], tolerance=1e-6, render_every=job["steps"])
     start_s = time.perf_counter() - t0  # the session ready to drag: manifest, hashes, sessions, the seed's ws
-    for (hr, hc), (tr, tc) in zip(job["handles"], job["targets"]):
-        s.add_point(handle=(hc, hr), target=(tc, tr))  # (row, col) -> the session's (x, y)
+    for h, t in zip(geometry.rc_to_xy(job["handles"]), geometry.rc_to_xy(job["targets"])):  # (row, col) -> (x, y)
+        s.add_point(handle=tuple(h), target=tuple(t))
     steps = sum(1 for _ in s.run(max_steps=job["steps"]))  # the last step renders the image
     return {"peak_rss_mb": _peak_rss_mb(), "base_rss_mb": base, "end_rss_mb": _rss_mb(), "start_s": start_s,
             "steps": steps, "torch_imported": "torch" in sys.modules}

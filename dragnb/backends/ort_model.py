@@ -5,7 +5,7 @@ map seeds; an artifact folder's ``manifest.json`` holds the first two (``ort_exp
 writes its ``config``), and its ``mapping.onnx`` the third (mapped by the back-end's
 :class:`~dragnb.backends.ort_runtime.DragRuntime`). So a drag runs from the folder alone::
 
-    s = DragSession("artifacts/ort/<key>", seed=0, backend="ort")   # or DragSession(ArtifactModel(folder, threads=1))
+    s = DragSession("artifacts/ort/<key>", seed=0)   # backend "ort"; or DragSession(ArtifactModel(folder, threads=1))
 
 What the artifacts fix cannot change in such a session: the feature block and the noise mode are the
 exported ones (``drag_defaults`` carries them, so they are the session's defaults, and any other value is a

@@ -18,7 +18,7 @@ goes back to the state before the last drag. The optimisation itself (F0, the re
 handles, a fresh Adam state) restarts from the current latent at the first step after an edit, so
 stopping and calling ``run()`` again continues exactly where it stopped.
 
-Torch-free ORT drags: a session on an exported ORT artifact folder (``DragSession(folder, backend="ort")``, or
+Torch-free ORT drags: a session on an exported ORT artifact folder (``DragSession(folder)``, back-end "ort", or
 an :class:`~dragnb.backends.ort_model.ArtifactModel`) maps seeds with the artifacts' mapping graph and never
 imports torch: nothing this module imports at its top does. The artifacts fix the feature block and the
 noise mode, and such a session cannot switch to the PyTorch back-end.
@@ -163,7 +163,7 @@ def model_defaults(G: Generator | ArtifactModel) -> dict:
 
     ``G.drag_defaults`` (a dict, ``{}`` or absent for most models) comes from the ``drag_defaults`` metadata entry
     of a dragnb safetensors file (``save_generator(G, path, drag_defaults=...)``); the bundled ``toyfaces`` carries
-    the values tuned for its 64 px faces (``dragnb.toy.train.DRAG_DEFAULTS``). Unknown names are ignored with a
+    the values tuned for its 128 px faces (``dragnb.toy.train.DRAG_DEFAULTS``). Unknown names are ignored with a
     warning (a newer file); values are validated with the rest of the parameters. Pretrained models have none
     and keep the official DragGAN rules (``geometry.default_radii``, feature block 5, 6 layers). An
     :class:`ArtifactModel` has its manifest's ``drag_defaults`` plus the exported feature block and noise mode.
@@ -225,22 +225,23 @@ class DragSession:
     Args:
         model: None (the bundled "toyfaces"), a model name or checkpoint path, or a ``dragnb.Generator``; or, for
             a torch-free ORT drag, an ORT artifact folder (any directory is taken as one) or an
-            :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` must then be "ort").
+            :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` then "ort" or None).
         seed: image seed, ``z = RandomState(seed).randn(1, z_dim)``, in [0, 2**32).
         truncation_psi: truncation toward the mean w (DragGAN uses 0.7).
-        backend: "torch" or "ort" (ONNX Runtime training; optional dependency).
+        backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
+            (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
         autosave_dir: if set, the session saves itself there (:meth:`save`) after every step, at the end of
             every drag and after undo/reset, so a kernel crash loses at most the running step.
         **params: see ``DEFAULT_PARAMS`` (lr, lambda_mask, r1, r2, tolerance, max_steps, feature_block,
             num_layers, l1_tracking, render_every, noise_mode). Unset ones take the model's tuned defaults
-            (``G.drag_defaults``, see :func:`model_defaults`; the bundled 64 px toyfaces has some), then
+            (``G.drag_defaults``, see :func:`model_defaults`; the bundled 128 px toyfaces has some), then
             ``DEFAULT_PARAMS`` and the official resolution rules.
     """
 
-    def __init__(self, model=None, seed=0, truncation_psi=0.7, backend="torch", latent_space="w+", *,
+    def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
                  autosave_dir=None, **params):
-        if backend not in BACKENDS:
+        if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}: choose one of {BACKENDS}")
         if latent_space not in LATENT_SPACES:
             raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
@@ -250,6 +251,8 @@ class DragSession:
         if unknown:  # before the (possibly slow) model load
             raise ValueError(f"unknown parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
         G, model_ref = self._open_model(model)
+        if backend is None:
+            backend = ARTIFACT_BACKEND if isinstance(G, ArtifactModel) else "torch"
         raw = _check_params({**model_defaults(G), **params}, G)
         self._setup(G, model_ref, psi, backend, latent_space, raw, autosave_dir)
         self._ws_seed = self._seed_ws(seed)
