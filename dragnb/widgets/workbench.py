@@ -5,7 +5,7 @@
 
 Canvas layers, bottom to top: the image; the mask overlay (the painted region that may move, tinted; the
 rest, kept fixed, darkened); handle trails, arrows and points (handles red, targets blue). Small images are
-shown scaled up (64 px at 512); ``drawing.CanvasMap`` is the one canvas <-> image conversion. The widget
+shown scaled up (128 px at 512); ``drawing.CanvasMap`` is the one canvas <-> image conversion. The widget
 drives :class:`~dragnb.drag.session.DragSession` only.
 
 Mouse (via ipyevents, which reports buttons and modifier keys). Points mode: a click places a handle, the
