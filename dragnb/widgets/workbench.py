@@ -36,6 +36,7 @@ import numpy as np
 from ipycanvas import Canvas, MultiCanvas, hold_canvas
 from ipyevents import Event
 
+from ..backends.ort_model import ArtifactModel
 from ..checkpoints import BUNDLED, DEFAULT_MODEL, user_models_dir
 from ..drag.session import DragSession
 from .drawing import ARROW, HANDLE, TARGET, TRAIL, CanvasMap, arrow, dot, scaled_rgba
@@ -48,6 +49,7 @@ LOSS_STEPS = 300         # steps shown in the loss curve
 INTERNALS_EVERY = 0.5    # seconds between internals-view updates during a run
 CHECKPOINT_GLOBS = ("*.safetensors", "*.pkl", "*.pt")
 SESSION_MODEL = ""       # model dropdown value for "the model this session was built with"
+BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
 PARAM_NAMES = ("lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
 
 
@@ -121,7 +123,7 @@ class Workbench(widgets.VBox):
         self.clear_mask_button = button("Clear", "eraser", "remove the mask", "80px")
 
         self.model = field(W.Dropdown, "model")
-        self.backend = field(W.Dropdown, "back-end", options=[("PyTorch", "torch"), ("ONNX Runtime", "ort")])
+        self.backend = field(W.Dropdown, "back-end", options=BACKEND_OPTIONS)
         self.seed = field(W.BoundedIntText, "seed", "250px", min=0, max=2**32 - 1)
         self.random_seed_button = button("", "random", "random seed", "46px")
         self.psi = field(W.FloatSlider, "psi", min=0.0, max=1.5, step=0.05, continuous_update=False,
@@ -224,7 +226,11 @@ class Workbench(widgets.VBox):
         self._syncing = True
         try:
             self.model.options = self._model_options()
-            self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in range(session.G.num_blocks)]
+            # A session on ORT artifacts (no torch weights) offers only what they were exported for.
+            artifacts = isinstance(session.G, ArtifactModel)
+            blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
+            self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
+            self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
         finally:
             self._syncing = False
         self._sync_controls()
