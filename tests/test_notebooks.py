@@ -83,7 +83,8 @@ def test_02_ort_training_workflow(tmp_path, notebook_model):
     r = run_notebook(ROOT / "notebooks/02_ort_training_workflow.ipynb",
                      {"MODEL": notebook_model, "STEPS": 6, "OUT": str(tmp_path)},
                      ["grad_rel_naive", "grad_rel_fixed", "grad_rel_naive_vs_no_sg", "points_equal", "max_loss_rel",
-                      "latent_rel", "adam_carry_rel", "backend_points_equal", "backend_latent_rel"], tmp_path)
+                      "latent_rel", "adam_carry_rel", "backend_points_equal", "backend_latent_rel",
+                      "artifact_points_equal", "torch_free"], tmp_path)
     for name in ("naive", "fixed"):
         for f in ("step.onnx", "training_model.onnx", "eval_model.onnx", "optimizer_model.onnx", "checkpoint"):
             assert (tmp_path / name / f).stat().st_size > 0, f"{name}/{f}"
@@ -94,6 +95,8 @@ def test_02_ort_training_workflow(tmp_path, notebook_model):
     assert r["points_equal"] and r["max_loss_rel"] < 1e-3 and r["latent_rel"] < 1e-3
     assert r["backend_points_equal"] and r["backend_latent_rel"] < 1e-5
     assert r["adam_carry_rel"] > 0.01  # the Optimizer's moments survive a latent swap
+    # The same drag from the artifact folder alone, in a process where torch cannot be imported.
+    assert r["artifact_points_equal"] and not r["torch_free"]["torch"] and r["torch_free"]["steps"] > 1
 
 
 def test_03_draggan_workbench(tmp_path, notebook_model):

@@ -45,7 +45,9 @@ def _drag(s: DragSession) -> dict:
 def folder(tiny_generator):
     """The artifact folder of the tiny generator at the session's default feature block (3)."""
     s = DragSession(tiny_generator, seed=0, backend="ort")
-    return s._backend.folder
+    assert DragSession(tiny_generator, seed=0).ort_artifacts is None  # the PyTorch back-end has none
+    assert (s.ort_artifacts / "manifest.json").is_file()
+    return s.ort_artifacts
 
 
 def test_torch_free_session_matches_in_process_ort_session(folder, tiny_generator, tmp_path):

@@ -366,6 +366,13 @@ class DragSession:
     def can_undo(self) -> bool:
         return bool(self._history)
 
+    @property
+    def ort_artifacts(self) -> Path | None:
+        """The ORT artifact folder the back-end runs (None on the PyTorch back-end): ``DragSession(folder)`` opens
+        it in a process without torch, and ``ort_runtime.py`` runs it on a device with numpy and onnxruntime only."""
+        with self._lock:
+            return Path(self._backend.folder) if self.backend_name == "ort" else None
+
     def __repr__(self) -> str:
         return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}, {self.W}x{self.H}, "
                 f"backend={self.backend_name!r}, latent_space={self.latent_space!r}, points={len(self._targets)}, "
