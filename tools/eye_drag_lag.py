@@ -12,7 +12,7 @@ Also: how far the tracked features themselves (all channels of the feature block
 cross-correlation, and the nearest-feature distances ||F(handle + k) - F0(handle)|| along the drag, k = 0..4 px,
 after the drag (what the tracker chose from).
 
-Measured on the bundled model, seeds 0-8 (docs/models.md, "Drag defaults"): the last toRGB moves as the image
+Measured on the 64 px model bundled before the 128 px one, seeds 0-8 (docs/models.md): the last toRGB moves as the image
 does (1.1-2.8 px); the feature maps move about as far (-0.2 to +0.9 px more); the tracked point 2.8-3.5 px.
 After the drag, the distances at the two candidate offsets nearest the target nearly tie (0.18 vs 0.21,
 0.37 vs 0.38, ...): the eye's parts are flat, so its features hardly change across a pixel, and motion
