@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from dragnb.backends import ort_runtime
-from dragnb.drag import core
+from dragnb.drag import core, geometry
 from dragnb.stylegan import ops
 
 
@@ -37,7 +37,7 @@ def test_sampled_features_equal_the_map_bit_for_bit(hw, size):
 
 def test_runtime_taps_match_core():
     for n_out, n_in in ((64, 16), (40, 7), (16, 16), (512, 128)):
-        for a, b in zip(ort_runtime.axis_taps(n_out, n_in), core._axis_taps_np(n_out, n_in)):
+        for a, b in zip(ort_runtime.axis_taps(n_out, n_in), geometry.axis_taps(n_out, n_in)):
             np.testing.assert_array_equal(a, b)
 
 

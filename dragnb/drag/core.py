@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 from ..stylegan.ops import gather_rc
-from .geometry import axis_taps as _axis_taps_np
+from . import geometry
 
 # Re-exported: notebooks, tests and the back-ends use core.xy_to_rc, core.window_offsets and the rest.
 from .geometry import default_radii, disk_offsets, rc_to_xy, window_offsets, xy_to_rc  # noqa: F401
@@ -37,7 +37,7 @@ from .geometry import default_radii, disk_offsets, rc_to_xy, window_offsets, xy_
 
 
 def _axis_taps(n_out: int, n_in: int, device) -> list[torch.Tensor]:
-    return [torch.from_numpy(a).to(device) for a in _axis_taps_np(n_out, n_in)]
+    return [torch.from_numpy(a).to(device) for a in geometry.axis_taps(n_out, n_in)]
 
 
 def _gather_rows(table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:

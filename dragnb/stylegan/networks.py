@@ -293,9 +293,6 @@ class SynthesisNetwork(nn.Module):
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.cfg = cfg
-        # DragGAN parameters tuned for this model (names of DragSession's parameters); {} = the official rules.
-        # Loaded from a dragnb safetensors file's metadata by dragnb.checkpoints.native.
-        self.drag_defaults: dict = {}
         self.block_resolutions = cfg.block_resolutions
         self.num_ws = cfg.num_ws
         for res in self.block_resolutions:
