@@ -29,6 +29,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ..fileio import atomic_write_text
 from .ort_runtime import (
     FORMAT,
     FORMAT_VERSION,
@@ -137,9 +138,7 @@ def _write_manifest(folder: Path, key: str, fields: dict, config: dict, seconds:
             files[p.name] = {"size": p.stat().st_size, "sha256": file_sha256(p)}
     manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "key": key, **fields, "config": config,
                 "files": files, "generation_seconds": round(seconds, 2), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, folder / MANIFEST)
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress: bool) -> None:

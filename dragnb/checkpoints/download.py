@@ -20,14 +20,13 @@ import http.client
 import json
 import os
 import re
-import shutil
-import tempfile
 import urllib.error
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..fileio import atomic_move
 from .errors import CheckpointError
 
 
@@ -111,25 +110,6 @@ def _check_hash(value: str | None) -> str | None:
     if not re.fullmatch(r"[0-9a-f]{64}", value):
         raise ValueError(f"not a SHA-256 hex digest: {value!r}")
     return value
-
-
-def _place(src: Path, dest: Path) -> None:
-    """Move ``src`` to ``dest`` so that ``dest`` appears complete or not at all (also across filesystems)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(src, dest)
-        return
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    src.unlink()
 
 
 def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float, chunk: int) -> None:
@@ -265,7 +245,7 @@ def download(
             f"{filename}: accepted without verification; its SHA-256 is {digest} (pin it with sha256=...)",
             UnverifiedDownloadWarning, stacklevel=2,
         )
-    _place(part, dest)
+    atomic_move(part, dest)
     meta_path.unlink(missing_ok=True)
     return dest
 

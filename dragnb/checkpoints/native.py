@@ -14,11 +14,11 @@ from __future__ import annotations
 import json
 import os
 import struct
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ..fileio import atomic_write
 from ..stylegan.networks import Generator, GeneratorConfig
 
 FORMAT_NAME = "dragnb-generator"
@@ -49,16 +49,8 @@ def save_generator(G: Generator, path: str | os.PathLike, drag_defaults: dict | 
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config": json.dumps(G.cfg.to_dict())}
     if drag_defaults:
         meta["drag_defaults"] = json.dumps(drag_defaults, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=meta)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a weights file is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    # 0644: mkstemp creates 0600, and a weights file is meant to be shared
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta), mode=0o644)
 
 
 def read_safetensors_header(path: str | os.PathLike) -> dict | None:

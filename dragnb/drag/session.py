@@ -35,7 +35,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -45,9 +44,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-# numpy-only imports (torch, the checkpoints and the generator are imported where a torch model is used)
 from ..backends.base import LATENT_SPACES, STATE_KEYS, load_backend
 from ..backends.ort_model import ArtifactModel
+
+# numpy-only imports (torch, the checkpoints and the generator are imported where a torch model is used)
+from ..fileio import atomic_write, atomic_write_text
 from ..stylegan.conventions import NOISE_MODES, z_from_seed
 from . import geometry
 from .recording import Recording, draw_points
@@ -202,18 +203,6 @@ def _session_paths(path) -> tuple[Path, Path, Path]:
     if path.suffix in (".json", ".npz"):
         return path.with_suffix(".json"), path.with_suffix(".npz"), path.with_suffix(".safetensors")
     return path / "session.json", path / "session.npz", path / "generator.safetensors"
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: a crash never leaves a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ----------------------------------------------------------------------------
@@ -808,8 +797,8 @@ class DragSession:
             # The npz carries the document too, so one atomic rename keeps arrays and document consistent
             # (a crash between the two renames leaves a stale session.json, which load() does not trust).
             arrays["session_json"] = np.array(text)
-            _atomic_write(npath, write_npz)
-            _atomic_write(jpath, lambda tmp: Path(tmp).write_text(text))
+            atomic_write(npath, write_npz)
+            atomic_write_text(jpath, text)
             return jpath
 
     def _snapshot_meta(self) -> dict:
