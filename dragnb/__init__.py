@@ -26,7 +26,7 @@ _LAZY = {
     "Generator": ".stylegan",
     "GeneratorConfig": ".stylegan",
     "z_from_seed": ".stylegan",
-    "DragSession": ".drag.session",
+    "DragSession": ".session",
     "Workbench": ".widgets.workbench",
 }
 

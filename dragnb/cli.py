@@ -76,7 +76,7 @@ def add_generate_parser(sub) -> None:
 
 
 def cmd_generate(args) -> int:
-    from .drag.session import DragSession
+    from .session import DragSession
 
     s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,7 @@ def add_drag_parser(sub) -> None:
 def cmd_drag(args) -> int:
     from tqdm import tqdm
 
-    from .drag.session import DragSession
+    from .session import DragSession
 
     pairs = parse_points(args.points)  # before the model load: fail fast on a typo
     params = {} if args.lr is None else {"lr": args.lr}

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dragnb.backends.base import ADAM_BETAS, ADAM_EPS, STATE_KEYS, StepOutput, image_to_uint8, load_backend
+from dragnb.backends import load_backend
+from dragnb.backends.base import ADAM_BETAS, ADAM_EPS, STATE_KEYS, StepOutput, image_to_uint8
 from dragnb.drag import core
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from dragnb.cli import PARSERS, main, parse_points
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 
 
 def test_drag_end_to_end(tiny_model_path, tmp_path, capsys):

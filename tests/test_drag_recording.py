@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from dragnb.drag.recording import HANDLE_COLOR, TARGET_COLOR, Recording, draw_points
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 
 
 def test_session_records_and_exports(tiny_generator, tmp_path):

@@ -9,7 +9,8 @@ import threading
 import numpy as np
 import pytest
 
-from dragnb.drag.session import DEFAULT_PARAMS, DragSession, StepResult
+from dragnb.drag.params import DragParams
+from dragnb.session import DragSession, StepResult
 
 DRAG = ((36, 30), (44, 30))  # (x, y) handle -> target: 8 px = 12.5 % of the 64 px width
 
@@ -172,7 +173,7 @@ def test_set_seed_and_params(tiny_generator):
     s.set_params(lr=1e-3, r1=2.5, r2=4, tolerance=1.5, feature_block=2, num_layers=3, l1_tracking=True)
     p = s.params
     assert (p["lr"], p["r1"], p["r2"], p["tolerance"], p["feature_block"], p["num_layers"]) == (1e-3, 2.5, 4, 1.5, 2, 3)
-    assert set(p) == set(DEFAULT_PARAMS)
+    assert set(p) == set(DragParams.names())
     s.add_point(handle=DRAG[0], target=DRAG[1])
     s.step()
     ws = s.ws

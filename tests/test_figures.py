@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from dragnb import figures
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 
 
 def test_find_blog_checkpoint_prefers_ffhq(tmp_path, monkeypatch):

@@ -19,7 +19,7 @@ import pytest
 from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_model import ArtifactModel
 from dragnb.backends.ort_runtime import ArtifactError
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 
 POINT = ((20, 30), (26, 30))  # (x, y) handle -> target
 STEPS = 6
@@ -55,7 +55,7 @@ def test_torch_free_session_matches_in_process_ort_session(folder, tiny_generato
     script = BLOCKER + textwrap.dedent(f"""
         import json, sys
         import numpy as np
-        from dragnb.drag.session import DragSession
+        from dragnb.session import DragSession
         sys.path.insert(0, {str(Path(__file__).parent)!r})  # for _drag: both processes run the same drag
         from test_ort_artifact_session import _drag
 

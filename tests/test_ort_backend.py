@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dragnb.backends.base import load_backend
+from dragnb.backends import load_backend
 from dragnb.drag import core
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 
 POINTS = [((20, 30), (26, 30)), ((36, 40), (36, 46))]  # (x, y) handle -> target
 MASK = np.zeros((64, 64), bool)

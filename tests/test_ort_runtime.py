@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from dragnb.backends import ort_runtime
-from dragnb.backends.base import load_backend
+from dragnb.backends import load_backend, ort_runtime
 from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_runtime import DragRuntime, drag
 from dragnb.drag import core

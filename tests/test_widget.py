@@ -14,7 +14,7 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
-from dragnb.drag.session import DragSession
+from dragnb.session import DragSession
 from dragnb.widgets.drawing import CanvasMap, scaled_rgba
 from dragnb.widgets.internals import distance_map, pca_rgb
 from dragnb.widgets.workbench import Workbench
@@ -402,7 +402,7 @@ def test_internals_view_draws_features_and_distance(wb, drawn):
 
 @pytest.mark.slow
 def test_backend_dropdown_switches_to_onnx_runtime(wb):
-    from dragnb.backends.base import load_backend
+    from dragnb.backends import load_backend
 
     try:
         load_backend("ort")

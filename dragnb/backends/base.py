@@ -1,6 +1,6 @@
 """The contract every DragGAN optimisation back-end implements (PyTorch here, ONNX Runtime training next door).
 
-A back-end owns the trainable latent and its Adam state; :class:`~dragnb.drag.session.DragSession` owns
+A back-end owns the trainable latent and its Adam state; :class:`~dragnb.session.DragSession` owns
 everything else (points, mask, reference features, history) and talks to a back-end only through
 :class:`Backend`. This module imports numpy only, so the torch-free ORT runtime can import it.
 
@@ -153,18 +153,3 @@ def check_state(state: dict[str, np.ndarray], num_ws: int, w_dim: int) -> None:
             raise ValueError(f"{k} must have shape {list(shape)}, got {list(np.shape(state[k]))}")
     if int(state["step"]) < 0:
         raise ValueError("step must be >= 0")
-
-
-def load_backend(name: str):
-    """The Backend class called ``name`` ("torch" or "ort"), imported lazily."""
-    if name == "torch":
-        from .torch_backend import TorchBackend
-
-        return TorchBackend
-    if name == "ort":
-        try:
-            from .ort_backend import OrtBackend
-        except ImportError as e:  # not installed, or onnxruntime-training missing
-            raise ImportError(f"backend 'ort' is not available ({e}); use backend='torch'") from e
-        return OrtBackend
-    raise ValueError(f"unknown backend {name!r}: choose 'torch' or 'ort'")

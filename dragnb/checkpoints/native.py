@@ -32,7 +32,7 @@ class CheckpointError(ValueError):
 def save_generator(G: Generator, path: str | os.PathLike, drag_defaults: dict | None = None) -> Path:
     """Write ``G`` (weights + config) to ``path`` (``.safetensors``); atomic (temp file + rename).
 
-    ``drag_defaults``: DragGAN parameters tuned for this model (names of ``dragnb.drag.session.DEFAULT_PARAMS``,
+    ``drag_defaults``: DragGAN parameters tuned for this model (field names of ``dragnb.drag.params.DragParams``,
     JSON values), stored in the metadata; None keeps ``G.drag_defaults`` (set by :func:`load_native`), so a
     load/save round trip preserves them; ``{}`` writes none.
     """

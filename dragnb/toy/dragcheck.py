@@ -24,7 +24,7 @@ def drag(G, seed: int, handle, target, mask=None, max_steps: int = MAX_STEPS, **
     """One single-point drag from ``seed``'s image to convergence (or ``max_steps``) with G's defaults
     (overridden by ``params``). Returns {"before", "after" (uint8 [H, W, 3]), "steps", "converged",
     "distance" (px), "tracked" ((x, y)), "tolerance" (px)}."""
-    from ..drag.session import DragSession
+    from ..session import DragSession
 
     s = DragSession(G, seed=seed, render_every=10**6, **params)  # render only the last step
     before = s.image
@@ -39,7 +39,7 @@ def drag(G, seed: int, handle, target, mask=None, max_steps: int = MAX_STEPS, **
 
 def seed_image(G, seed: int, **params) -> np.ndarray:
     """The image a drag from ``seed`` starts on, uint8 [H, W, 3] (where the handles are measured)."""
-    from ..drag.session import DragSession
+    from ..session import DragSession
 
     return DragSession(G, seed=seed, render_every=10**6, **params).image
 
