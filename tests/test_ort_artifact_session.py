@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from dragnb.backends.bench import UNIMPORTABLE_SRC
+from dragnb.backends.ort_files import ArtifactError
 from dragnb.backends.ort_model import ArtifactModel
-from dragnb.backends.ort_runtime import ArtifactError
+from dragnb.drag.params import DragParams
 from dragnb.session import DragSession
 
 POINT = ((20, 30), (26, 30))  # (x, y) handle -> target
@@ -99,7 +100,7 @@ def test_artifact_model_describes_the_generator(folder, tiny_generator):
     for k in ("z_dim", "w_dim", "c_dim", "num_ws", "img_resolution", "img_width", "num_blocks"):
         assert getattr(m, k) == getattr(G, k), k
     assert (m.feature_block, m.noise_mode) == (3, "const")
-    assert m.drag_defaults == {**G.drag_defaults, "feature_block": 3, "noise_mode": "const"}
+    assert m.drag_defaults == DragParams.for_model(G, feature_block=3).resolved(G).to_dict()
     s = DragSession(m, seed=1)  # backend None: "ort", the artifacts' only one
     assert s.backend_name == "ort"
     assert s.params["feature_block"] == 3 and s.params["noise_mode"] == "const"

@@ -14,7 +14,8 @@ from conftest import make_tiny_generator
 
 from dragnb.backends import ort_cache
 from dragnb.backends.ort_cache import ArtifactCacheWarning, cache_key, ensure_artifacts
-from dragnb.backends.ort_runtime import MANIFEST, DragRuntime, verify_artifacts
+from dragnb.backends.ort_files import MANIFEST, RUNTIME_FILES, verify_artifacts
+from dragnb.backends.ort_runtime import DragRuntime
 
 FB = 2
 
@@ -69,9 +70,9 @@ def test_manifest_describes_the_set(template, small_G):
     assert m["format"] == "dragnb-ort-artifacts" and m["key"] == template.name
     assert set(m["settings"]["versions"]) == {"dragnb", "torch", "onnx", "onnxruntime"}
     assert m["settings"]["feature_block"] == FB and m["config"]["stop_gradient_markers"] == 1
-    assert {"training_model.onnx", "eval_model.onnx", "checkpoint", "adamw.onnx", "tail.onnx", "resize.onnx",
-            "mapping.onnx", "optimizer_model.onnx", "training_model.cpu-opt.onnx", "eval_model.cpu-opt.onnx",
-            "tail.cpu-opt.onnx", "mapping.cpu-opt.onnx"} == set(m["files"])
+    assert {"training_model.onnx", "eval_model.onnx", "checkpoint", "adamw.onnx", "tail.onnx",
+            "mapping.onnx", "training_model.cpu-opt.onnx", "eval_model.cpu-opt.onnx",
+            "tail.cpu-opt.onnx", "mapping.cpu-opt.onnx", *RUNTIME_FILES} == set(m["files"])
     for name, info in m["files"].items():
         assert (template / name).stat().st_size == info["size"]
     assert verify_artifacts(template) is None
@@ -97,12 +98,12 @@ def test_every_fault_is_detected(template, tmp_path, how):
         assert why is not None and (name in why or MANIFEST in why), (name, why)
 
 
-@pytest.mark.slow  # thirteen regenerations, a few seconds each
-@pytest.mark.parametrize("i", range(13))
+@pytest.mark.slow  # sixteen regenerations, a few seconds each
+@pytest.mark.parametrize("i", range(16))
 def test_damaged_set_is_regenerated_and_works(template, small_G, tmp_path, i):
     """Each file in turn (the fault rotating through delete / truncate / garble): warning, regeneration, works."""
     names = _files(template)
-    assert len(names) == 13
+    assert len(names) == 16
     name, how = names[i], ("delete", "truncate", "garble")[i % 3]
     folder = _copy(template, tmp_path)
     _damage(folder / name, how)

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,8 @@ from dragnb.backends import load_backend, ort_runtime
 from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_runtime import DragRuntime, drag
 from dragnb.drag import core
+from dragnb.drag.params import DragParams
 
-RUNTIME_FILE = Path(ort_runtime.__file__)
 HANDLES = np.array([[30, 20], [40, 36]], np.int64)     # (row, col)
 TARGETS = np.array([[36.0, 20.0], [40.0, 42.0]], np.float32)
 
@@ -30,12 +29,6 @@ BLOCKER = UNIMPORTABLE_SRC + 'make_unimportable("torch", "dragnb")\n'
 @pytest.fixture(scope="module")
 def artifacts(tiny_generator):
     return load_backend("ort")(tiny_generator, 3).folder
-
-
-def test_geometry_matches_core():
-    for r in (1, 2.5, 3, 5, 12):
-        np.testing.assert_array_equal(ort_runtime.disk_offsets(r), core.disk_offsets(r))
-        np.testing.assert_array_equal(ort_runtime.window_offsets(int(r)), core.window_offsets(int(r)))
 
 
 def test_mapping_from_a_seed(artifacts, tiny_generator):
@@ -73,10 +66,9 @@ def test_torch_free_subprocess_matches_in_process(artifacts, tiny_generator, tmp
     rt = DragRuntime(artifacts, threads=1)
     hist = drag(rt, ws0, HANDLES, TARGETS, steps=8, fixed=mask)
 
-    # The on-device layout: the runtime file copied next to an artifact folder, nothing else.
+    # The on-device layout: the artifact folder alone (the writer copied the runtime's files into it).
     device = tmp_path / "device"
     shutil.copytree(artifacts, device / "artifacts")
-    shutil.copy(RUNTIME_FILE, device / "ort_runtime.py")
     np.save(device / "ws0.npy", ws0)
     np.save(device / "mask.npy", mask)
     (tmp_path / "block" / "sitecustomize.py").parent.mkdir()
@@ -92,7 +84,7 @@ def test_torch_free_subprocess_matches_in_process(artifacts, tiny_generator, tmp
             pass
         else:
             raise SystemExit("torch is importable: the blocker is not active")
-        sys.path.insert(0, ".")
+        sys.path.insert(0, "artifacts")  # its own files only: ort_runtime.py and what it imports
         import ort_runtime
         rc = ort_runtime.main({args!r})
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "dragnb"))
@@ -148,15 +140,18 @@ def test_onnxruntime_is_imported_without_ortmodule():
 
 
 def test_drag_uses_the_models_tuned_defaults(artifacts, tiny_generator):
-    """A model's drag_defaults reach the manifest (and the cache key); drag() uses them for unset parameters."""
+    """A model's drag_defaults reach the manifest's drag_params (and the cache key); drag() uses them for unset
+    parameters."""
     import copy
 
     G = copy.deepcopy(tiny_generator)
     G.drag_defaults = {"num_layers": 3, "lr": 5e-3, "r1": 2}
     folder = load_backend("ort")(G, 3).folder
     assert folder != artifacts  # same weights, other defaults: another cache entry
-    assert json.loads((folder / "manifest.json").read_text())["config"]["drag_defaults"] == G.drag_defaults
-    assert json.loads((artifacts / "manifest.json").read_text())["config"]["drag_defaults"] == {}
+    params = json.loads((folder / "manifest.json").read_text())["config"]["drag_params"]
+    assert {k: params[k] for k in G.drag_defaults} == G.drag_defaults
+    assert json.loads((artifacts / "manifest.json").read_text())["config"]["drag_params"] == \
+        DragParams.for_model(tiny_generator, feature_block=3).resolved(tiny_generator).to_dict()
     rt = DragRuntime(folder, threads=1)
     ws0 = rt.seed_ws(5)
     tuned = drag(rt, ws0, HANDLES, TARGETS, steps=3, tolerance=-1)

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from .base import LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
-from .ort_cache import EXPORT_NOISE_MODES
+from .ort_files import EXPORT_NOISE_MODES
 from .ort_model import ArtifactModel
 
 
@@ -43,7 +43,7 @@ class OrtBackend(Backend):
         threads: intra-op threads (default: the ArtifactModel's ``threads``, else :func:`default_threads`).
         device: None (the ArtifactModel's ``device``, else CUDA if available, else CPU), "cpu" or "cuda".
         progress: tqdm bar while artifacts are generated.
-        options: overrides of the tuned session options (``ort_runtime.SESSION_OPTIONS``; for measurements).
+        options: overrides of the tuned session options (``ort_sessions.SESSION_OPTIONS``; for measurements).
     """
 
     name = "ort"

@@ -29,25 +29,28 @@ import time
 import warnings
 from pathlib import Path
 
+from ..drag.params import DragParams
 from ..fileio import atomic_write_text
-from .ort_runtime import (
+from .ort_files import (  # noqa: F401  (EXPORT_NOISE_MODES: read here by the exporter's callers)
+    EXPORT_NOISE_MODES,
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    RUNTIME_FILES,
     file_sha256,
-    import_onnxruntime,
-    preoptimize,
     verify_artifacts,
 )
+from .ort_sessions import import_onnxruntime, preoptimize
 
 ENV_ROOT = "DRAGNB_ARTIFACTS"
 # Bump when the exported graphs change in a way the source hash below cannot see.
-EXPORT_VERSION = 2  # 2: CPU-optimised copies of the graphs (ort_runtime.PREOPTIMIZABLE)
+EXPORT_VERSION = 3
 _PKG = Path(__file__).resolve().parent.parent
-EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
-# Source files whose code ends up in the exported graphs (geometry.py: the resize taps are graph constants).
+# Source files whose code ends up in an artifact folder: in the exported graphs (geometry.py: the resize taps
+# are graph constants), or copied there as the torch-free runtime (RUNTIME_FILES).
 GRAPH_SOURCES = ("drag/core.py", "drag/geometry.py", "stylegan/ops.py", "stylegan/networks.py",
-                 "backends/ort_export.py", "export.py")
+                 "backends/ort_export.py", "backends/ort_graph.py", "backends/onnx_export.py",
+                 *RUNTIME_FILES.values())
 _STAGES = 6  # progress-bar steps: export, artifacts, tail, mapping, CPU-optimised copies, manifest
 
 log = logging.getLogger(__name__)
@@ -88,7 +91,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
     onnx_version = version("onnx")  # without importing onnx (the cached start does not need it)
 
     from .. import __version__
-    from ..export import OPSET  # not from ort_export: a cached start imports neither onnx nor torch.onnx
+    from .onnx_export import OPSET  # not from ort_export: a cached start imports neither onnx nor torch.onnx
 
     src = hashlib.sha256()
     for rel in GRAPH_SOURCES:
@@ -107,7 +110,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
 def cache_key(G, feature_block: int, noise_mode: str = "const") -> tuple[str, dict]:
     """(key: 24 hex digits, manifest fields that went into it)."""
     fields = {"weights_sha256": weights_sha256(G), "settings": export_settings(feature_block, noise_mode),
-              "drag_defaults": dict(G.drag_defaults)}  # they go into the manifest
+              "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode)}  # they go into the manifest
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24], fields
 
 
@@ -154,7 +157,12 @@ def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress:
             bar.update(1)
 
         config = generate_training_artifacts(G, feature_block, folder, noise_mode, progress=tick)
-        (folder / "step.onnx").unlink()  # the forward alone: the training model contains it, and it holds weights
+        # The forward alone (the training model contains it, and it holds weights) and ORT's optimizer graph
+        # (adamw.onnx is the one the runtime runs) are not kept.
+        (folder / "step.onnx").unlink()
+        (folder / "optimizer_model.onnx").unlink()
+        for name, rel in RUNTIME_FILES.items():  # the runtime beside its artifacts: `python ort_runtime.py .`
+            shutil.copyfile(_PKG / rel, folder / name)
         # A cached start is mostly ORT optimising the graphs; do it once here (ort_runtime.PREOPTIMIZABLE).
         config["preoptimized"] = preoptimize(folder)
         tick("CPU-optimised copies")

@@ -15,46 +15,52 @@ the ws, ``ws = ws0 * (1 - rowsum(select)) + select @ latent``:
 Rows with zero gradient stay put under Adam (m = v = 0 gives an update of exactly 0), so one artifact set
 serves every latent space and layer count, and ``ws`` equals the PyTorch back-end's bit for bit.
 
-Stop-gradient: the TorchScript exporter drops ``detach()``. :class:`StopGradient` exports as a node
-``dragnb::StopGradient`` (a domain nothing else uses), carried as a model-local ONNX function whose body
-is ``Identity`` (so every ORT session can run it); ORT's process-global gradient registry gets a ZERO
-gradient for exactly that key (:func:`register_stop_gradient`). Nothing depends on generated node or
-tensor names, and the markers are counted at every stage (:func:`count_markers`): a mismatch raises.
-
-The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's activations, for the
-display image only), ``resize.onnx`` (block output -> features at image size; the runtime does the same in
-numpy for F0), ``mapping.onnx``
-(z, psi -> ws, so a device can start from a seed without torch). See ``ort_cache.py`` for the cache.
+The graph surgery (the stop-gradient marker that keeps ``detach()``, convolution gradients, constant folding)
+is in ``ort_graph.py``. The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's
+activations, for the display image only) and ``mapping.onnx`` (z, psi -> ws, so a device can start from a seed
+without torch); the runtime resizes the features for F0 in numpy. See ``ort_cache.py`` for the cache.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import sys
-import tempfile
 import threading
 import warnings
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from onnx import helper
 from torch import nn
 
 from ..drag import core
-from ..export import OPSET  # the TorchScript exporter's output that ORT 1.19 trains
+from ..drag.params import DragParams
 from ..stylegan import ops
 from ..stylegan.networks import Generator
-from .ort_cache import EXPORT_NOISE_MODES
-from .ort_runtime import import_onnxruntime
+from .onnx_export import OPSET  # the TorchScript exporter's output that ORT 1.19 trains
+from .ort_files import EXPORT_NOISE_MODES
+from .ort_graph import (  # noqa: F401  (count_markers: part of this module's API)
+    CONV_DOMAIN,
+    FOLDED_PREFIX,
+    MARKER_DOMAIN,
+    TRAINABLE,
+    MarkerMismatch,
+    StopGradient,
+    add_conv_functions,
+    add_marker_function,
+    check_markers,
+    conv_export_hook,
+    count_markers,
+    drop_output,
+    fold_constants,
+    native_stderr_to_log,
+    register_conv_gradients,
+    register_stop_gradient,
+    stop_gradient,
+)
+from .ort_sessions import import_onnxruntime
 
-MARKER_DOMAIN = "dragnb"        # custom ONNX domain of the stop-gradient marker; used by nothing else
-MARKER_OP = "StopGradient"
-TRAINABLE = "latent"            # name of the only trainable initializer
 log = logging.getLogger(__name__)
 _EXPORT_LOCK = threading.Lock()  # tracing is not thread-safe, and StopGradient.emitted counts per export
 
@@ -103,254 +109,6 @@ def step_outputs(has_img: bool) -> list[str]:
 
 
 # ----------------------------------------------------------------------------
-# Stop-gradient marker
-
-
-class StopGradient(torch.autograd.Function):
-    """``detach`` that survives the ONNX export as a ``dragnb::StopGradient`` node (see module docstring).
-
-    Every export is traced once, so the number of ``symbolic`` calls is the number of markers the graph
-    must contain; :data:`StopGradient.emitted` counts them.
-    """
-
-    emitted = 0
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        return torch.zeros_like(grad)
-
-    @staticmethod
-    def symbolic(g, x):
-        StopGradient.emitted += 1
-        y = g.op(f"{MARKER_DOMAIN}::{MARKER_OP}", x)
-        y.setType(x.type())  # same type and shape as x: keeps the exporter's shape inference intact
-        return y
-
-
-def stop_gradient(x: torch.Tensor) -> torch.Tensor:
-    return StopGradient.apply(x)
-
-
-def count_markers(model: onnx.ModelProto) -> int:
-    """Number of ``dragnb::StopGradient`` nodes in the main graph."""
-    return sum(1 for n in model.graph.node if n.domain == MARKER_DOMAIN and n.op_type == MARKER_OP)
-
-
-def _marker_function(opset: int) -> onnx.FunctionProto:
-    # A model-local function gives the custom op a schema (the gradient builder needs one) and a body
-    # (Identity) that every ORT session inlines; no custom-op library is needed anywhere.
-    body = [helper.make_node("Identity", ["x"], ["y"])]
-    return helper.make_function(MARKER_DOMAIN, MARKER_OP, ["x"], ["y"], body, [helper.make_opsetid("", opset)])
-
-
-def add_marker_function(model: onnx.ModelProto) -> None:
-    """Attach the marker's function definition to ``model`` (idempotent)."""
-    if any(f.domain == MARKER_DOMAIN and f.name == MARKER_OP for f in model.functions):
-        return
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    model.functions.append(_marker_function(opset))
-
-
-_REGISTERED = False
-
-
-def register_stop_gradient() -> None:
-    """Give ``dragnb::StopGradient`` a zero gradient in ORT's (process-global) gradient registry.
-
-    The key names our own domain, so no other op in the process is affected. The zero is
-    ``ConstantOfShape(Shape(x))`` (default value float 0): exact zeros even where the incoming
-    gradient is inf/nan, and the backward pass of the detached branch disappears.
-    """
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    import_onnxruntime()
-    from onnxruntime.capi import _pybind_state as C
-
-    def node(op, inputs, outputs):
-        d = C.GradientNodeDefinition()
-        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = op, "", inputs, outputs, []
-        return d
-
-    C.register_gradient_definition(
-        f"{MARKER_DOMAIN}::{MARKER_OP}",
-        [node("Shape", ["I(0)"], ["sg_shape"]), node("ConstantOfShape", ["sg_shape"], ["GI(0)"])],
-    )
-    _REGISTERED = True
-
-
-class MarkerMismatch(RuntimeError):
-    """The number of stop-gradient markers changed between export stages: the gradient cannot be trusted."""
-
-
-def check_markers(model: onnx.ModelProto, expected: int, where: str) -> None:
-    found = count_markers(model)
-    if found != expected:
-        raise MarkerMismatch(
-            f"{where}: {found} {MARKER_DOMAIN}::{MARKER_OP} nodes, expected {expected}; the detached branch "
-            "of the motion loss would receive gradient (or lose it elsewhere). Refusing to continue."
-        )
-
-
-# ----------------------------------------------------------------------------
-# Convolutions whose gradient is a convolution
-#
-# ORT's CPU ConvGrad (im2col + GEMM + col2im) takes about twice as long as its forward Conv (MLAS, NCHWc) on
-# the same problem, and the backward pass is half of a DragGAN step. While a training graph is exported, every
-# convolution of the generator (``stylegan.ops.conv2d``: stride 1, one group, square kernel k, padding p on
-# each side) becomes ``dragnb.conv::Conv{k}Pad{p}(x, weight, weight_t)``: a model-local function whose body is
-# the ``Conv`` (so every session runs it, as the stop-gradient marker) and whose gradient, registered below, is
-# again a ``Conv``: dx = Conv(dy, weight_t, padding k - 1 - p), with ``weight_t`` the weight with in/out
-# channels swapped and rotated by 180 degrees: a function of the weights only, folded into the checkpoint at
-# export (:func:`fold_constants`; deriving it at every step cost 5 % of an FFHQ-512 step in transposes). Only
-# the input gets a gradient (the weights are frozen). The numbers equal ConvGrad's up to the order of the
-# float sums (the gradient tests compare with PyTorch's).
-
-CONV_DOMAIN = "dragnb.conv"  # not the marker's domain: that one stays exclusive to the stop-gradient
-CONV_OP = "Conv{k}Pad{p}"
-_CONV_REGISTERED: set[tuple[int, int]] = set()
-
-
-class _GradConv(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, weight_t, padding, k, out_shape):
-        return torch.nn.functional.conv2d(x, weight, padding=padding)
-
-    @staticmethod
-    def symbolic(g, x, weight, weight_t, padding, k, out_shape):
-        y = g.op(f"{CONV_DOMAIN}::{CONV_OP.format(k=k, p=padding)}", x, weight, weight_t)
-        y.setType(x.type().with_sizes(out_shape))
-        return y
-
-
-def _conv_export_hook(x, weight, padding: int):
-    """``ops.conv_export_hook`` while :func:`export_step` traces: the convolution as ``dragnb.conv::Conv{k}Pad{p}``."""
-    k = int(weight.shape[-1])
-    if int(weight.shape[-2]) != k:
-        raise ValueError("only square kernels are exported with a convolution gradient")
-    flip = torch.arange(k - 1, -1, -1)
-    weight_t = weight.transpose(0, 1).index_select(2, flip).index_select(3, flip)  # folded at export
-    n, _, h, w = (int(v) for v in x.shape)
-    out_shape = [n, int(weight.shape[0]), h + 2 * padding - k + 1, w + 2 * padding - k + 1]
-    return _GradConv.apply(x, weight, weight_t, int(padding), k, out_shape)
-
-
-def _conv_function(k: int, p: int, opset: int) -> onnx.FunctionProto:
-    body = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[p] * 4, kernel_shape=[k, k])]
-    return helper.make_function(CONV_DOMAIN, CONV_OP.format(k=k, p=p), ["x", "w", "wt"], ["y"], body,
-                                [helper.make_opsetid("", opset)])
-
-
-def add_conv_functions(model: onnx.ModelProto) -> list[tuple[int, int]]:
-    """Attach the function of every ``dragnb.conv::Conv{k}Pad{p}`` the model uses; returns their (k, p)."""
-    used = sorted({_conv_kp(n.op_type) for n in model.graph.node if n.domain == CONV_DOMAIN})
-    have = {f.name for f in model.functions if f.domain == CONV_DOMAIN}
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    for k, p in used:
-        if CONV_OP.format(k=k, p=p) not in have:
-            model.functions.append(_conv_function(k, p, opset))
-    return used
-
-
-def _conv_kp(op_type: str) -> tuple[int, int]:
-    k, p = op_type[len("Conv"):].split("Pad")
-    return int(k), int(p)
-
-
-def register_conv_gradients(kps) -> None:
-    """Register dx = Conv(dy, weight_t, pads k - 1 - p) for each (k, p) (process-global; our domain only)."""
-    import_onnxruntime()
-    from onnxruntime.capi import _pybind_state as C
-
-    for k, p in kps:
-        if (k, p) in _CONV_REGISTERED:
-            continue
-        pads = C.GradientNodeAttributeDefinition()
-        pads.name, pads.value_json, pads.dtype, pads.is_tensor = "pads", json.dumps([k - 1 - p] * 4), "int", False
-        d = C.GradientNodeDefinition()
-        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = "Conv", "", ["GO(0)", "I(2)"], ["GI(0)"], [pads]
-        C.register_gradient_definition(f"{CONV_DOMAIN}::{CONV_OP.format(k=k, p=p)}", [d])
-        _CONV_REGISTERED.add((k, p))
-
-
-# ----------------------------------------------------------------------------
-# Constant folding of the weight-only subgraphs
-
-FOLDED_PREFIX = "folded/"  # initializers computed from the weights at export; large ones go to the checkpoint
-_FOLD_MIN_FROZEN = 1024   # folded tensors with at least this many values become frozen parameters
-
-
-def fold_constants(model: onnx.ModelProto, keep=(TRAINABLE,)) -> int:
-    """Evaluate (numpy, ``onnx.reference``) every standard-domain node whose inputs are all initializers other
-    than ``keep``, and store its outputs as initializers; returns the number of nodes folded.
-
-    The TorchScript exporter cannot fold constants in a training export (the parameters must keep their
-    names), so the weight flips, transposes, gains and demodulation sums would otherwise run at every step.
-    Outputs with at least ``_FOLD_MIN_FROZEN`` values are named ``folded/<name>`` (frozen parameters in the
-    checkpoint, shared by the training and eval graphs); nodes whose output is more than 4 times their largest
-    input (broadcasts) are left alone.
-    """
-    from onnx import numpy_helper
-    from onnx.reference import ReferenceEvaluator
-
-    g = model.graph
-    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    values = {t.name: numpy_helper.to_array(t) for t in g.initializer if t.name not in set(keep)}
-    folded, kept_nodes, renamed = 0, [], {}
-    for node in g.node:
-        ins = [i for i in node.input if i]
-        subgraph = any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
-        if (node.domain not in ("", "ai.onnx") or subgraph or not all(i in values for i in ins)
-                or node.op_type.startswith("Random")):
-            kept_nodes.append(node)
-            continue
-        ins = list(dict.fromkeys(ins))
-        graph_in = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(values[i].dtype),
-                                                  values[i].shape) for i in ins]
-        graph_out = [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None) for o in node.output if o]
-        one = helper.make_model(helper.make_graph([node], "fold", graph_in, graph_out),
-                                opset_imports=[helper.make_opsetid("", opset)])
-        outs = ReferenceEvaluator(one).run(None, {i: values[i] for i in ins})
-        biggest = max([values[i].size for i in ins], default=0)
-        if any(np.asarray(v).size > max(4 * biggest, _FOLD_MIN_FROZEN) for v in outs):
-            kept_nodes.append(node)
-            continue
-        for name, v in zip([o for o in node.output if o], outs):
-            values[name] = np.asarray(v)
-            if values[name].size >= _FOLD_MIN_FROZEN:
-                renamed[name] = FOLDED_PREFIX + name
-        folded += 1
-    # Rewire the remaining nodes and the outputs to the folded tensors, then keep the initializers they use.
-    for node in kept_nodes:
-        for i, name in enumerate(node.input):
-            if name in renamed:
-                node.input[i] = renamed[name]
-    for o in g.output:
-        if o.name in values and o.name not in {t.name for t in g.initializer}:
-            raise RuntimeError(f"graph output {o.name} would be folded into a constant")
-    del g.node[:]
-    g.node.extend(kept_nodes)
-    used = {i for n in kept_nodes for i in n.input} | {o.name for o in g.output}
-    trainable = [t for t in g.initializer if t.name in set(keep)]
-    inits = []
-    for name, v in values.items():
-        out_name = renamed.get(name, name)
-        if out_name in used:
-            inits.append(numpy_helper.from_array(np.array(v, copy=True, order="C"), out_name))  # keeps 0-d
-    del g.initializer[:]
-    g.initializer.extend(trainable + inits)
-    names = {t.name for t in g.initializer}
-    keep_inputs = [i for i in g.input if i.name not in values or i.name in names]
-    del g.input[:]
-    g.input.extend(keep_inputs)
-    return folded
-
-
-# ----------------------------------------------------------------------------
 # The exported modules
 
 
@@ -386,7 +144,7 @@ class DragStep(nn.Module):
             l1_tracking=l1_tracking, stop_gradient=self.sg,
         )
         out = (loss, motion, masked, tracked, dist, converged, x)
-        # The full map is the eval graph's F0; _prune drops its nodes from the training graph.
+        # The full map is the eval graph's F0; prune drops its nodes from the training graph.
         return out + ((img,) if self.has_img else ()) + (feat.full(),)
 
 
@@ -400,17 +158,6 @@ class Tail(nn.Module):
 
     def forward(self, ws, block_x, block_img=None):
         return self.synthesis.run_blocks(ws, self.start, self.stop, block_x, block_img, self.noise_mode)[1]
-
-
-class Resize(nn.Module):
-    """block_x [1, C, h, w] -> features [C, H, W] at image size (the same resize the step graph uses)."""
-
-    def __init__(self, size):
-        super().__init__()
-        self.size = tuple(size)
-
-    def forward(self, block_x):
-        return core.ResizedFeatures(block_x, self.size).full()
 
 
 def _has_partial_image(G: Generator, feature_block: int) -> bool:
@@ -461,7 +208,7 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     outputs = step_outputs(step.has_img) + [EVAL_ONLY_OUTPUT]
     with _EXPORT_LOCK:
         before = StopGradient.emitted
-        ops.conv_export_hook = _conv_export_hook if conv_gradient else None
+        ops.conv_export_hook = conv_export_hook if conv_gradient else None
         try:
             _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
                           {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
@@ -498,12 +245,6 @@ def export_tail(G: Generator, feature_block: int, path, noise_mode: str = "const
     with torch.no_grad():
         _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
     return names
-
-
-def export_resize(G: Generator, feature_block: int, path) -> None:
-    c, h, w = G.feature_shape(feature_block)
-    _torch_export(Resize((G.img_resolution, G.img_width)), (torch.zeros(1, c, h, w),), path, ["block_x"],
-                  ["features"], None)
 
 
 def explicit_optimizer(path_in, path_out) -> None:
@@ -545,7 +286,7 @@ def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval
     frozen) go to the existing folder ``out_dir``; ``markers`` is what :func:`export_step` returned
     and is checked again in both generated graphs. ``eval_features``: keep the full feature map
     (:data:`EVAL_ONLY_OUTPUT`) as an output of the eval graph (the cached sets drop it: the runtime takes F0
-    with ``ort_runtime.resize_features`` after rendering, so that the map and the display tail are never in
+    with ``geometry.resize_features`` after rendering, so that the map and the display tail are never in
     memory together).
     """
     import_onnxruntime()
@@ -564,9 +305,9 @@ def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval
             model, requires_grad=[TRAINABLE], frozen_params=frozen, loss=None, optimizer=adamw_block(),
             artifact_directory=os.fspath(out),
         )
-    _drop_output(out / "training_model.onnx", EVAL_ONLY_OUTPUT)
+    drop_output(out / "training_model.onnx", EVAL_ONLY_OUTPUT)
     if not eval_features:
-        _drop_output(out / "eval_model.onnx", EVAL_ONLY_OUTPUT)
+        drop_output(out / "eval_model.onnx", EVAL_ONLY_OUTPUT)
     for name in ("training_model.onnx", "eval_model.onnx"):
         check_markers(onnx.load(os.fspath(out / name)), markers, name)
     explicit_optimizer(out / "optimizer_model.onnx", out / "adamw.onnx")
@@ -579,11 +320,11 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
     Files: ``step.onnx`` (the exported forward; ``ort_cache`` drops it, the training model contains it),
     ``training_model.onnx``,
     ``eval_model.onnx``, ``optimizer_model.onnx``, ``checkpoint`` (ORT's), ``adamw.onnx``
-    (:func:`explicit_optimizer`), ``resize.onnx``, ``tail.onnx`` (unless the feature block is last) and
+    (:func:`explicit_optimizer`), ``tail.onnx`` (unless the feature block is last) and
     ``mapping.onnx`` (unconditional models). ``progress`` is called with a stage name after each stage.
     Returns the config part of the manifest.
     """
-    from ..export import export_mapper
+    from .onnx_export import export_mapper
 
     tick = progress or (lambda stage: None)
     out = Path(out_dir)
@@ -593,7 +334,6 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
     generate_step_artifacts(G, out / "step.onnx", out, markers, eval_features=False)
     tick("generate training artifacts")
 
-    export_resize(G, feature_block, out / "resize.onnx")
     tail_inputs = export_tail(G, feature_block, out / "tail.onnx", noise_mode)
     tick("export display tail")
     has_mapping = G.c_dim == 0
@@ -613,13 +353,12 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "image_shape": [G.img_channels, G.img_resolution, G.img_width],
         "block_shape": [c, h, w],
         "feature_shape": [c, G.img_resolution, G.img_width],
-        "default_radii": list(core.default_radii(G.img_resolution)),  # (r1, r2, tolerance) in pixels
-        # The model's tuned DragGAN parameters (G.drag_defaults, e.g. the bundled model's): ort_runtime.drag()
-        # uses them over its own defaults, as DragSession does.
-        "drag_defaults": dict(G.drag_defaults),
+        # The drag defaults a session on this model uses (its tuned drag_defaults, else the resolution's rules):
+        # ArtifactModel and ort_runtime.drag read them here.
+        "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode),
         "step_inputs": list(STEP_INPUTS),
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
-        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: ort_runtime.resize_features
+        "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: geometry.resize_features
         "tail_inputs": tail_inputs,
         "has_mapping": has_mapping,
         "trainable": TRAINABLE,
@@ -627,73 +366,6 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "stop_gradient": "marker" if marker else "none (detach dropped: wrong gradient)",
         "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
     }
-
-
-@contextlib.contextmanager
-def native_stderr_to_log():
-    """Send the C++ stderr (file descriptor 2) to a temporary file while ORT builds the gradient graph.
-
-    ORT's graph builder logs every optimisation pass at INFO level through its own loggers, which
-    ``set_default_logger_severity`` does not reach: hundreds of lines per export. They go to the
-    ``dragnb.backends.ort_export`` logger at DEBUG instead, and into the exception if the build fails.
-    """
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
-        os.dup2(tmp.fileno(), 2)
-        failed = False
-        try:
-            yield
-        except Exception:
-            failed = True
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text = tmp.read().decode(errors="replace")
-            if text:
-                log.debug("onnxruntime output:\n%s", text)
-            if failed and text:
-                sys.stderr.write("onnxruntime output before the failure (last 40 lines):\n")
-                sys.stderr.write("\n".join(text.splitlines()[-40:]) + "\n")
-
-
-def _drop_output(path, name: str) -> None:
-    """Remove graph output ``name`` (ours, by the name we exported it with) from the model at ``path``."""
-    model = onnx.load(os.fspath(path))
-    keep = [o for o in model.graph.output if o.name != name]
-    if len(keep) != len(model.graph.output) - 1:
-        raise RuntimeError(f"{path}: no single output {name!r} to drop")
-    del model.graph.output[:]
-    model.graph.output.extend(keep)
-    _prune(model)
-    onnx.save(model, os.fspath(path))
-
-
-def _prune(model: onnx.ModelProto) -> int:
-    """Remove the nodes (and then unused initializers) that no graph output depends on; returns how many nodes.
-
-    ORT runs every node of a graph; after :func:`_drop_output` the nodes that computed the dropped output
-    (the eval graph's full-resolution features) would still run at every training step.
-    """
-    g = model.graph
-    needed = {o.name for o in g.output}
-    keep = []
-    for node in reversed(g.node):
-        if any(o in needed for o in node.output):
-            keep.append(node)
-            needed.update(i for i in node.input if i)
-            for attr in node.attribute:  # subgraphs (If/Loop) read outer-scope names
-                for sub in list(attr.g.node if attr.HasField("g") else []) + [n for gg in attr.graphs for n in gg.node]:
-                    needed.update(i for i in sub.input if i)
-    removed = len(g.node) - len(keep)
-    del g.node[:]
-    g.node.extend(reversed(keep))
-    inits = [t for t in g.initializer if t.name in needed]
-    del g.initializer[:]
-    g.initializer.extend(inits)
-    return removed
 
 
 def _param_names(G: Generator) -> set[str]:

@@ -18,7 +18,7 @@ import math
 import os
 from pathlib import Path
 
-from .ort_runtime import ArtifactError, load_manifest
+from .ort_files import ArtifactError, load_manifest
 
 
 class ArtifactModel:
@@ -58,9 +58,8 @@ class ArtifactModel:
         _, self.img_resolution, self.img_width = (int(v) for v in cfg["image_shape"])  # [C, H, W]
         self.num_blocks = int(math.log2(self.img_resolution)) - 1  # blocks 4, 8, ..., img_resolution px
         self.feature_block, self.noise_mode = int(cfg["feature_block"]), str(cfg["noise_mode"])
-        # Older artifact sets lack drag_defaults (ort_runtime.drag reads them the same way).
-        self.drag_defaults = {**(cfg.get("drag_defaults") or {}), "feature_block": self.feature_block,
-                              "noise_mode": self.noise_mode}
+        # The exported model's resolved drag defaults (they include the exported feature block and noise mode).
+        self.drag_defaults = dict(cfg["drag_params"])
 
     def check_params(self, feature_block: int, noise_mode: str) -> None:
         """ValueError unless (feature_block, noise_mode) are the exported ones (the graphs are built for them)."""

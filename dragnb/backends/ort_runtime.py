@@ -26,334 +26,47 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-FORMAT = "dragnb-ort-artifacts"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-LATENT_SPACES = ("w", "w+")
-ADAM_FILE = "adamw.onnx"
-
-
-def import_onnxruntime():
-    """``import onnxruntime``, without the ORTModule check of the training build.
-
-    In onnxruntime-training 1.19.2, ``import onnxruntime`` runs ``capi/onnxruntime_validation.py``, which
-    imports ``onnxruntime.training.ortmodule`` only to print build information; that pulls in torch (if
-    installed), onnx and sympy: +62 MB of RSS and ~1.3 s next to an already imported torch (measured). Nothing
-    here needs ORTModule, so ``onnxruntime.training`` is made unimportable while the package initialises
-    (the check treats that as "no ORTModule") and importable again right after: ``onnxruntime.training``
-    (artifact generation, the notebooks) still imports normally later. Every dragnb module imports
-    onnxruntime through this function first.
-    """
-    mod = sys.modules.get("onnxruntime")
-    if mod is not None:
-        return mod
-    block = "onnxruntime.training" not in sys.modules
-    if block:
-        sys.modules["onnxruntime.training"] = None  # import of it -> ModuleNotFoundError (an ImportError)
-    try:
-        import onnxruntime
-    finally:
-        if block and sys.modules.get("onnxruntime.training", 0) is None:
-            del sys.modules["onnxruntime.training"]
-    return onnxruntime
-
-
-class ArtifactError(RuntimeError):
-    """An artifact folder that is missing, incomplete, corrupted or from an incompatible version."""
-
-
-# ----------------------------------------------------------------------------
-# Artifact folder: manifest and integrity
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_artifacts(folder: str | os.PathLike, check_hashes: bool = True) -> str | None:
-    """None if ``folder`` holds a complete, intact artifact set; otherwise why not (one line)."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-    except FileNotFoundError:
-        return f"{MANIFEST} is missing"
-    except (OSError, ValueError) as e:
-        return f"{MANIFEST} is unreadable ({e})"
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        return f"{MANIFEST} is not a {FORMAT} manifest"
-    if manifest.get("format_version") != FORMAT_VERSION:
-        return f"format version {manifest.get('format_version')!r}, this runtime reads {FORMAT_VERSION}"
-    files = manifest.get("files")
-    if not isinstance(files, dict) or not files:
-        return f"{MANIFEST} lists no files"
-    for name, info in files.items():
-        p = folder / name
-        if not p.is_file():
-            return f"{name} is missing"
-        size = p.stat().st_size
-        if size != info.get("size"):
-            return f"{name} has {size} bytes, the manifest says {info.get('size')} (truncated or replaced)"
-        if check_hashes and file_sha256(p) != info.get("sha256"):
-            return f"{name} does not match its sha256 (corrupted or foreign)"
-    return None
-
-
-def load_manifest(folder: str | os.PathLike, check_hashes: bool = True) -> dict:
-    """The manifest of a verified artifact folder; raises :class:`ArtifactError` with the reason."""
-    why = verify_artifacts(folder, check_hashes)
-    if why is not None:
-        raise ArtifactError(f"{folder}: {why}")
-    return json.loads((Path(folder) / MANIFEST).read_text())
-
-
-# ----------------------------------------------------------------------------
-# Small numpy pieces (the drag geometry mirrors dragnb.drag.geometry; a test checks they agree)
-
-
-def window_offsets(r2: int) -> np.ndarray:
-    """(drow, dcol) int64 [(2 r2 + 1)^2, 2], row-major: as ``dragnb.drag.geometry.window_offsets``."""
-    d = np.arange(-int(r2), int(r2) + 1)
-    dr, dc = np.meshgrid(d, d, indexing="ij")
-    return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
-
-
-def disk_offsets(r1: float) -> np.ndarray:
-    """(drow, dcol) int64 [K, 2] strictly inside radius r1: as ``dragnb.drag.geometry.disk_offsets``."""
-    r = int(math.ceil(r1))
-    d = np.arange(-r, r + 1)
-    dr, dc = np.meshgrid(d, d, indexing="ij")
-    keep = dr**2 + dc**2 < r1**2
-    return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
-
-
-@functools.lru_cache(maxsize=64)
-def axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
-    """1-D bilinear taps (i0, i1, w0, w1) from n_in to n_out samples: as ``dragnb.drag.geometry.axis_taps``."""
-    src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    t = src - i0
-    t[i1 == i0] = 0.0
-    return i0, i1, (1.0 - t).astype(np.float32), t.astype(np.float32)
-
-
-def resize_features(block_x: np.ndarray, size, chunk: int = 16) -> np.ndarray:
-    """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] resized to ``size`` (H, W).
-
-    ``F.interpolate(mode="bilinear", align_corners=False)`` computed as ``dragnb.drag.core.ResizedFeatures.full``
-    computes it (rows, then columns; separate multiplies and adds, each rounded once), so the map equals the
-    training graph's sampling of it bit for bit. ``chunk`` channels at a time: the temporaries stay small.
-    """
-    x = np.asarray(block_x, np.float32)
-    x = x.reshape(x.shape[-3:])
-    c, h, w = x.shape
-    hh, ww = (int(v) for v in size)
-    if (h, w) == (hh, ww):
-        return x.copy()
-    r0, r1, wr0, wr1 = axis_taps(hh, h)
-    c0, c1, wc0, wc1 = axis_taps(ww, w)
-    wr0, wr1 = wr0[:, None], wr1[:, None]
-    out = np.empty((c, hh, ww), np.float32)
-    for k in range(0, c, chunk):
-        xs = x[k:k + chunk]
-        t = wr0 * xs[:, r0, :]
-        t += wr1 * xs[:, r1, :]  # [c, H, w]
-        o = out[k:k + chunk]
-        np.multiply(t[:, :, c0], wc0, out=o)
-        o += t[:, :, c1] * wc1  # [c, H, W]
-    return out
-
-
-def select_matrix(num_ws: int, latent_space: str, num_layers: int) -> np.ndarray:
-    """float32 [num_ws, num_ws] 0/1 map from latent rows to ws rows (W+: diagonal; W: column 0)."""
-    if latent_space not in LATENT_SPACES:
-        raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
-    if not 1 <= int(num_layers) <= num_ws:
-        raise ValueError(f"num_layers must be in [1, {num_ws}], got {num_layers}")
-    s = np.zeros((num_ws, num_ws), np.float32)
-    n = int(num_layers)
-    if latent_space == "w+":
-        s[np.arange(n), np.arange(n)] = 1
-    else:
-        s[:n, 0] = 1
-    return s
-
-
-def compose_ws(ws0: np.ndarray, select: np.ndarray, latent: np.ndarray) -> np.ndarray:
-    """``ws0 * (1 - rowsum(select)) + select @ latent`` -> float32 [1, num_ws, w_dim], as in the step graph."""
-    keep = 1 - select.sum(axis=1)
-    return (ws0 * keep[None, :, None] + select @ latent).astype(np.float32)
-
-
-def providers_and_device(device: str | None = None) -> tuple[list[str], str]:
-    """(InferenceSession providers, training Module device): CUDA when this onnxruntime build has it, else CPU.
-
-    ``device`` "cpu" / "cuda" forces a choice. A CUDA build without a usable GPU fails when the sessions
-    are created; :class:`DragRuntime` then falls back to the CPU with a warning.
-    """
-    ort = import_onnxruntime()
-
-    cuda = "CUDAExecutionProvider" in ort.get_available_providers()
-    if device is None:
-        device = "cuda" if cuda else "cpu"
-    if device.startswith("cuda"):
-        if not cuda:
-            raise ValueError("device 'cuda' asked for, but this onnxruntime build has no CUDA provider")
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"], device
-    return ["CPUExecutionProvider"], "cpu"
-
-
-# Session options of every session (docs/performance.md measures what each one buys). Keys:
-#   optimization: graph optimisation level, "all" (incl. the NCHWc conv layout), "extended", "basic", "disabled";
-#   arena: "shared" = one CPU memory arena for all sessions of the process that extends by exactly what is
-#       requested (the sessions never run at the same time, so the peak is the largest session's, not the sum;
-#       per-session arenas grow in powers of two and keep their peak: about twice the memory on FFHQ-512),
-#       "session" = ORT's default arena per session, "off" = plain malloc/free (slow for large models);
-#   mem_pattern: plan the buffers of a run from the previous one;
-#   spinning: idle intra-op worker threads spin (costs CPU that a busy or shared machine needs elsewhere).
-SESSION_OPTIONS = {"optimization": "extended", "arena": "shared", "mem_pattern": True, "spinning": False}
-
-# Graphs the artifact cache stores already optimised for the CPU (at SESSION_OPTIONS["optimization"]), as
-# "<name>.cpu-opt.onnx" beside the originals: ORT then loads them with graph optimisation off, which is what
-# most of a cached start is (the toy's training + eval sessions: 0.28 -> 0.10 s, the same results bit for bit).
-# Extended-level fusions are CPU kernels, so a CUDA session, or other optimisation settings, use the originals.
-PREOPTIMIZABLE = ("training_model.onnx", "eval_model.onnx", "tail.onnx", "mapping.onnx")
-
-
-def preoptimized_name(name: str) -> str:
-    """``training_model.onnx`` -> ``training_model.cpu-opt.onnx``."""
-    return name[: -len(".onnx")] + ".cpu-opt.onnx"
-
-
-def preoptimize(folder, names=PREOPTIMIZABLE) -> list[str]:
-    """Write the CPU-optimised copy of each of ``names`` present in ``folder`` (see :data:`PREOPTIMIZABLE`);
-    returns the names done. ORT applies its graph transformations once and saves the result."""
-    ort = import_onnxruntime()
-
-    folder = Path(folder)
-    done = []
-    for name in names:
-        if not (folder / name).exists():
-            continue
-        opts = session_options(1)
-        opts.optimized_model_filepath = os.fspath(folder / preoptimized_name(name))
-        ort.InferenceSession(os.fspath(folder / name), opts, providers=["CPUExecutionProvider"])
-        done.append(name)
-    return done
-_SHARED_ARENA = []  # the process-wide arena, registered on first use
-
-
-def _register_shared_arena(ort) -> None:
-    if not _SHARED_ARENA:
-        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-        ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))  # kSameAsRequested
-        _SHARED_ARENA.append(info)
-
-
-def session_options(threads: int | None = None, **overrides):
-    """An ``onnxruntime.SessionOptions`` from :data:`SESSION_OPTIONS` (``overrides`` replace entries)."""
-    ort = import_onnxruntime()
-
-    unknown = set(overrides) - set(SESSION_OPTIONS)
-    if unknown:
-        raise ValueError(f"unknown session option(s) {sorted(unknown)}; known: {sorted(SESSION_OPTIONS)}")
-    cfg = {**SESSION_OPTIONS, **overrides}
-    levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-              "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL}
-    if cfg["optimization"] not in levels or cfg["arena"] not in ("shared", "session", "off"):
-        raise ValueError(f"bad session options {cfg}")
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = levels[cfg["optimization"]]
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.enable_mem_pattern = bool(cfg["mem_pattern"])
-    opts.enable_cpu_mem_arena = cfg["arena"] != "off"
-    if cfg["arena"] == "shared":
-        _register_shared_arena(ort)
-        opts.add_session_config_entry("session.use_env_allocators", "1")
-    if threads:
-        opts.intra_op_num_threads = int(threads)
-        opts.inter_op_num_threads = 1
-    if not cfg["spinning"]:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-class Trainer:
-    """ORT's training Module and CheckpointState through onnxruntime's C bindings.
-
-    ``onnxruntime.training.api`` is a thin wrapper over exactly these calls, but importing it runs
-    ``onnxruntime/training/__init__.py``, which imports torch (via ``training.optim``) in 1.19.2, so it
-    cannot load on a device without torch. The bindings themselves need only numpy.
-
-    Args:
-        checkpoint, train_model, eval_model: artifact paths; device: "cpu" or "cuda[:i]";
-        options: an ``onnxruntime.SessionOptions``.
-    """
-
-    def __init__(self, checkpoint, train_model, eval_model, device: str, options):
-        import_onnxruntime()
-        from onnxruntime.capi import _pybind_state as C
-        from onnxruntime.capi.onnxruntime_inference_collection import get_ort_device_type
-
-        kind, _, index = device.partition(":")
-        index = int(index or 0)
-        ort_device = C.OrtDevice(get_ort_device_type(kind, index), C.OrtDevice.default_memory(), index)
-        self._C = C
-        self.state = C.load_checkpoint(os.fspath(checkpoint))
-        self.module = C.Module(os.fspath(train_model), self.state, os.fspath(eval_model), ort_device, options)
-
-    def input_names(self) -> list[str]:
-        return list(self.module.input_names(True))
-
-    def run(self, feeds: list, training: bool) -> list:
-        """Training step (forward + backward into the parameter gradients) or eval forward. OrtValues in; out:
-        the binding's own C OrtValues (``.numpy()`` reads one; ``onnxruntime.OrtValue(v)`` wraps one)."""
-        inputs, fetches = self._C.OrtValueVector(), self._C.OrtValueVector()
-        inputs.reserve(len(feeds))
-        for v in feeds:
-            inputs.push_back(v._ortvalue)
-        (self.module.train_step_with_ort_values if training else self.module.eval_step_with_ort_values)(inputs, fetches)
-        return list(fetches)
-
-    def lazy_reset_grad(self) -> None:
-        self.module.lazy_reset_grad()
-
-    def get(self, name: str) -> np.ndarray:
-        return self.state.get_parameter(name).data.numpy().copy()  # .numpy() views the live buffer: copy
-
-    def set(self, name: str, value: np.ndarray) -> None:
-        OrtValue = import_onnxruntime().OrtValue
-
-        value = OrtValue.ortvalue_from_numpy(np.ascontiguousarray(value, np.float32))
-        self.state.get_parameter(name).copy_from(self.state, value._ortvalue)
-
-    def grad(self, name: str) -> np.ndarray:
-        return self.state.get_parameter(name).grad.numpy().copy()
+if __package__:  # inside dragnb
+    from ..drag import geometry
+    from ..stylegan.conventions import z_from_seed
+    from .ort_files import ADAM_FILE, LATENT_SPACES, ArtifactError, load_manifest
+    from .ort_sessions import (
+        SESSION_OPTIONS,
+        Trainer,
+        import_onnxruntime,
+        preoptimized_name,
+        providers_and_device,
+        session_options,
+    )
+else:  # the copy in an artifact folder (ort_files.RUNTIME_FILES): its modules lie beside it
+    import geometry
+    from conventions import z_from_seed
+    from ort_files import ADAM_FILE, LATENT_SPACES, ArtifactError, load_manifest
+    from ort_sessions import (
+        SESSION_OPTIONS,
+        Trainer,
+        import_onnxruntime,
+        preoptimized_name,
+        providers_and_device,
+        session_options,
+    )
 
 
 @functools.lru_cache(maxsize=16)
 def _window(r2: int) -> np.ndarray:
-    return window_offsets(r2)
+    return geometry.window_offsets(r2)
 
 
 @functools.lru_cache(maxsize=16)
 def _disk(r1: float) -> np.ndarray:
-    return disk_offsets(r1)
+    return geometry.disk_offsets(r1)
 
 
 def _numpy(v) -> np.ndarray:
@@ -399,7 +112,7 @@ class DragRuntime:
                           stacklevel=2)
             self._open("cpu")
         self._ws0 = np.zeros((1, self.num_ws, self.w_dim), np.float32)
-        self._select = select_matrix(self.num_ws, "w+", 1)
+        self._select = geometry.select_matrix(self.num_ws, "w+", 1)
         self._space, self._n = "w+", 1
         self._m = self._v = None
         self._t = 0
@@ -458,7 +171,7 @@ class DragRuntime:
         ws0 = np.asarray(ws0, np.float32)
         if ws0.shape != (1, self.num_ws, self.w_dim):
             raise ValueError(f"ws0 must have shape [1, {self.num_ws}, {self.w_dim}], got {list(ws0.shape)}")
-        self._select = select_matrix(self.num_ws, latent_space, num_layers)
+        self._select = geometry.select_matrix(self.num_ws, latent_space, num_layers)
         self._space, self._n = latent_space, int(num_layers)
         self._ws0 = ws0.copy()
         self._ov_cache.clear()
@@ -469,7 +182,7 @@ class DragRuntime:
 
     def ws(self) -> np.ndarray:
         """float32 [1, num_ws, w_dim]: the current full ws."""
-        return compose_ws(self._ws0, self._select, self._latent)
+        return geometry.compose_ws(self._ws0, self._select, self._latent)
 
     def _rows(self) -> int:
         return self._n if self._space == "w+" else 1
@@ -518,7 +231,7 @@ class DragRuntime:
 
     def seed_ws(self, seed: int, psi: float = 0.7) -> np.ndarray:
         """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN)."""
-        z = np.random.RandomState(int(seed)).randn(1, int(self.manifest["config"]["z_dim"]))
+        z = z_from_seed(seed, int(self.manifest["config"]["z_dim"]))
         return self.mapping(z, psi)
 
     def render(self, ws: np.ndarray, block_x, block_img) -> np.ndarray:
@@ -533,9 +246,9 @@ class DragRuntime:
         """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] at image size.
 
         F0 (:meth:`features`) and ``return_features``: the same arithmetic as the step's own sampling
-        (:func:`resize_features`, in numpy: no ORT arena keeps the map's temporaries afterwards).
+        (``geometry.resize_features``, in numpy: no ORT arena keeps the map's temporaries afterwards).
         """
-        return resize_features(_numpy(block_x), self.image_size)
+        return geometry.resize_features(_numpy(block_x), self.image_size)
 
     def _wrap(self, a):
         """An OrtValue on the session device (zero-copy for C-contiguous arrays on the CPU, and for the C
@@ -648,18 +361,13 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
     """Run DragGAN from ``ws0`` until every handle arrives or ``steps`` steps: the per-step results.
 
     ``handles_rc`` int [P, 2], ``targets_rc`` float [P, 2] in (row, col); ``fixed`` float [H, W] or None.
-    Parameters left None take the model's tuned values from the manifest (``drag_defaults``, as
-    ``DragSession`` does), else the official ones: 6 layers, lr 2e-3, lambda 10, L2 tracking, and
-    r1/r2/tolerance from ``dragnb.drag.core.default_radii`` (also in the manifest).
+    Parameters left None take the model's drag defaults recorded in the manifest (``config.drag_params``:
+    the same values a ``DragSession`` on this model uses).
     """
-    cfg = rt.manifest["config"]
-    tuned = cfg.get("drag_defaults") or {}
-    d1, d2, dt = cfg["default_radii"]
-    official = {"num_layers": 6, "lr": 2e-3, "lambda_mask": 10.0, "l1_tracking": False, "r1": d1, "r2": d2,
-                "tolerance": dt}
+    defaults = rt.manifest["config"]["drag_params"]
     given = {"num_layers": num_layers, "lr": lr, "lambda_mask": lambda_mask, "l1_tracking": l1_tracking, "r1": r1,
              "r2": r2, "tolerance": tolerance}
-    p = {k: v if v is not None else tuned.get(k, official[k]) for k, v in given.items()}
+    p = {k: v if v is not None else defaults[k] for k, v in given.items()}
     num_layers, lr, lambda_mask, l1_tracking = p["num_layers"], p["lr"], p["lambda_mask"], p["l1_tracking"]
     r1, r2, tolerance = p["r1"], p["r2"], p["tolerance"]
     rt.start(ws0, latent_space, num_layers)
@@ -693,7 +401,7 @@ def main(argv=None) -> int:
     ap.add_argument("--mask", help=".npy file with the fixed mask [H, W] (1 = keep)")
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--latent-space", default="w+", choices=LATENT_SPACES)
-    # Unset: the model's tuned values (manifest drag_defaults), else the official ones.
+    # Unset: the model's drag defaults from the manifest (config.drag_params).
     ap.add_argument("--num-layers", type=int)
     ap.add_argument("--lr", type=float)
     ap.add_argument("--lambda-mask", type=float)

@@ -3,8 +3,10 @@
 Coordinates: the public API speaks (x, y); arrays and everything in this package below the public API use
 (row, col). :func:`xy_to_rc` and :func:`rc_to_xy` are the only conversions in the package.
 
-This module imports numpy only, so the torch-free path (``DragSession`` on ORT artifacts) can use it;
-``dragnb.drag.core`` re-exports every name here.
+This module imports numpy only and nothing of dragnb: the PyTorch step (``core``), the ORT exporter and the
+torch-free runtime all use it, and the artifact writer copies it beside the runtime in every artifact folder
+(``backends/ort_files.RUNTIME_FILES``). Also here: the ws composition of a W / W+ latent (``select_matrix``,
+``compose_ws``) and the numpy feature resize the runtime uses.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
     (i0, i1 int64 [n_out], w0, w1 float32 [n_out]) with out[i] = w0[i] * in[i0[i]] + w1[i] * in[i1[i]].
 
     source = (i + 0.5) * n_in / n_out - 0.5, clamped at 0; i1 = min(i0 + 1, n_in - 1); where both taps
-    coincide (the clamped border) the weights are exactly (1, 0). The same taps as ``ops.bilinear_matrix``.
+    coincide (the clamped border) the weights are exactly (1, 0).
     """
     src = np.maximum((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0)
     i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
@@ -81,3 +83,51 @@ def axis_taps(n_out: int, n_in: int) -> tuple[np.ndarray, ...]:
     t = src - i0
     t[i1 == i0] = 0.0
     return i0, i1, (1.0 - t).astype(np.float32), t.astype(np.float32)
+
+
+def resize_features(block_x: np.ndarray, size, chunk: int = 16) -> np.ndarray:
+    """Feature-block activation [1, C, h, w] -> features float32 [C, H, W] resized to ``size`` (H, W).
+
+    ``F.interpolate(mode="bilinear", align_corners=False)`` computed as ``dragnb.drag.core.ResizedFeatures.full``
+    computes it (rows, then columns; separate multiplies and adds, each rounded once), so the map equals the
+    training graph's sampling of it bit for bit. ``chunk`` channels at a time: the temporaries stay small.
+    """
+    x = np.asarray(block_x, np.float32)
+    x = x.reshape(x.shape[-3:])
+    c, h, w = x.shape
+    hh, ww = (int(v) for v in size)
+    if (h, w) == (hh, ww):
+        return x.copy()
+    r0, r1, wr0, wr1 = axis_taps(hh, h)
+    c0, c1, wc0, wc1 = axis_taps(ww, w)
+    wr0, wr1 = wr0[:, None], wr1[:, None]
+    out = np.empty((c, hh, ww), np.float32)
+    for k in range(0, c, chunk):
+        xs = x[k:k + chunk]
+        t = wr0 * xs[:, r0, :]
+        t += wr1 * xs[:, r1, :]  # [c, H, w]
+        o = out[k:k + chunk]
+        np.multiply(t[:, :, c0], wc0, out=o)
+        o += t[:, :, c1] * wc1  # [c, H, W]
+    return out
+
+
+def select_matrix(num_ws: int, latent_space: str, num_layers: int) -> np.ndarray:
+    """float32 [num_ws, num_ws] 0/1 map from latent rows to ws rows (W+: diagonal; W: column 0)."""
+    if latent_space not in ("w", "w+"):
+        raise ValueError(f"latent_space must be 'w' or 'w+', got {latent_space!r}")
+    if not 1 <= int(num_layers) <= num_ws:
+        raise ValueError(f"num_layers must be in [1, {num_ws}], got {num_layers}")
+    s = np.zeros((num_ws, num_ws), np.float32)
+    n = int(num_layers)
+    if latent_space == "w+":
+        s[np.arange(n), np.arange(n)] = 1
+    else:
+        s[:n, 0] = 1
+    return s
+
+
+def compose_ws(ws0: np.ndarray, select: np.ndarray, latent: np.ndarray) -> np.ndarray:
+    """``ws0 * (1 - rowsum(select)) + select @ latent`` -> float32 [1, num_ws, w_dim], as in the step graph."""
+    keep = 1 - select.sum(axis=1)
+    return (ws0 * keep[None, :, None] + select @ latent).astype(np.float32)

@@ -74,6 +74,12 @@ class DragParams:
             warnings.warn(f"ignoring unknown drag_defaults {unknown} of the model", stacklevel=3)
         return dataclasses.replace(cls(), **{k: v for k, v in tuned.items() if k in cls.names()})
 
+    @classmethod
+    def for_artifacts(cls, model, feature_block: int, noise_mode: str) -> dict:
+        """The resolved defaults of a drag on ORT artifacts exported from ``model`` for this feature block and
+        noise mode: what the artifact manifest records and the torch-free runtime reads (a dict)."""
+        return cls.for_model(model, feature_block=feature_block, noise_mode=noise_mode).resolved(model).to_dict()
+
     def replace(self, model, **changes) -> DragParams:
         """A validated copy with ``changes`` (unknown names -> ValueError, wrong types -> TypeError, values out
         of range for ``model`` -> ValueError); ``self`` is unchanged either way."""

@@ -1,0 +1,107 @@
+"""ONNX inference export of the mapping and synthesis networks (the "mapper" and "generator" of the blog).
+
+``export_mapper(G, path)``: z [N, z_dim] (+ c) and truncation psi -> ws [N, num_ws, w_dim].
+``export_synthesis(G, path)``: ws [N, num_ws, w_dim] -> image [N, C, H, W] (noise mode "const").
+Both use the TorchScript exporter (``dynamo=False``) at opset 17 so that onnxruntime 1.19 loads them.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..stylegan.networks import Generator
+
+OPSET = 17
+
+
+class _Mapper(nn.Module):
+    def __init__(self, G: Generator):
+        super().__init__()
+        self.mapping = G.mapping
+
+    def forward(self, z, psi):
+        # Truncation written with a tensor psi so one export serves every psi.
+        ws = self.mapping(z, truncation_psi=1.0)
+        return self.mapping.w_avg + psi * (ws - self.mapping.w_avg)
+
+
+class _Synthesis(nn.Module):
+    def __init__(self, G: Generator, noise_mode: str):
+        super().__init__()
+        self.synthesis, self.noise_mode = G.synthesis, noise_mode
+
+    def forward(self, ws):
+        return self.synthesis(ws, noise_mode=self.noise_mode)
+
+
+def _export(module, args, path, input_names, output_names, dynamic_axes):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter is deprecated but still the one ORT 1.19 fits
+        torch.onnx.export(
+            module, args, str(path), input_names=input_names, output_names=output_names,
+            dynamic_axes=dynamic_axes, opset_version=OPSET, dynamo=False,
+        )
+    return path
+
+
+def export_mapper(G: Generator, path: str | os.PathLike) -> Path:
+    """Export z -> ws (psi as an input; no label support: conditional models are refused)."""
+    if G.c_dim:
+        raise ValueError("ONNX export of conditional mapping networks is not supported")
+    z = torch.zeros(1, G.z_dim)
+    psi = torch.tensor(1.0)
+    with torch.no_grad():
+        return _export(_Mapper(G).eval(), (z, psi), path, ["z", "psi"], ["ws"], {"z": {0: "n"}, "ws": {0: "n"}})
+
+
+def export_synthesis(G: Generator, path: str | os.PathLike, noise_mode: str = "const") -> Path:
+    """Export ws -> image [N, C, H, W] for the given noise mode ("const" or "none")."""
+    if noise_mode not in ("const", "none"):
+        raise ValueError("only deterministic noise modes ('const', 'none') can be exported")
+    ws = torch.zeros(1, G.num_ws, G.w_dim)
+    with torch.no_grad():
+        return _export(
+            _Synthesis(G, noise_mode).eval(), (ws,), path, ["ws"], ["image"], {"ws": {0: "n"}, "image": {0: "n"}}
+        )
+
+
+class OnnxGenerator:
+    """Runs exported mapper + synthesis models in onnxruntime (CPU): ``generate(seed, psi) -> uint8 [H, W, 3]``."""
+
+    def __init__(self, mapper_path, synthesis_path, threads: int | None = None):
+        from .ort_sessions import import_onnxruntime
+
+        ort = import_onnxruntime()
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.mapper = ort.InferenceSession(str(mapper_path), opts, providers=["CPUExecutionProvider"])
+        self.synthesis = ort.InferenceSession(str(synthesis_path), opts, providers=["CPUExecutionProvider"])
+        self.z_dim = self.mapper.get_inputs()[0].shape[1]
+
+    def mapping(self, z: np.ndarray, psi: float = 1.0) -> np.ndarray:
+        return self.mapper.run(None, {"z": z.astype(np.float32), "psi": np.array(psi, np.float32)})[0]
+
+    def render(self, ws: np.ndarray) -> np.ndarray:
+        """ws [N, num_ws, w_dim] -> float image [N, C, H, W]."""
+        return self.synthesis.run(None, {"ws": ws.astype(np.float32)})[0]
+
+    def generate(self, seed: int, psi: float = 0.7) -> np.ndarray:
+        z = np.random.RandomState(seed).randn(1, self.z_dim)
+        return to_uint8(self.render(self.mapping(z, psi)))[0]
+
+
+def to_uint8(img) -> np.ndarray:
+    """[N, C, H, W] float in [-1, 1] (tensor or array) -> uint8 [N, H, W, C]."""
+    if isinstance(img, torch.Tensor):
+        img = img.detach().cpu().numpy()
+    img = np.clip((np.asarray(img) + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    return img.transpose(0, 2, 3, 1)
