@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_model import ArtifactModel
 from dragnb.backends.ort_runtime import ArtifactError
 from dragnb.drag.session import DragSession
+from dragnb.testing import UNIMPORTABLE_SRC
 
 POINT = ((20, 30), (26, 30))  # (x, y) handle -> target
 STEPS = 6

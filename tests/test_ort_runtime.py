@@ -15,9 +15,9 @@ import torch
 
 from dragnb.backends import ort_runtime
 from dragnb.backends.base import load_backend
-from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_runtime import DragRuntime, drag
 from dragnb.drag import core
+from dragnb.testing import UNIMPORTABLE_SRC
 
 RUNTIME_FILE = Path(ort_runtime.__file__)
 HANDLES = np.array([[30, 20], [40, 36]], np.int64)     # (row, col)

@@ -42,6 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..testing import UNIMPORTABLE_SRC, make_unimportable
+
 BUNDLED_NAME = "toyfaces"
 FFHQ512 = "ffhq512"
 # The FFHQ-512 generator of StyleGAN2-ADA (config "paper512"/"stylegan2"), random weights: timing and memory
@@ -318,26 +320,6 @@ def child_drag(job: dict) -> dict:
             "first_step_s": first_step_s}
 
 
-# ``make_unimportable(*names)``: top-level packages ``names`` look absent from then on (every meta-path finder
-# answers None, so import raises ModuleNotFoundError), as on a machine without them. Kept as source text so that a
-# child started with ``python -c``, which may not import dragnb, runs this same code (the tests use it too).
-UNIMPORTABLE_SRC = """
-import sys
-
-def make_unimportable(*names):
-    class Absent:
-        def __init__(self, inner):
-            self.inner = inner
-
-        def find_spec(self, name, path=None, target=None):
-            return None if name.split(".")[0] in names else self.inner.find_spec(name, path, target)
-
-        def __getattr__(self, attr):
-            return getattr(self.inner, attr)
-
-    sys.meta_path[:] = [Absent(f) for f in sys.meta_path]
-"""
-
 # The torch-free runtime's drag, run by ``python -c`` in a process where torch and dragnb cannot be imported
 # (onnxruntime-training imports torch whenever it is installed): the memory of the on-device loop alone.
 _RUNTIME_CHILD = UNIMPORTABLE_SRC + r"""
@@ -381,13 +363,6 @@ def child_runtime(job: dict) -> dict:
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
-def _make_unimportable(*names: str) -> None:
-    """Make the top-level packages ``names`` look absent in this process (see ``UNIMPORTABLE_SRC``)."""
-    ns: dict = {}
-    exec(UNIMPORTABLE_SRC, ns)
-    ns["make_unimportable"](*names)
-
-
 def child_session(job: dict) -> dict:
     """(fresh process, torch and onnx unimportable) The same drag through ``DragSession`` on the artifact folder
     alone (``ArtifactModel``): the public API's torch-free ORT drag. Peak RSS and timings as :func:`child_drag`.
@@ -396,7 +371,7 @@ def child_session(job: dict) -> dict:
     tolerance must be > 0 (1e-6: the handles reach integer targets only by landing on them exactly), and the
     seed's image is rendered when the drag starts (F0).
     """
-    _make_unimportable("torch", "onnx")  # the meta-path finders see every import from here on
+    make_unimportable("torch", "onnx")  # the meta-path finders see every import from here on
     from ..drag import geometry
     from ..drag.session import DragSession
     from .ort_model import ArtifactModel
