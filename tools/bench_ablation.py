@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dragnb.backends import bench as B
+from dragnb import bench as B
 from dragnb.backends import ort_export
 from dragnb.stylegan import ops
 
