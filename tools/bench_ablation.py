@@ -36,7 +36,8 @@ VARIANTS = {
 
 
 class _ZeroInsertion:
-    """Runs a back-end's steps with ``ops.POLYPHASE = False`` (PyTorch computes the up-sampling conv the old way)."""
+    """Runs a back-end's steps with ``ops.POLYPHASE = False``: PyTorch computes the up-sampling conv as zero
+    insertion + conv."""
 
     def __init__(self, backend):
         self.b = backend

@@ -1,4 +1,4 @@
-"""``dragnb bench``: the PyTorch and ONNX Runtime back-ends measured side by side (issue 9).
+"""``dragnb bench``: the PyTorch and ONNX Runtime back-ends measured side by side.
 
 For each model (the bundled one, the FFHQ-512 architecture with random weights, or a checkpoint), in ONE
 run and with the SAME thread count on both sides:
@@ -21,8 +21,9 @@ run and with the SAME thread count on both sides:
 * **FLOPs**: convolution and matmul FLOPs of a step and of a forward (``torch.utils.flop_counter``), and
   the machine's peak measured with a large 3x3 convolution, for achieved / peak.
 
-Every number goes to a JSON document (:func:`run_bench`); :func:`format_table` prints the ratios and the
-goals of issue 9. Nothing here asserts a time: the tests only check the document's structure.
+Every number goes to a JSON document (:func:`run_bench`); :func:`format_table` prints the ratios and whether
+each goal (``GOALS``: ratios with an upper limit) is met. Nothing here asserts a time: times depend on the
+machine and its load, so the tests only check the document's structure.
 
 Modules: ``config`` (names, goals, :class:`BenchConfig`), ``workload`` (models, the drag, back-ends),
 ``machine``, ``timing``, ``run`` (in-process measurement), ``children`` (fresh-process measurements),

@@ -13,7 +13,7 @@ FFHQ512_CONFIG = dict(z_dim=512, w_dim=512, img_resolution=512, channel_base=327
                       mapping_layers=8, conv_clamp=256)
 SOAK_MAX_STEP_S = 1.0  # the soak is skipped for models whose step takes longer (FFHQ-512: an hour per back-end)
 BACKENDS = ("torch", "ort")
-GOALS = {  # issue 9: name -> (ratio key, upper limit, models it applies to or None = every model)
+GOALS = {  # name -> (ratio key, upper limit, models it applies to or None = every model)
     "ort step <= 0.8 x torch step": ("ort_step_over_torch_step", 0.8, None),
     "torch step <= 1.5 x torch forward": ("torch_step_over_torch_forward", 1.5, (FFHQ512,)),
     "ort step <= 1.5 x ort forward": ("ort_step_over_ort_forward", 1.5, (FFHQ512,)),

@@ -47,7 +47,7 @@ def ratios(r: dict) -> dict:
 
 
 def goals(r: dict) -> dict:
-    """Issue 9's goals that this result can judge: {goal: {"value", "limit", "met"}}."""
+    """The goals (``GOALS``) that this result can judge: {goal: {"value", "limit", "met"}}."""
     out = {}
     for name, (key, limit, only) in GOALS.items():
         if key in r["ratios"] and (only is None or r.get("model") in only):
@@ -132,7 +132,7 @@ def _summary_lines(r: dict) -> list[str]:
 
 
 def format_table(doc: dict) -> str:
-    """The measurements and the issue-9 goals as a plain-text table."""
+    """The measurements and the goals as a plain-text table."""
     m = doc["machine"]
     lines = [f"dragnb bench: {m['cpu']}, {m.get('usable_cores', m['logical_cores'])} cores, "
              f"{doc['threads']} thread(s); load {m.get('loadavg')} -> {m.get('loadavg_end')}",

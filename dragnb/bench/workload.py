@@ -8,8 +8,8 @@ from .config import BUNDLED_NAME, FFHQ512, FFHQ512_CONFIG
 
 
 def load_model(spec: str):
-    """(generator, description) for ``spec``: "toyfaces" (the bundled model; a random stand-in with its
-    architecture while the weights are not bundled yet), "ffhq512" (random weights) or a checkpoint path."""
+    """(generator, description) for ``spec``: "toyfaces" (the bundled model, or a random stand-in with its
+    architecture where its weights file is missing), "ffhq512" (random weights) or a checkpoint path."""
     import torch
 
     from ..checkpoints import BUNDLED, load_generator
@@ -22,7 +22,7 @@ def load_model(spec: str):
 
         torch.manual_seed(0)
         G = Generator(TrainConfig().generator_config())
-        return G.eval().requires_grad_(False), "toyfaces architecture, random weights (weights not bundled yet)"
+        return G.eval().requires_grad_(False), "toyfaces architecture, random weights (weights file missing)"
     if spec == FFHQ512:
         torch.manual_seed(0)
         G = Generator(GeneratorConfig(**FFHQ512_CONFIG))
