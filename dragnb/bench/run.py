@@ -133,7 +133,7 @@ def _time_forward(G, cfg: BenchConfig, drag: Drag, root: Path, r: dict) -> None:
         r.setdefault(k, {})["forward_ms"] = res[k]["median_ms"]
     r["forward_ms"] = res["torch"]["median_ms"]
     if path is not None:
-        fns.clear()
+        fns.clear()  # the session before its file
         del sess
         path.unlink()
 
