@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends.bench import add_bench_parser
+from .bench.cli import add_bench_parser  # the measurement code is imported only when `dragnb bench` runs
 from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser
 from .checkpoints.download import add_download_parser

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from dragnb.backends import bench as B
+from dragnb import bench as B
 from dragnb.cli import main
 
 GOAL_KEYS = {"value", "limit", "met"}

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_files import ArtifactError
 from dragnb.backends.ort_model import ArtifactModel
 from dragnb.drag.params import DragParams
 from dragnb.session import DragSession
+from dragnb.testing import UNIMPORTABLE_SRC
 
 POINT = ((20, 30), (26, 30))  # (x, y) handle -> target
 STEPS = 6

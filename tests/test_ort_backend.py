@@ -137,7 +137,7 @@ def test_random_noise_mode_is_refused(tiny_generator):
 
 
 def test_bench_hook(tiny_generator):
-    from dragnb.backends.bench import bench
+    from dragnb.bench import bench
 
     r = bench(tiny_generator, 3, steps=2, warmup=1)
     assert r["threads"] == 1 and r["forward_ms"] > 0

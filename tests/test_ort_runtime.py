@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from dragnb.backends import load_backend, ort_runtime
-from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.backends.ort_runtime import DragRuntime, drag
 from dragnb.drag import core
 from dragnb.drag.params import DragParams
+from dragnb.testing import UNIMPORTABLE_SRC
 
 HANDLES = np.array([[30, 20], [40, 36]], np.int64)     # (row, col)
 TARGETS = np.array([[36.0, 20.0], [40.0, 42.0]], np.float32)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from dragnb.backends import bench as B
+from dragnb import bench as B
 from dragnb.backends import ort_export
 from dragnb.stylegan import ops
 
@@ -36,7 +36,8 @@ VARIANTS = {
 
 
 class _ZeroInsertion:
-    """Runs a back-end's steps with ``ops.POLYPHASE = False`` (PyTorch computes the up-sampling conv the old way)."""
+    """Runs a back-end's steps with ``ops.POLYPHASE = False``: PyTorch computes the up-sampling conv as zero
+    insertion + conv."""
 
     def __init__(self, backend):
         self.b = backend
