@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+from dragnb.drag import core
 from dragnb.export import OnnxGenerator, export_mapper, export_synthesis
-from dragnb.stylegan import Generator, GeneratorConfig, ops
+from dragnb.stylegan import Generator, GeneratorConfig
 
 torch.set_num_threads(1)
 
@@ -53,8 +54,8 @@ class DragLikeScalar(nn.Module):
     def forward(self, dummy):
         ws = torch.cat([self.w_train, self.w_fixed], dim=1)
         x, _ = self.G.synthesis.run_blocks(ws, 0, self.block + 1, render_rgb=False)
-        feat = ops.resize_bilinear(x, (32, 32))[0]
-        s = ops.sample_bilinear(feat, self.rows, self.cols)
+        feat = core.ResizedFeatures(x, (32, 32)).full()
+        s = core.sample_bilinear_zeros(feat, self.rows, self.cols)
         return (s.square().sum() + dummy.sum() * 0).reshape(())
 
 

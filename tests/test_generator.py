@@ -75,13 +75,6 @@ def test_modulated_conv_matches_per_sample_weights(up, demod):
     assert torch.allclose(got, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_resize_bilinear_equals_interpolate():
-    x = torch.randn(1, 4, 16, 8)
-    for size in [(64, 32), (40, 24), (16, 8)]:
-        ref = F.interpolate(x, size, mode="bilinear", align_corners=False)
-        assert torch.allclose(ops.resize_bilinear(x, size), ref, atol=1e-5)
-
-
 def test_mapping_math_and_truncation():
     G = make()
     z = torch.tensor(z_from_seed(5, 8), dtype=torch.float32)

@@ -10,7 +10,7 @@ import torch
 from conftest import make_tiny_generator
 
 from dragnb.backends import ort_export as E
-from dragnb.drag import core
+from dragnb.drag import core, geometry
 
 FB = 2  # the 16x16 block of a 32 px generator
 
@@ -24,7 +24,7 @@ def _feeds(G, ws0):
     """Numpy inputs in STEP_INPUTS order: two active points, no mask (so the loss is smooth)."""
     with torch.no_grad():
         x, _ = G.synthesis.run_blocks(torch.from_numpy(ws0), 0, FB + 1, render_rgb=False)
-        f0 = E.ops.resize_bilinear(x, (32, 32))[0].numpy()
+        f0 = geometry.resize_features(x.numpy(), (32, 32))
     handles = np.array([[10, 12], [20, 8]], np.int64)
     r1, r2, tol = core.default_radii(32)
     ref = np.ascontiguousarray(f0[:, handles[:, 0], handles[:, 1]].T)

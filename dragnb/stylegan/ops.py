@@ -1,24 +1,20 @@
 """Tensor operations written so that ONNX Runtime's CPU training build can differentiate them.
 
 ORT 1.19 has no CPU kernels for the gradients of Resize and ConvTranspose and no gradient builder
-for GridSample (see ../shared/docs/ORT_TRAINING_NOTES.md). Every op here is therefore expressed
-with Conv, Pad (constant), Reshape, MatMul and Gather, which all have CPU gradients:
+for GridSample (docs/ort_backend.md). Every op here is therefore expressed with Conv, Pad (constant),
+Reshape and Gather, which all have CPU gradients:
 
 * stride-2 transposed convolution  = zero insertion (reshape + constant pad) + ordinary conv2d
   with the kernel flipped;
-* FIR filtering (the [1, 3, 3, 1] blur of StyleGAN2)  = constant pad + depthwise conv2d;
-* bilinear resize (``F.interpolate(mode="bilinear", align_corners=False)``) = ``Ah @ X @ Aw^T``
-  with constant interpolation matrices;
-* bilinear sampling at fractional points (``grid_sample``) = four gathers and bilinear weights.
+* FIR filtering (the [1, 3, 3, 1] blur of StyleGAN2)  = constant pad + depthwise conv2d.
+
+The DragGAN feature resize and bilinear sampling (gathers with separable weights) are in ``dragnb/drag/core.py``.
 
 All tensors are NCHW; pixel centres sit at integer coordinates.
 """
 
 from __future__ import annotations
 
-import functools
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -135,39 +131,7 @@ def _conv3x3_up2_zero_insertion(x: torch.Tensor, weight: torch.Tensor, f: torch.
 
 
 # ----------------------------------------------------------------------------
-# Bilinear resize and sampling
-
-
-@functools.lru_cache(maxsize=64)
-def _bilinear_matrix_np(n_out: int, n_in: int) -> np.ndarray:
-    """[n_out, n_in] matrix of ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
-    scale = n_in / n_out
-    a = np.zeros((n_out, n_in), dtype=np.float64)
-    for i in range(n_out):
-        src = max((i + 0.5) * scale - 0.5, 0.0)
-        i0 = min(int(np.floor(src)), n_in - 1)
-        i1 = min(i0 + 1, n_in - 1)
-        t = src - i0
-        a[i, i0] += 1.0 - t
-        a[i, i1] += t
-    return a.astype(np.float32)
-
-
-def bilinear_matrix(n_out: int, n_in: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    return torch.from_numpy(_bilinear_matrix_np(n_out, n_in)).to(device=device, dtype=dtype)
-
-
-def resize_bilinear(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Resize [N, C, h, w] -> [N, C, H, W] exactly like ``F.interpolate(..., "bilinear", align_corners=False)``.
-
-    Written as ``Ah @ X @ Aw^T`` so ORT can differentiate it (ResizeGrad has no CPU kernel).
-    """
-    h_out, w_out = size
-    if tuple(x.shape[-2:]) == (h_out, w_out):
-        return x
-    ah = bilinear_matrix(h_out, x.shape[-2], x.device, x.dtype)
-    aw = bilinear_matrix(w_out, x.shape[-1], x.device, x.dtype)
-    return ah @ x @ aw.t()
+# Gathers
 
 
 def gather_rc(feat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -176,30 +140,3 @@ def gather_rc(feat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tor
     flat = feat.reshape(c, h * w)
     idx = (rows * w + cols).reshape(-1)
     return flat[:, idx].reshape(c, *rows.shape)
-
-
-def sample_bilinear(feat: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample ``feat`` [C, H, W] at fractional (row, col) positions [...] -> [C, ...].
-
-    Positions are clamped to the image (border replication, like ``grid_sample(padding_mode="border")``
-    with ``align_corners=True`` on pixel centres). Four gathers instead of GridSample, which ORT cannot
-    differentiate. Gradient flows to ``feat`` only (positions are constants in DragGAN).
-    """
-    _, h, w = feat.shape
-    rows = rows.clamp(0, h - 1)
-    cols = cols.clamp(0, w - 1)
-    r0 = rows.floor().clamp(0, h - 1)
-    c0 = cols.floor().clamp(0, w - 1)
-    tr = rows - r0
-    tc = cols - c0
-    r0i = r0.to(torch.int64)
-    c0i = c0.to(torch.int64)
-    r1i = (r0i + 1).clamp(max=h - 1)
-    c1i = (c0i + 1).clamp(max=w - 1)
-    f00 = gather_rc(feat, r0i, c0i)
-    f01 = gather_rc(feat, r0i, c1i)
-    f10 = gather_rc(feat, r1i, c0i)
-    f11 = gather_rc(feat, r1i, c1i)
-    top = f00 * (1 - tc) + f01 * tc
-    bot = f10 * (1 - tc) + f11 * tc
-    return top * (1 - tr) + bot * tr
