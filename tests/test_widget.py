@@ -14,9 +14,10 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
+from dragnb.drag import core
 from dragnb.drag.session import DragSession
 from dragnb.widgets.drawing import CanvasMap, scaled_rgba
-from dragnb.widgets.internals import distance_map, pca_rgb
+from dragnb.widgets.internals import distance_map, next_position, pca_rgb
 from dragnb.widgets.workbench import Workbench
 
 S = 8  # canvas pixels per image pixel: the 64 px tiny model at 512
@@ -383,6 +384,24 @@ def test_pca_and_distance_map():
     assert d.shape == (12, 10) and d[4, 7] == 0 and np.unravel_index(d.argmin(), d.shape) == (4, 7)
     l1 = distance_map(feat, feat[:, 0, 0], l1=True)
     np.testing.assert_allclose(l1[2, 3], np.abs(feat[:, 2, 3] - feat[:, 0, 0]).sum(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("l1", [False, True])
+def test_internals_tracking_matches_the_drag_core(l1):
+    """The view's numpy distance map and next tracked position equal core.feature_distance and track_points."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    feat = rng.normal(size=(16, 20, 24)).astype(np.float32)
+    ref = rng.normal(size=16).astype(np.float32)
+    d = core.feature_distance(torch.from_numpy(feat - ref[:, None, None]), l1).numpy()
+    np.testing.assert_allclose(distance_map(feat, ref, l1), d if l1 else np.sqrt(d), rtol=1e-5)
+    for handle in [(0, 0), (23, 19), (10, 7), (2, 18)]:  # corners and edges clip the window
+        for r2 in (1, 3, 6):
+            rc = core.xy_to_rc(handle).round().astype(np.int64)
+            tracked = core.track_points(torch.from_numpy(feat), torch.from_numpy(ref[None]), torch.from_numpy(rc),
+                                        torch.from_numpy(core.window_offsets(r2)), l1=l1)
+            assert next_position(feat, ref, handle, r2, l1) == tuple(core.rc_to_xy(tracked.numpy())[0])
 
 
 def test_internals_view_draws_features_and_distance(wb, drawn):
