@@ -138,7 +138,7 @@ def test_click_handle_then_target_draws_the_pair(wb, drawn):
     assert (wb.canvas.width, wb.canvas.height) == (512, 512)
     drawn.clear()
     click(wb, *canvas_xy(20, 30))
-    assert wb.session.target_points == [] and wb._pending == (20, 30)
+    assert wb.session.target_points == [] and wb._pointer.pending == (20, 30)
     click(wb, 283, 245)  # inside image pixel (35, 30)
     assert wb.session.handle_points == [(20.0, 30.0)] and wb.session.target_points == [(35.0, 30.0)]
     assert "1 point pair" in wb.status.value
@@ -168,7 +168,7 @@ def test_drag_moves_a_point_and_clicks_delete(wb):
 def test_keys_escape_delete_undo(wb):
     click(wb, *canvas_xy(5, 5))
     key(wb, "Escape")
-    assert wb._pending is None
+    assert wb._pointer.pending is None
     wb.add_point((20, 30), (35, 30))
     wb.add_point((40, 10), (40, 20))
     key(wb, "Delete")  # the last added pair is selected
@@ -234,7 +234,7 @@ def test_edits_during_a_run_land_between_steps(wb, drawn):
     click(wb, *canvas_xy(50, 50))
     click(wb, *canvas_xy(50, 58))  # a new pair while the run is between two steps
     wb.lr.value = 0.004
-    assert len(wb._queued) == 2 and len(wb.session.target_points) == 1 and wb.session.params["lr"] == 0.002
+    assert len(wb._jobs.queued) == 2 and len(wb.session.target_points) == 1 and wb.session.params["lr"] == 0.002
     assert "queued" in wb.message.value
     assert [a for _, a, _ in drawn.on(wb.marks_layer, "setLineDash")][0] == [[6, 4]]  # the queued pair, dashed
     n = wb.session.num_steps
@@ -244,7 +244,7 @@ def test_edits_during_a_run_land_between_steps(wb, drawn):
     assert wb.session.target_points[1] == (50.0, 58.0) and wb.session.params["lr"] == 0.004
     wb.stop()
     assert wb.wait(30)
-    assert wb._queued == [] and len(wb._trails) == 2 and wb.last_error is None
+    assert wb._jobs.queued == [] and len(wb._trails) == 2 and wb.last_error is None
 
 
 def test_undo_and_reset_image(wb):
