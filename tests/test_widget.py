@@ -5,6 +5,8 @@ that were sent (captured from ipycanvas' canvas manager and decoded)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +16,7 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
+from dragnb.backends.bench import UNIMPORTABLE_SRC
 from dragnb.drag import core
 from dragnb.drag.session import DragSession
 from dragnb.widgets.drawing import CanvasMap, scaled_rgba
@@ -402,6 +405,17 @@ def test_internals_tracking_matches_the_drag_core(l1):
             tracked = core.track_points(torch.from_numpy(feat), torch.from_numpy(ref[None]), torch.from_numpy(rc),
                                         torch.from_numpy(core.window_offsets(r2)), l1=l1)
             assert next_position(feat, ref, handle, r2, l1) == tuple(core.rc_to_xy(tracked.numpy())[0])
+
+
+def test_widget_modules_import_without_torch():
+    """The workbench and its internals view load no torch at import (torch made unimportable in a child)."""
+    script = UNIMPORTABLE_SRC + (
+        'make_unimportable("torch")\n'
+        "import dragnb.widgets.workbench, dragnb.widgets.internals\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch']\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
 
 
 def test_internals_view_draws_features_and_distance(wb, drawn):
