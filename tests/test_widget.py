@@ -451,7 +451,7 @@ def test_backend_dropdown_switches_to_onnx_runtime(wb):
 
 
 def test_session_methods_the_widget_uses(tiny_generator):
-    """set_seed(truncation_psi=), set_latent_space, set_backend and tracking_features (added for the widget)."""
+    """set_seed(truncation_psi=), set_latent_space, set_backend and tracking_features: what the widget calls."""
     s = DragSession(tiny_generator, seed=1)
     s.add_point(handle=(20, 30), target=(35, 30))
     feat, ref = s.tracking_features()
