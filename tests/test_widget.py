@@ -5,6 +5,8 @@ that were sent (captured from ipycanvas' canvas manager and decoded)."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,9 +16,11 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
+from dragnb.drag import core
 from dragnb.session import DragSession
+from dragnb.testing import UNIMPORTABLE_SRC
 from dragnb.widgets.drawing import CanvasMap, scaled_rgba
-from dragnb.widgets.internals import distance_map, pca_rgb
+from dragnb.widgets.internals import distance_map, next_position, pca_rgb
 from dragnb.widgets.workbench import Workbench
 
 S = 8  # canvas pixels per image pixel: the 64 px tiny model at 512
@@ -137,7 +141,7 @@ def test_click_handle_then_target_draws_the_pair(wb, drawn):
     assert (wb.canvas.width, wb.canvas.height) == (512, 512)
     drawn.clear()
     click(wb, *canvas_xy(20, 30))
-    assert wb.session.target_points == [] and wb._pending == (20, 30)
+    assert wb.session.target_points == [] and wb._pointer.pending == (20, 30)
     click(wb, 283, 245)  # inside image pixel (35, 30)
     assert wb.session.handle_points == [(20.0, 30.0)] and wb.session.target_points == [(35.0, 30.0)]
     assert "1 point pair" in wb.status.value
@@ -167,7 +171,7 @@ def test_drag_moves_a_point_and_clicks_delete(wb):
 def test_keys_escape_delete_undo(wb):
     click(wb, *canvas_xy(5, 5))
     key(wb, "Escape")
-    assert wb._pending is None
+    assert wb._pointer.pending is None
     wb.add_point((20, 30), (35, 30))
     wb.add_point((40, 10), (40, 20))
     key(wb, "Delete")  # the last added pair is selected
@@ -233,7 +237,7 @@ def test_edits_during_a_run_land_between_steps(wb, drawn):
     click(wb, *canvas_xy(50, 50))
     click(wb, *canvas_xy(50, 58))  # a new pair while the run is between two steps
     wb.lr.value = 0.004
-    assert len(wb._queued) == 2 and len(wb.session.target_points) == 1 and wb.session.params["lr"] == 0.002
+    assert len(wb._jobs.queued) == 2 and len(wb.session.target_points) == 1 and wb.session.params["lr"] == 0.002
     assert "queued" in wb.message.value
     assert [a for _, a, _ in drawn.on(wb.marks_layer, "setLineDash")][0] == [[6, 4]]  # the queued pair, dashed
     n = wb.session.num_steps
@@ -243,7 +247,7 @@ def test_edits_during_a_run_land_between_steps(wb, drawn):
     assert wb.session.target_points[1] == (50.0, 58.0) and wb.session.params["lr"] == 0.004
     wb.stop()
     assert wb.wait(30)
-    assert wb._queued == [] and len(wb._trails) == 2 and wb.last_error is None
+    assert wb._jobs.queued == [] and len(wb._trails) == 2 and wb.last_error is None
 
 
 def test_undo_and_reset_image(wb):
@@ -385,6 +389,35 @@ def test_pca_and_distance_map():
     np.testing.assert_allclose(l1[2, 3], np.abs(feat[:, 2, 3] - feat[:, 0, 0]).sum(), rtol=1e-5)
 
 
+@pytest.mark.parametrize("l1", [False, True])
+def test_internals_tracking_matches_the_drag_core(l1):
+    """The view's numpy distance map and next tracked position equal core.feature_distance and track_points."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    feat = rng.normal(size=(16, 20, 24)).astype(np.float32)
+    ref = rng.normal(size=16).astype(np.float32)
+    d = core.feature_distance(torch.from_numpy(feat - ref[:, None, None]), l1).numpy()
+    np.testing.assert_allclose(distance_map(feat, ref, l1), d if l1 else np.sqrt(d), rtol=1e-5)
+    for handle in [(0, 0), (23, 19), (10, 7), (2, 18)]:  # corners and edges clip the window
+        for r2 in (1, 3, 6):
+            rc = core.xy_to_rc(handle).round().astype(np.int64)
+            tracked = core.track_points(torch.from_numpy(feat), torch.from_numpy(ref[None]), torch.from_numpy(rc),
+                                        torch.from_numpy(core.window_offsets(r2)), l1=l1)
+            assert next_position(feat, ref, handle, r2, l1) == tuple(core.rc_to_xy(tracked.numpy())[0])
+
+
+def test_widget_modules_import_without_torch():
+    """The workbench and its internals view load no torch at import (torch made unimportable in a child)."""
+    script = UNIMPORTABLE_SRC + (
+        'make_unimportable("torch")\n'
+        "import dragnb.widgets.workbench, dragnb.widgets.internals\n"
+        "assert not [m for m in sys.modules if m.split('.')[0] == 'torch']\n"
+    )
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+
+
 def test_internals_view_draws_features_and_distance(wb, drawn):
     wb.add_point((20, 30), (35, 30))
     wb.step()
@@ -418,7 +451,7 @@ def test_backend_dropdown_switches_to_onnx_runtime(wb):
 
 
 def test_session_methods_the_widget_uses(tiny_generator):
-    """set_seed(truncation_psi=), set_latent_space, set_backend and tracking_features (added for the widget)."""
+    """set_seed(truncation_psi=), set_latent_space, set_backend and tracking_features: what the widget calls."""
     s = DragSession(tiny_generator, seed=1)
     s.add_point(handle=(20, 30), target=(35, 30))
     feat, ref = s.tracking_features()

@@ -129,7 +129,7 @@ class ResizedFeatures:
 
 def features_at(feat, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
     """Features at integer pixels (rows, cols) [...] -> [..., C] of ``feat``: a :class:`ResizedFeatures`, or a
-    dense [C, H, W] tensor (the workbench's inspection tools, tests). ``merged``: see :meth:`ResizedFeatures.at`."""
+    dense [C, H, W] tensor. ``merged``: see :meth:`ResizedFeatures.at`."""
     if isinstance(feat, ResizedFeatures):
         return feat.at(rows, cols, merged)
     return gather_rc(feat, rows, cols).movedim(0, -1)
@@ -159,7 +159,7 @@ def feature_distance(diff: torch.Tensor, l1=False, dim: int = 0) -> torch.Tensor
     """Tracking distance of feature differences ``diff`` (channels along ``dim``): L1, or squared L2 (orders like L2).
 
     ``l1`` is a bool, or a bool tensor [] (a graph input in the ONNX export: both computed, chosen at run time).
-    Used by :func:`track_points` (channels last) and by the workbench's distance heat-map ([C, H, W]).
+    Used by :func:`track_points` (channels last); ``dragnb.widgets.internals`` restates it in numpy.
     """
     if isinstance(l1, torch.Tensor):
         return torch.where(l1, diff.abs().sum(dim), diff.square().sum(dim))

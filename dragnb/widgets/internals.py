@@ -9,18 +9,18 @@ Two panels side by side, both in image coordinates (``drawing.CanvasMap``):
   feature in F0) to the feature at every pixel (bright = close), with its r2 window and the pixel the
   tracker picks in it (a cyan cross): where the handle goes at the next step.
 
-The math is ``dragnb.drag.core`` (``feature_distance``, ``track_points``, ``disk_offsets``); this module only
-reduces (PCA) and draws.
+The distance and the tracker's pick restate ``dragnb.drag.core``'s ``feature_distance`` and ``track_points``
+in numpy (``tests/test_widget.py`` holds them equal), and the r1 disk and r2 window are
+``dragnb.drag.geometry``'s offsets, so the view needs no torch: it also serves a session on ORT artifacts.
 """
 
 from __future__ import annotations
 
 import ipywidgets as widgets
 import numpy as np
-import torch
 from ipycanvas import Canvas, hold_canvas
 
-from ..drag import core
+from ..drag import geometry
 from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, scaled_rgba
 
 MAX_SIDE = 256  # PCA and the distance map are computed on features strided to at most this many pixels
@@ -47,12 +47,29 @@ def pca_rgb(features: np.ndarray, basis: np.ndarray | None = None) -> tuple[np.n
     return (rgb.reshape(h, w, 3) * 255).round().astype(np.uint8), comps
 
 
+def _feature_distance(diff: np.ndarray, l1: bool) -> np.ndarray:
+    """Tracking distance of float32 feature differences ``diff`` [C, ...]: L1, or squared L2 (orders like L2)."""
+    return np.abs(diff).sum(0) if l1 else np.square(diff).sum(0)
+
+
 def distance_map(features: np.ndarray, ref_feat: np.ndarray, l1: bool) -> np.ndarray:
     """float [H, W]: tracking distance (L1, or L2) from ``ref_feat`` [C] to the feature at every pixel of
     ``features`` [C, H, W] - the quantity the tracker minimises inside its window."""
-    diff = torch.from_numpy(np.asarray(features, np.float32) - np.asarray(ref_feat, np.float32)[:, None, None])
-    d = core.feature_distance(diff, l1).numpy()
-    return d if l1 else np.sqrt(d)  # feature_distance gives squared L2 (same order, less work)
+    d = _feature_distance(np.asarray(features, np.float32) - np.asarray(ref_feat, np.float32)[:, None, None], l1)
+    return d if l1 else np.sqrt(d)  # squared L2 has the same order as L2, with less work
+
+
+def next_position(features: np.ndarray, ref_feat: np.ndarray, handle, r2: int, l1: bool) -> tuple[float, float]:
+    """(x, y) where point tracking moves ``handle`` next, given ``features`` [C, H, W]: the pixel of its r2
+    window, inside the image, whose feature is nearest ``ref_feat`` [C] (ties: the first in row-major order)."""
+    feat = np.asarray(features, np.float32)
+    _, h, w = feat.shape
+    cand = geometry.xy_to_rc(handle).round().astype(np.int64) + geometry.window_offsets(r2)  # (row, col) [M, 2]
+    inside = (cand[:, 0] >= 0) & (cand[:, 0] < h) & (cand[:, 1] >= 0) & (cand[:, 1] < w)
+    cand = np.stack([cand[:, 0].clip(0, h - 1), cand[:, 1].clip(0, w - 1)], axis=1)
+    dist = _feature_distance(feat[:, cand[:, 0], cand[:, 1]] - np.asarray(ref_feat, np.float32)[:, None], l1)
+    x, y = geometry.rc_to_xy(cand[np.argmin(np.where(inside, dist, np.inf))])[0]
+    return float(x), float(y)
 
 
 class InternalsView(widgets.VBox):
@@ -116,7 +133,7 @@ class InternalsView(widgets.VBox):
                 self.canvas.put_image_data(scaled_rgba(colormap(close, np.percentile(close, 2), close.max()),
                                                        dmap.scale * k), dmap.ox, dmap.oy)
                 self._draw_window(dmap, handles[i], r2, "white", 2)
-                nxt = self._next_position(features, ref_feats[i], handles[i], r2, l1)
+                nxt = next_position(features, ref_feats[i], handles[i], r2, l1)
                 cx, cy = dmap.to_canvas(*nxt)
                 self.canvas.stroke_style, self.canvas.line_width = "cyan", 2
                 self.canvas.stroke_line(cx - 6, cy, cx + 6, cy)
@@ -134,7 +151,7 @@ class InternalsView(widgets.VBox):
 
     def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool) -> None:
         c = self.canvas
-        disk = h + core.rc_to_xy(core.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
+        disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
         inside = (disk[:, 0] >= 0) & (disk[:, 0] < self.width) & (disk[:, 1] >= 0) & (disk[:, 1] < self.height)
         left, top, size, _ = m.pixel_rect(0, 0, 0, 0)
         c.fill_style, c.global_alpha = HANDLE, 0.45
@@ -147,13 +164,3 @@ class InternalsView(widgets.VBox):
             tip = h + d / n * min(n, r1 + 2)
             arrow(c, *m.to_canvas(*h), *m.to_canvas(*tip), color="white", width=2, head=7)
         dot(c, *m.to_canvas(*t), 2.5, TARGET)
-
-    @staticmethod
-    def _next_position(features, ref_feat, handle, r2: int, l1: bool) -> tuple[float, float]:
-        """(x, y) where ``core.track_points`` moves ``handle`` next, given these features."""
-        rc = core.xy_to_rc(handle).round().astype(np.int64)
-        tracked = core.track_points(torch.from_numpy(np.asarray(features, np.float32)),
-                                    torch.from_numpy(np.asarray(ref_feat, np.float32)[None]),
-                                    torch.from_numpy(rc), torch.from_numpy(core.window_offsets(r2)), l1=l1)
-        x, y = core.rc_to_xy(tracked.numpy())[0]
-        return float(x), float(y)

@@ -1,0 +1,276 @@
+"""The workbench's controls: the widgets beside its canvas, their layout, and what a change of each one does.
+
+:class:`Controls` builds the widgets (the workbench exposes each as its own attribute: ``wb.seed``,
+``wb.step_button``, ...) and sets them from a session; :func:`connect` wires them to a workbench. A control
+set from the session does not act: its observer sees ``Controls.syncing`` and returns.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ipywidgets as W
+from ipycanvas import Canvas
+
+from ..backends.ort_model import ArtifactModel
+from ..session import DragSession
+from .edits import edit, new_image
+from .jobs import long_action
+
+if TYPE_CHECKING:
+    from .workbench import Workbench
+
+CHECKPOINT_GLOBS = ("*.safetensors", "*.pkl", "*.pt")
+SESSION_MODEL = ""       # model dropdown value for "the model this session was built with"
+BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
+PARAM_NAMES = ("lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
+
+
+def row(*children, **layout) -> W.HBox:
+    return W.HBox(list(children), layout=W.Layout(**layout))
+
+
+def _field(cls, description, width="300px", **kw):
+    return cls(description=description, style={"description_width": "92px"}, layout=W.Layout(width=width), **kw)
+
+
+def _button(description, icon="", tooltip="", width="96px"):
+    return W.Button(description=description, icon=icon, tooltip=tooltip, layout=W.Layout(width=width, flex="0 0 auto"))
+
+
+class Controls:
+    """Every control and output line of the workbench; :meth:`panel` lays the controls out."""
+
+    def __init__(self):
+        self.syncing = False  # set from the session: observers ignore the change
+        self.step_button = _button("Step", "step-forward", "one optimisation step")
+        self.run_button = _button("Run", "play", "run until converged, max steps, or Stop")
+        self.undo_button = _button("Undo drag", "undo", "back to before the last drag", "108px")
+        self.reset_points_button = _button("Reset points", "times", "remove every point pair", "150px")
+        self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "150px")
+        self.mode = W.ToggleButtons(options=[("Points", "points"), ("Mask", "mask")], value="points",
+                                    tooltips=["place and drag points", "paint the region allowed to move"],
+                                    style={"button_width": "72px"})
+        self.internals_toggle = W.ToggleButton(description="Internals", icon="eye", layout=W.Layout(width="108px"),
+                                               tooltip="features, r1 / r2, tracking distance, motion directions")
+        self.brush = W.IntSlider(value=4, min=1, max=32, description="brush", tooltip="brush radius, image pixels",
+                                 style={"description_width": "44px"}, layout=W.Layout(width="214px"))
+        self.show_mask = W.Checkbox(value=True, description="show", indent=False, layout=W.Layout(width="60px"))
+        self.clear_mask_button = _button("Clear", "eraser", "remove the mask", "80px")
+
+        self.model = _field(W.Dropdown, "model")
+        self.backend = _field(W.Dropdown, "back-end", options=BACKEND_OPTIONS)
+        self.seed = _field(W.BoundedIntText, "seed", "250px", min=0, max=2**32 - 1)
+        self.random_seed_button = _button("", "random", "random seed", "46px")
+        self.psi = _field(W.FloatSlider, "psi", min=0.0, max=1.5, step=0.05, continuous_update=False,
+                          tooltip="truncation psi (a new image: points are cleared)")
+        self.latent_space = W.ToggleButtons(options=[("W", "w"), ("W+", "w+")], style={"button_width": "60px"},
+                                            tooltips=["one w for the optimised layers", "one w per optimised layer"])
+        self.lr = _field(W.BoundedFloatText, "learning rate", min=1e-6, max=1.0, step=1e-4)
+        self.lambda_mask = _field(W.BoundedFloatText, "lambda", min=0.0, max=1e4, step=1.0,
+                                  tooltip="weight of the mask term")
+        self.r1 = _field(W.BoundedFloatText, "r1 (px)", min=0.5, max=512, step=0.5)
+        self.r2 = _field(W.BoundedIntText, "r2 (px)", min=1, max=512)
+        self.tolerance = _field(W.BoundedFloatText, "tolerance (px)", min=0.1, max=512, step=0.5)
+        self.max_steps = _field(W.BoundedIntText, "max steps", min=1, max=100_000)
+        self.feature_block = _field(W.Dropdown, "feature block")
+
+        self.save_path = _field(W.Text, "save as", value="dragnb_out/drag",
+                                tooltip="path stem: adds .png / .gif / .mp4; a session is the folder <stem>_session")
+        self.save_png_button = _button("PNG", "image", "the current image", "70px")
+        self.save_gif_button = _button("GIF", "film", "the recorded steps, with points", "70px")
+        self.save_mp4_button = _button("MP4", "video-camera", "the recorded steps, with points", "70px")
+        self.save_session_button = _button("Session", "save", "points, mask, latents, optimizer state", "86px")
+        self.load_path = _field(W.Text, "session", value="dragnb_out/drag_session")
+        self.load_button = _button("Load session", "folder-open", "", "150px")
+
+        self.status = W.HTML()
+        self.message = W.HTML()
+        self.error = W.HTML()
+        self.progress = W.FloatProgress(value=0, min=0, max=1, description="", bar_style="info",
+                                        layout=W.Layout(visibility="hidden", width="300px"))
+        self.loss_canvas = Canvas(width=300, height=80, layout=W.Layout(width="300px", height="80px"))
+
+    def widgets(self) -> dict[str, W.Widget]:
+        """Every widget by its attribute name."""
+        return {name: w for name, w in vars(self).items() if isinstance(w, W.Widget)}
+
+    def panel(self) -> W.VBox:
+        """The controls column, right of the canvas."""
+        return W.VBox([
+            row(self.step_button, self.run_button, self.undo_button),
+            row(self.reset_points_button, self.reset_image_button),
+            row(self.mode, self.internals_toggle),
+            row(self.brush, self.show_mask, self.clear_mask_button),
+            W.HTML("<b>Image</b>"), self.model, self.backend, row(self.seed, self.random_seed_button),
+            self.psi, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
+            W.HTML("<b>Optimisation</b>"), self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
+            self.max_steps, self.feature_block,
+            W.HTML("<b>Files</b>"), self.save_path,
+            row(self.save_png_button, self.save_gif_button, self.save_mp4_button, self.save_session_button),
+            row(self.load_path), self.load_button,
+        ], layout=W.Layout(width="360px", margin="0 0 0 10px", flex="0 0 auto"))
+
+    def offer(self, session: DragSession, model_options: list[tuple[str, str]]) -> None:
+        """Set the choices of the model, feature block and back-end dropdowns for ``session``."""
+        self.syncing = True
+        try:
+            self.model.options = model_options
+            # A session on ORT artifacts (no torch weights) offers only what they were exported for.
+            artifacts = isinstance(session.G, ArtifactModel)
+            blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
+            self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
+            self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
+        finally:
+            self.syncing = False
+
+    def show(self, session: DragSession, model_value: str) -> None:
+        """Set every control from ``session`` (without acting on the change)."""
+        s, p = session, session.params
+        self.syncing = True
+        try:
+            self.model.value = model_value
+            self.backend.value = s.backend_name
+            self.seed.value = s.seed
+            self.psi.value = s.truncation_psi
+            self.latent_space.value = s.latent_space
+            for name in PARAM_NAMES:
+                getattr(self, name).value = p[name]
+        finally:
+            self.syncing = False
+
+    def set_busy(self, busy: bool, run: bool = False) -> None:
+        """Grey out what must not start now; the Run button turns into Stop during a run."""
+        for b in (self.step_button, self.model, self.backend, self.load_button, self.save_png_button,
+                  self.save_gif_button, self.save_mp4_button, self.save_session_button):
+            b.disabled = busy
+        if run:
+            self.run_button.description, self.run_button.icon = ("Stop", "stop") if busy else ("Run", "play")
+            self.run_button.button_style = "warning" if busy else ""
+        else:
+            self.run_button.disabled = busy
+
+
+def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
+    """Bundled models that are installed, then the checkpoints in ``models_dir``, then the session's model."""
+    from ..checkpoints import BUNDLED  # imports torch: not at this module's import
+
+    opts = [(f"{name} (bundled)", name) for name, path in BUNDLED.items() if path.exists()]
+    if models_dir.is_dir():
+        files = sorted({p for g in CHECKPOINT_GLOBS for p in models_dir.glob(g)})
+        opts += [(p.name, str(p)) for p in files]
+    if model_value not in [v for _, v in opts]:
+        label = "(this session's model)" if model_value == SESSION_MODEL else str(model_value)
+        opts.insert(0, (label, model_value))
+    return opts
+
+
+# ----------------------------------------------------------------------------
+# What a change of each control does
+
+
+def connect(wb: Workbench) -> None:
+    """Wire the controls of ``wb`` to its actions; every callback shows its errors in the widget."""
+    c, guarded = wb._controls, wb._guarded
+    for b, fn in [(c.step_button, wb.step), (c.run_button, lambda: _on_run_button(wb)),
+                  (c.undo_button, wb.undo), (c.reset_points_button, wb.reset_points),
+                  (c.reset_image_button, wb.reset_image), (c.clear_mask_button, wb.clear_mask),
+                  (c.random_seed_button, lambda: _on_random_seed(wb)), (c.save_png_button, wb.save_png),
+                  (c.save_gif_button, wb.save_gif), (c.save_mp4_button, wb.save_mp4),
+                  (c.save_session_button, wb.save_session), (c.load_button, wb.load_session)]:
+        b.on_click(guarded(lambda _b, fn=fn: fn()))
+    c.seed.observe(guarded(lambda ch: _on_seed(wb, ch)), "value")
+    c.psi.observe(guarded(lambda ch: _on_psi(wb, ch)), "value")
+    c.latent_space.observe(guarded(lambda ch: _on_latent_space(wb, ch)), "value")
+    c.backend.observe(guarded(lambda ch: _on_backend(wb, ch)), "value")
+    c.model.observe(guarded(lambda ch: _on_model(wb, ch)), "value")
+    for name in PARAM_NAMES:
+        getattr(c, name).observe(guarded(lambda ch, name=name: _on_param(wb, name, ch)), "value")
+    c.show_mask.observe(guarded(lambda _ch: wb._redraw(image=False)), "value")
+    c.internals_toggle.observe(guarded(lambda ch: _on_internals_toggle(wb, ch)), "value")
+
+
+def _on_run_button(wb: Workbench) -> None:
+    if wb.running:
+        wb.stop()
+    else:
+        wb.run()
+
+
+def _on_random_seed(wb: Workbench) -> None:
+    wb.seed.value = random.randrange(2**31)
+
+
+def _on_seed(wb: Workbench, change) -> None:
+    if not wb._controls.syncing:
+        new_image(wb, int(change["new"]))
+
+
+def _on_psi(wb: Workbench, change) -> None:
+    if not wb._controls.syncing:
+        new_image(wb, wb.session.seed, float(change["new"]))
+
+
+def _on_latent_space(wb: Workbench, change) -> None:
+    if not wb._controls.syncing:
+        space = change["new"]
+        edit(wb, lambda: wb.session.set_latent_space(space))
+
+
+def _on_param(wb: Workbench, name: str, change) -> None:
+    if wb._controls.syncing or change["new"] is None:
+        return
+    value = change["new"]
+
+    def set_param():
+        try:
+            wb.session.set_params(**{name: value})
+        finally:
+            wb._sync_controls()  # a refused value snaps back to the one in force
+
+    edit(wb, set_param)
+
+
+def _on_backend(wb: Workbench, change) -> None:
+    if wb._controls.syncing:
+        return
+    name = change["new"]
+
+    def switch():
+        try:
+            wb.session.set_backend(name)
+        finally:  # on failure the dropdown snaps back to the back-end in force
+            wb._sync_controls()
+            wb._status_idle()
+
+    label = "preparing ONNX Runtime (exports training artifacts on first use)" if name == "ort" else "back-end"
+    long_action(wb, label, switch, lambda _r: wb._say(f"back-end: {name}"))
+
+
+def _on_model(wb: Workbench, change) -> None:
+    if wb._controls.syncing or change["new"] == SESSION_MODEL:
+        return
+    value, s = change["new"], wb.session
+    keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps")}
+
+    def load():
+        try:
+            return DragSession(model=value, seed=s.seed, truncation_psi=s.truncation_psi,
+                               backend=s.backend_name, latent_space=s.latent_space, **keep)
+        except Exception:
+            wb._sync_controls()  # the dropdown snaps back to the model in use
+            raise
+
+    def done(new):
+        wb._model_value = value
+        wb._attach(new)
+        wb._say(f"model: {value}")
+
+    long_action(wb, f"loading {value}", load, done)
+
+
+def _on_internals_toggle(wb: Workbench, change) -> None:
+    wb._internals_box.layout.display = "flex" if change["new"] else "none"
+    wb._update_internals()

@@ -1,0 +1,69 @@
+"""The workbench's file actions: the image as PNG, the recorded steps as GIF / MP4, the session as a folder.
+
+Paths come from the ``save as`` stem and the ``session`` field; GIF, MP4 and loading run in the background
+(:func:`~dragnb.widgets.jobs.long_action`), the others at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..session import DragSession
+from .controls import SESSION_MODEL
+from .jobs import long_action
+
+if TYPE_CHECKING:
+    from .workbench import Workbench
+
+
+def _stem(wb: Workbench) -> Path:
+    """The ``save as`` path stem, its folder created."""
+    stem = Path(wb.save_path.value).expanduser()
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    return stem
+
+
+def _video_size(wb: Workbench) -> int:
+    """Longer side of exported videos: the canvas size, or the image's when that is larger."""
+    return max(wb.display_size, wb.session.H, wb.session.W)
+
+
+def save_png(wb: Workbench) -> Path:
+    wb._clear_error()
+    path = wb.session.export_png(_stem(wb).with_suffix(".png"))
+    wb._say(f"saved {path}")
+    return path
+
+
+def save_gif(wb: Workbench) -> None:
+    path = _stem(wb).with_suffix(".gif")
+    long_action(wb, f"writing {path}", lambda: wb.session.export_gif(path, size=_video_size(wb)),
+                    lambda p: wb._say(f"saved {p}"))
+
+
+def save_mp4(wb: Workbench) -> None:
+    path = _stem(wb).with_suffix(".mp4")
+    long_action(wb, f"writing {path}", lambda: wb.session.export_mp4(path, size=_video_size(wb)),
+                    lambda p: wb._say(f"saved {p}"))
+
+
+def save_session(wb: Workbench) -> Path:
+    wb._clear_error()
+    stem = _stem(wb)
+    folder = stem.with_name(stem.name + "_session")
+    wb.session.save(folder)
+    wb.load_path.value = str(folder)
+    wb._say(f"saved session {folder}")
+    return folder
+
+
+def load_session(wb: Workbench) -> None:
+    path = Path(wb.load_path.value).expanduser()
+
+    def done(new):
+        wb._model_value = SESSION_MODEL
+        wb._attach(new)
+        wb._say(f"loaded session {path}")
+
+    long_action(wb, f"loading session {path}", lambda: DragSession.load(path), done)
