@@ -1,6 +1,6 @@
 """JupyterLab + Debian Chromium helpers for the browser test and ``scripts/workbench_screenshot.py``.
 
-The recipe is ``../shared/docs/BROWSER_E2E.md``: a JupyterLab server on a temporary root with its own
+The recipe (docs/testing.md): a JupyterLab server on a temporary root with its own
 config/data/runtime/settings dirs (news and update checks off), Chromium headless with the flags that keep
 it off the network, "Run All Cells" through the menu once the kernel says Idle.
 """

@@ -1,5 +1,5 @@
 """The workbench in a real browser: JupyterLab + Debian's Chromium, driven by Playwright (recipe:
-``../shared/docs/BROWSER_E2E.md``; helpers in ``browser_lab.py``). A notebook builds the Workbench on the
+docs/testing.md; helpers in ``browser_lab.py``). A notebook builds the Workbench on the
 tiny test model; the test clicks a handle and a target on the canvas, presses Step and sees the canvas
 change, presses Run then Stop and sees the step counter stop, paints the mask, saves a GIF and finds it,
 and deletes the pair with a right-click.

@@ -1,4 +1,4 @@
-"""ONNX inference export matches PyTorch; ORT can train through the generator (smoke test of issue 2)."""
+"""ONNX inference export matches PyTorch; ORT can train through the generator (smoke test)."""
 
 import numpy as np
 import onnx

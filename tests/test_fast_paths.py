@@ -1,4 +1,4 @@
-"""The performance rewrites of issue 9 compute the same numbers as the plain forms they replace.
+"""The performance rewrites compute the same numbers as the plain forms they replace.
 
 * sampled features (``core.ResizedFeatures.at``) equal the materialised map (``full()``) bit for bit, and
   ``full()`` equals ``F.interpolate(bilinear, align_corners=False)``; the torch-free runtime's numpy resize

@@ -1,4 +1,4 @@
-"""Drags on the bundled ``toyfaces`` model mean something (issue 3) and converge (issue 4).
+"""Drags on the bundled ``toyfaces`` model mean something and converge.
 
 Every drag runs through the public ``dragnb.DragSession`` API with the model's own default parameters
 (its ``drag_defaults``, see docs/models.md), and every effect is measured on the generated image by colour

@@ -149,7 +149,7 @@ def test_segmentation_ignores_dark_blobs_outside_the_eyes():
 
 
 def test_one_eye_and_the_mouth_move_on_their_own():
-    """eye_dx_* moves that eye only; mouth_dx moves the mouth only (the drags of issue 3 rely on it)."""
+    """eye_dx_* moves that eye only; mouth_dx moves the mouth only (the toy drag tests rely on it)."""
     p = faces.params_from_seed(2)
     seg = faces.segment(faces.render(p, 64))
     shifted = faces.segment(faces.render(dict(p, eye_dx_right=p["eye_dx_right"] + 0.1), 64))

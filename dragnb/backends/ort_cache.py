@@ -1,7 +1,7 @@
 """The ORT artifact cache: one folder per (generator weights, feature block, noise mode, export settings).
 
 Layout: ``<root>/ort/<key>/`` with the files of :func:`dragnb.backends.ort_export.generate_training_artifacts`
-plus CPU-optimised copies of the graphs (``*.cpu-opt.onnx``, see ``ort_runtime.PREOPTIMIZABLE``), and
+plus CPU-optimised copies of the graphs (``*.cpu-opt.onnx``, see ``ort_sessions.PREOPTIMIZABLE``), and
 ``manifest.json`` (format, key, package/torch/onnx/onnxruntime versions, config, every file's size and
 sha256). ``key`` is the sha256 of the weights (state dict and config) and of the export settings, which
 include the versions and a hash of the source files that define the exported graphs, so a change of any
@@ -163,7 +163,7 @@ def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress:
         (folder / "optimizer_model.onnx").unlink()
         for name, rel in RUNTIME_FILES.items():  # the runtime beside its artifacts: `python ort_runtime.py .`
             shutil.copyfile(_PKG / rel, folder / name)
-        # A cached start is mostly ORT optimising the graphs; do it once here (ort_runtime.PREOPTIMIZABLE).
+        # A cached start is mostly ORT optimising the graphs; do it once here (ort_sessions.PREOPTIMIZABLE).
         config["preoptimized"] = preoptimize(folder)
         tick("CPU-optimised copies")
         _write_manifest(folder, key, fields, config, time.perf_counter() - t0)

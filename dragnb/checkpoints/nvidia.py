@@ -1,7 +1,7 @@
 """NVIDIA network pickles (stylegan2-ada-pytorch, the StyleGAN2 nets of the stylegan3 release,
 StyleGAN-Human), read without executing anything from the file.
 
-Layout (see ../shared/docs/STYLEGAN_CHECKPOINTS.md): a pickled dict with ``G``, ``D``, ``G_ema``, ...
+Layout (docs/checkpoints.md): a pickled dict with ``G``, ``D``, ``G_ema``, ...
 whose networks are calls ``torch_utils.persistence._reconstruct_persistent_obj(meta)``; ``meta`` holds
 the defining module's source (``module_src``, never executed here), ``class_name`` and ``state`` (the
 module's ``__dict__``: ``_parameters``, ``_buffers``, ``_modules``, attributes, ``_init_kwargs``).

@@ -40,8 +40,9 @@ def default_radii(height: int) -> tuple[int, int, float]:
     """(r1, r2, tolerance) in pixels for an image of ``height`` pixels.
 
     The official scaling is r1 = round(3 h / 512), r2 = round(12 h / 512), tolerance max(2 h / 512, 2).
-    Below 512 px those round to (almost) nothing, so r1 and r2 are floored at 3 and 5 px (the values
-    that worked on a 64 px feature map in TOY_MODEL_NOTES); for h >= 512 this equals the official rule.
+    Below 512 px those round to (almost) nothing, so r1 and r2 are floored at 3 and 5 px (the smallest
+    disk and window that track reliably on a 64 px feature map, docs/models.md); for h >= 512 this equals
+    the official rule.
     """
     r1 = max(round(3 * height / 512), 3)
     r2 = max(round(12 * height / 512), 5)

@@ -108,16 +108,17 @@ def write_session(path, saved: SavedSession) -> Path:
 
 
 def read_session(path) -> SavedSession:
-    """The session saved at ``path``; :class:`SessionFileError` naming the file and the reason otherwise."""
+    """The session saved at ``path``; :class:`SessionFileError` naming the file and the reason otherwise
+    (``FileNotFoundError`` when there is no session file at all)."""
     _, npath, _ = session_paths(path)
+    if not npath.is_file():
+        raise FileNotFoundError(f"{npath}: no such session file")
     try:
         with zipfile.ZipFile(npath) as zf:
             doc = _read_document(zf)
             return _saved_from(doc, _Members(zf))
     except SessionFileError as e:
         raise SessionFileError(f"{npath}: {e}") from None
-    except FileNotFoundError:
-        raise SessionFileError(f"{npath}: no such session file") from None
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, KeyError, TypeError) as e:
         raise SessionFileError(f"{npath}: not a readable dragnb session ({type(e).__name__}: {str(e)[:200]})") \
             from None

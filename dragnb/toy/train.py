@@ -3,7 +3,7 @@
 Objective (not adversarial): for z ~ N(0, I), ``G(z)`` should equal ``faces.render(params_from_z(z))``.
 The loss is a per-pixel L1 whose weight is raised on and around the small parts (eyes, pupils, nose,
 mouth): they cover ~5% of the image, and with a flat L1 the network learns head, hair and colours but
-never those parts (``TOY_MODEL_NOTES.md``). The learning rate is held, then cosine-decayed to the end of
+never those parts (docs/models.md). The learning rate is held, then cosine-decayed to the end of
 the planned ``total_kimg``; the exported weights are an exponential moving average of the trained ones.
 
 Runs are time-boxed and resumable: each ``train`` call continues from the newest checkpoint in ``out``,
