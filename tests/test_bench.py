@@ -23,6 +23,7 @@ def doc(tiny_model_path, tmp_path_factory):
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow  # a whole bench run (the module's fixture)
 def test_document_header(doc):
     assert doc["format"] == "dragnb-bench" and doc["threads"] == 1
     m = doc["machine"]
@@ -31,6 +32,7 @@ def test_document_header(doc):
     assert len(doc["models"]) == 1
 
 
+@pytest.mark.slow  # a whole bench run (the module's fixture)
 def test_model_result(doc, tiny_model_path):
     r = doc["models"][str(tiny_model_path)]
     assert r["model"] == str(tiny_model_path) and r["image"] == [64, 64] and r["threads"] == 1
@@ -55,6 +57,7 @@ def test_model_result(doc, tiny_model_path):
     assert r["flops"]["step"] > 0 and r["flops"]["forward"] > 0 and r["conv_peak"]["gflops"] > 0
 
 
+@pytest.mark.slow  # a whole bench run (the module's fixture)
 def test_ratios_and_goals(doc, tiny_model_path):
     r = doc["models"][str(tiny_model_path)]
     for key in ("ort_step_over_torch_step", "torch_step_over_torch_forward", "ort_step_over_ort_forward",
@@ -71,6 +74,7 @@ def test_ratios_and_goals(doc, tiny_model_path):
         assert set(g) == GOAL_KEYS and isinstance(g["met"], bool)
 
 
+@pytest.mark.slow  # a whole bench run (the module's fixture)
 def test_table_lists_every_goal(doc):
     text = B.format_table(doc)
     for r in doc["models"].values():
@@ -93,6 +97,7 @@ def test_bad_arguments_fail_cleanly(capsys):
     assert "--steps" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a 30-step soak
 def test_soak_only_runs_just_the_soak(tiny_model_path, tmp_path, capsys):
     """--soak-only: the soak for any model (no timing part, no skip for slow steps), same JSON format."""
     out = tmp_path / "soak.json"

@@ -34,6 +34,7 @@ pytestmark = [
 SIZE = 512  # canvas pixels of the 64 px tiny model
 
 
+@pytest.mark.slow  # a JupyterLab server and a browser
 def test_workbench_in_browser(tiny_model_path, tmp_path):
     with jupyter_lab(tmp_path / "lab") as (base, token, root), chromium_page(tmp_path / "profile") as page:
         out = root / "out"

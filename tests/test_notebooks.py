@@ -71,6 +71,7 @@ def run_notebook(path: Path, params: dict, report: list[str], tmp_path: Path, ti
     raise AssertionError("notebook produced no report")
 
 
+@pytest.mark.slow  # a kernel runs the notebook top to bottom
 def test_01_stylegan_tour(tmp_path, notebook_model):
     r = run_notebook(ROOT / "notebooks/01_stylegan_tour.ipynb",
                      {"MODEL": notebook_model, "SEEDS": [0, 1, 2], "OUT": str(tmp_path)},
@@ -79,6 +80,7 @@ def test_01_stylegan_tour(tmp_path, notebook_model):
     assert (tmp_path / "mapper.onnx").stat().st_size > 0 and (tmp_path / "synthesis.onnx").stat().st_size > 0
 
 
+@pytest.mark.slow  # a kernel runs the notebook top to bottom
 def test_02_ort_training_workflow(tmp_path, notebook_model):
     r = run_notebook(ROOT / "notebooks/02_ort_training_workflow.ipynb",
                      {"MODEL": notebook_model, "STEPS": 6, "OUT": str(tmp_path)},
@@ -99,6 +101,7 @@ def test_02_ort_training_workflow(tmp_path, notebook_model):
     assert r["artifact_points_equal"] and not r["torch_free"]["torch"] and r["torch_free"]["steps"] > 1
 
 
+@pytest.mark.slow  # a kernel runs the notebook top to bottom
 def test_03_draggan_workbench(tmp_path, notebook_model):
     r = run_notebook(ROOT / "notebooks/03_draggan_workbench.ipynb",
                      {"MODEL": notebook_model, "STEPS": 3, "OUT": str(tmp_path)},
@@ -111,6 +114,7 @@ def test_03_draggan_workbench(tmp_path, notebook_model):
     assert (tmp_path / "drag_session" / "session.json").is_file()
 
 
+@pytest.mark.slow  # a kernel runs the notebook top to bottom
 def test_04_blog_figures(tmp_path, notebook_model):
     from dragnb.checkpoints import BUNDLED
 

@@ -57,7 +57,7 @@ def _fmt(rows) -> str:
 
 
 # ----------------------------------------------------------------------------
-# Issue 3: drags mean something (the drags themselves: dragnb.toy.dragcheck)
+# Drags mean something (the drags themselves: dragnb.toy.dragcheck)
 
 
 @functools.cache
@@ -66,11 +66,13 @@ def _mouth_drag(seed: int) -> dict:
     return dragcheck.mouth_corner(_model(), seed)
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_mouth_corner_drag_widens_the_mouth():
     rows = [(s, _mouth_drag(s)) for s in SEEDS]
     assert all(r["widen"] >= 0.04 for _, r in rows), _fmt(rows)
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_mouth_corner_drag_keeps_the_eyes_still():
     rows = [(s, _mouth_drag(s)) for s in SEEDS]
     assert all(r["eyes"] < 0.012 for _, r in rows), _fmt(rows)
@@ -81,6 +83,7 @@ def _head_drag(seed: int) -> dict:
     return dragcheck.head_top(_model(), seed)
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_head_top_drag_raises_the_head():
     rows = [(s, _head_drag(s)) for s in SEEDS]
     assert all(r["rise"] >= 0.04 for _, r in rows), _fmt(rows)
@@ -93,13 +96,14 @@ def _eye_drag(seed: int) -> dict:
     return dragcheck.eye(_model(), seed)
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_eye_drag_moves_the_eye():
     rows = [(s, _eye_drag(s)) for s in SEEDS]
     assert all(r["fraction"] >= 0.60 for _, r in rows), _fmt(rows)
 
 
 # ----------------------------------------------------------------------------
-# Issue 4: a single-point drag of 8-15% of W converges, and a mask keeps its region
+# A single-point drag of 8-15% of W converges, and a mask keeps its region
 
 
 def _convergence_case(seed: int, case: int):
@@ -127,6 +131,7 @@ def _convergence_case(seed: int, case: int):
 CONVERGENCE_CASES = [(seed, case) for case in range(5) for seed in (case, case + 5)]
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_single_point_drags_converge_within_tolerance():
     rows = []
     for seed, case in CONVERGENCE_CASES:
@@ -140,6 +145,7 @@ def test_single_point_drags_converge_within_tolerance():
     assert all(r["converged"] and r["steps"] <= MAX_STEPS and r["end"] <= r["tol"] for _, r in rows), _fmt(rows)
 
 
+@pytest.mark.slow  # whole drags on six seeds
 def test_mask_keeps_the_fixed_region():
     """The mouth corner dragged 10% of W outward with the upper half of the image fixed, and without a mask:
     the fixed region's pixels change far less with the mask."""
@@ -160,7 +166,7 @@ def test_mask_keeps_the_fixed_region():
 
 
 # ----------------------------------------------------------------------------
-# Issue 3: the W space is smooth
+# The W space is smooth
 
 
 def _geometry(image) -> dict:

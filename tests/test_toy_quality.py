@@ -1,6 +1,7 @@
-"""Issue 3 acceptance on the committed bundled weights: fidelity and every part present, on 256 held-out
+"""The bundled weights as the model card states them: fidelity and every part present, on 256 held-out
 seeds (seed z's come from RandomState(seed); training batches from a different generator stream)."""
 
+import pytest
 import torch
 
 import dragnb
@@ -9,6 +10,7 @@ from dragnb.toy.train import evaluate
 torch.set_num_threads(1)
 
 
+@pytest.mark.slow  # 256 renders and generations
 def test_bundled_model_fidelity_and_parts():
     G = dragnb.load_generator("toyfaces")
     assert G.img_resolution == 128 and sum(p.numel() for p in G.parameters()) < 2_000_000

@@ -118,10 +118,10 @@ def child_session(job: dict) -> dict:
     exactly), and the seed's image is rendered when the drag starts (F0).
     """
     make_unimportable("torch", "onnx")  # the meta-path finders see every import from here on
-    from ..session import DragSession
     from ..backends.ort_model import ArtifactModel
     from ..backends.ort_sessions import import_onnxruntime
     from ..drag import geometry
+    from ..session import DragSession
 
     import_onnxruntime()  # module imports are the process's start, not the drag's
     base = rss_mb()

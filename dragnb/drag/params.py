@@ -107,7 +107,7 @@ class DragParams:
                                   allow_none=True),
             "num_layers": check_int("num_layers", self.num_layers, low=1, high=model.num_ws, allow_none=True),
             "l1_tracking": check_bool("l1_tracking", self.l1_tracking),
-            "render_every": check_int("render_every", self.render_every, low=1, high=MAX_STEPS),
+            "render_every": check_int("render_every", self.render_every, low=1),
             "noise_mode": self.noise_mode,
         }
         if v["noise_mode"] not in NOISE_MODES:

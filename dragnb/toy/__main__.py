@@ -3,7 +3,7 @@
     python -m dragnb.toy train --out artifacts/toy_train --minutes 60     # resumes from --out if it has checkpoints
     python -m dragnb.toy export --ckpt artifacts/toy_train --out dragnb/models/toyfaces.safetensors
     python -m dragnb.toy eval --model dragnb/models/toyfaces.safetensors  # PSNR, part stats, contact sheet
-    python -m dragnb.toy dragcheck --seeds 0-19 --set num_layers=8       # the issue-3 drags (dragcheck.py)
+    python -m dragnb.toy dragcheck --seeds 0-19 --set num_layers=8       # the model-card drags (dragcheck.py)
 """
 
 from __future__ import annotations

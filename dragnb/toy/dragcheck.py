@@ -1,4 +1,5 @@
-"""The issue-3 drags on a toyfaces model, measured on the generated image by colour segmentation.
+"""The model-card drags (eye, mouth corner, head top) on a toyfaces model, measured on the generated image by
+colour segmentation.
 
 One implementation shared by ``tests/test_toy_drags.py`` (the bars, on seeds 0-5) and
 ``python -m dragnb.toy dragcheck`` (the same drags on more seeds or other parameters: how the model's
