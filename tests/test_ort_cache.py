@@ -14,7 +14,8 @@ from conftest import make_tiny_generator
 
 from dragnb.backends import ort_cache
 from dragnb.backends.ort_cache import ArtifactCacheWarning, cache_key, ensure_artifacts
-from dragnb.backends.ort_files import MANIFEST, RUNTIME_FILES, verify_artifacts
+from dragnb.backends.ort_files import MANIFEST, RUNTIME_FILES, ArtifactError, verify_artifacts
+from dragnb.backends.ort_model import ArtifactModel
 from dragnb.backends.ort_runtime import DragRuntime
 
 FB = 2
@@ -175,3 +176,56 @@ print(b.runtime.seed_ws(3).shape == (1, G.num_ws, G.w_dim), b.runtime._mapping i
     subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True)
     out = subprocess.run([sys.executable, "-c", check], check=True, env=env, capture_output=True, text=True)
     assert out.stdout.split("\n")[:3] == ["[]", "True", "True False"], out.stdout + out.stderr
+
+
+# ----------------------------------------------------------------------------
+# A hostile or foreign folder: refused or replaced, never run as if it were the one asked for
+
+
+def _rewrite_manifest(folder, change):
+    m = json.loads((folder / MANIFEST).read_text())
+    change(m)
+    (folder / MANIFEST).write_text(json.dumps(m))
+
+
+def test_a_foreign_intact_set_under_the_key_is_replaced(template, small_G, tmp_path):
+    """An intact set made for another feature block, copied into this key's folder, is not run."""
+    other = ensure_artifacts(small_G, FB - 1, root=tmp_path / "other", progress=False)
+    dst = tmp_path / "ort" / template.name
+    shutil.copytree(other, dst)
+    assert verify_artifacts(dst) is None  # intact on its own ...
+    with pytest.warns(ArtifactCacheWarning, match="not the one asked for"):  # ... but not the set asked for
+        again = ensure_artifacts(small_G, FB, root=tmp_path, progress=False)
+    assert json.loads((again / MANIFEST).read_text())["settings"]["feature_block"] == FB
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda m: m["files"].pop("checkpoint"), "does not list"),        # an unlisted (unverified) file
+    (lambda m: m["files"].update({"checkpoint": 5}), "not {size, sha256}"),
+    (lambda m: m["files"].update({"checkpoint": None}), "not {size, sha256}"),
+    (lambda m: m["files"].update({"/proc/self/mem": {"size": 0, "sha256": "0" * 64}}), "plain file name"),
+    (lambda m: m["files"].update({"../x.onnx": {"size": 0, "sha256": "0" * 64}}), "plain file name"),
+    (lambda m: m.update({"files": []}), "no config or no file list"),
+    (lambda m: m.update({"config": None}), "no config or no file list"),
+])
+def test_a_bad_manifest_is_refused_with_a_reason(template, tmp_path, change, why):
+    folder = _copy(template, tmp_path)
+    _rewrite_manifest(folder, change)
+    reason = verify_artifacts(folder)
+    assert reason is not None and why in reason
+    with pytest.raises(ArtifactError, match="usable"):
+        ArtifactModel(folder)
+
+
+def test_a_symlinked_file_is_refused(template, tmp_path):
+    folder = _copy(template, tmp_path)
+    (folder / "checkpoint").rename(tmp_path / "elsewhere")
+    (folder / "checkpoint").symlink_to(tmp_path / "elsewhere")
+    assert "checkpoint is missing (or not a regular file)" in verify_artifacts(folder)
+
+
+def test_a_directory_where_the_lock_goes_is_a_clear_error(small_G, tmp_path):
+    key, _ = cache_key(small_G, FB)
+    (tmp_path / "ort" / ".locks" / f"{key}.lock").mkdir(parents=True)
+    with pytest.raises(ArtifactError, match="cannot make the artifacts"):
+        ensure_artifacts(small_G, FB, root=tmp_path, progress=False)

@@ -31,12 +31,12 @@ from pathlib import Path
 
 from ..drag.params import DragParams
 from ..fileio import atomic_write_text
-from .ort_files import (  # noqa: F401  (EXPORT_NOISE_MODES: read here by the exporter's callers)
-    EXPORT_NOISE_MODES,
+from .ort_files import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
     RUNTIME_FILES,
+    ArtifactError,
     file_sha256,
     verify_artifacts,
 )
@@ -186,28 +186,39 @@ def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None
     base = Path(root).expanduser() if root is not None else default_root()
     base = base / "ort"
     final = base / key
-    if final.is_dir() and verify_artifacts(final) is None:  # the common case: no lock needed to read
+    expect = {"key": key, **fields}
+    if final.is_dir() and verify_artifacts(final, expect=expect) is None:  # the common case: no lock needed
         return final
-    with _locked(base / ".locks" / f"{key}.lock"):
-        if final.exists():
-            why = verify_artifacts(final)
-            if why is None:  # another process finished it while we waited for the lock
-                return final
-            warnings.warn(f"ORT artifacts {final}: {why}; regenerating them", ArtifactCacheWarning, stacklevel=2)
-            bad = base / f".bad-{key}-{os.getpid()}"
-            os.rename(final, bad)
-            shutil.rmtree(bad, ignore_errors=True)
-        for stale in base.glob(f".tmp-{key}-*"):  # left by a generator that died; we hold the lock
-            shutil.rmtree(stale, ignore_errors=True)
-        log.info("generating ORT training artifacts in %s (once per model and feature block)", final)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published folder is an ordinary cache folder
-        try:
-            _generate(G, feature_block, noise_mode, tmp, key, fields, progress)
-            os.rename(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with _locked(base / ".locks" / f"{key}.lock"):
+            return _regenerate(G, feature_block, noise_mode, base, key, fields, progress)
+    except OSError as e:  # a read-only cache, a directory where the lock or a file goes, a full disk
+        raise ArtifactError(f"ORT artifact cache {base}: cannot make the artifacts for key {key} "
+                            f"({type(e).__name__}: {e.strerror or e})") from None
+
+
+def _regenerate(G, feature_block, noise_mode, base: Path, key: str, fields: dict, progress: bool) -> Path:
+    """(under the key's lock) The verified folder: another process's if it finished meanwhile, else made anew."""
+    final = base / key
+    if final.exists() or final.is_symlink():
+        why = verify_artifacts(final, expect={"key": key, **fields})
+        if why is None:  # another process finished it while we waited for the lock
+            return final
+        warnings.warn(f"ORT artifacts {final}: {why}; regenerating them", ArtifactCacheWarning, stacklevel=3)
+        bad = base / f".bad-{key}-{os.getpid()}"
+        os.rename(final, bad)
+        shutil.rmtree(bad, ignore_errors=True)
+    for stale in base.glob(f".tmp-{key}-*"):  # left by a generator that died; we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
+    log.info("generating ORT training artifacts in %s (once per model and feature block)", final)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published folder is an ordinary cache folder
+    try:
+        _generate(G, feature_block, noise_mode, tmp, key, fields, progress)
+        os.rename(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
