@@ -1,13 +1,17 @@
-"""The StyleGAN2 generator (PyTorch) and the ORT-differentiable ops it is built from.
+"""The StyleGAN2 and StyleGAN3 generators (PyTorch) and the ORT-differentiable ops they are built from.
 
 The names below are imported on first use, so that ``dragnb.stylegan.conventions`` (numpy only) loads without
 torch.
 """
 
-__all__ = ["Generator", "GeneratorConfig", "z_from_seed"]
+__all__ = ["Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator", "z_from_seed"]
 
 
 def __getattr__(name):
+    if name.startswith("StyleGAN3") and name in __all__:
+        from . import sg3
+
+        return getattr(sg3, name)
     if name in __all__:
         from . import networks
 
