@@ -238,6 +238,10 @@ def _snapshot(meta, members: _Members, prefix: str) -> dict:
 
 def check_snapshot(snap: dict, height: int, width: int, num_ws: int, w_dim: int) -> dict:
     """``snap`` (read from a file) if its values are what the API would accept for this model."""
+    for k, kinds in (("step", "iu"), ("num_layers", "iu"), ("latent_space", "U")):
+        a = snap["state"][k]
+        if a.shape != () or a.dtype.kind not in kinds:
+            raise SessionFileError(f"optimizer state {k!r} must be a scalar ({'a string' if kinds == 'U' else 'an int'})")
     try:
         check_state(snap["state"], num_ws, w_dim)
     except ValueError as e:
