@@ -241,7 +241,8 @@ def check_snapshot(snap: dict, height: int, width: int, num_ws: int, w_dim: int)
     for k, kinds in (("step", "iu"), ("num_layers", "iu"), ("latent_space", "U")):
         a = snap["state"][k]
         if a.shape != () or a.dtype.kind not in kinds:
-            raise SessionFileError(f"optimizer state {k!r} must be a scalar ({'a string' if kinds == 'U' else 'an int'})")
+            what = "a string" if kinds == "U" else "an int"
+            raise SessionFileError(f"optimizer state {k!r} must be a scalar ({what})")
     try:
         check_state(snap["state"], num_ws, w_dim)
     except ValueError as e:
