@@ -341,6 +341,13 @@ BAD_PARAMS = [
     ({"l1_tracking": "yes"}, TypeError),
     ({"render_every": 0}, ValueError),
     ({"noise_mode": "loud"}, ValueError),
+    ({"r1": 2000}, ValueError),          # bounded by the image: memory stays bounded
+    ({"r2": 2000}, ValueError),
+    ({"r1": math.inf}, ValueError),
+    ({"tolerance": 1e9}, ValueError),
+    ({"max_steps": 10**12}, ValueError),
+    ({"lr": 1e6}, ValueError),
+    ({"lambda_mask": math.nan}, ValueError),
 ]
 
 
@@ -416,3 +423,15 @@ def test_step_without_points(tiny_generator):
     with pytest.raises(ValueError, match="no points"):
         s.run()
     assert fingerprint(s) == before
+
+
+def test_point_pairs_are_bounded(tiny_generator):
+    from dragnb.session.points import MAX_POINTS
+
+    s = DragSession(tiny_generator, seed=0)
+    for i in range(MAX_POINTS):
+        s.add_point(handle=(i % 60, i // 60 * 4), target=(i % 60, i // 60 * 4 + 2))
+    before = s.handle_points
+    with pytest.raises(ValueError, match="at most"):
+        s.add_point(handle=(1, 60), target=(3, 60))
+    assert s.handle_points == before

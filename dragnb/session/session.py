@@ -208,6 +208,7 @@ class DragSession(SessionFiles):
         """Add a pair; ``handle`` and ``target`` are (x, y) in image pixels. Returns the point index."""
         with self._lock:
             h, t = self._points.check_pair(handle, target)
+            self._points.check_room()
             self._edited()
             return self._points.append(h, t)
 
