@@ -2,7 +2,8 @@
 
 safetensors stores raw tensors plus a JSON header and can hold no code, so loading never executes
 anything from the file. Layout of the metadata (all strings, as safetensors requires):
-``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``, plus an
+``{"format": "dragnb-generator", "format_version": "1", "config": <the config as JSON>}`` (a ``GeneratorConfig``,
+or a ``StyleGAN3Config``, told apart by its ``architecture`` field, ``"stylegan3"``), plus an
 optional ``"drag_defaults": <JSON object>``: DragGAN parameters tuned for this model (e.g. the bundled
 128 px ``toyfaces``: ``{"feature_block": 4, "tolerance": 1.5, ...}``). :func:`load_native` puts them in
 ``G.drag_defaults`` (``{}`` when absent); ``DragSession`` applies them over its own defaults and under
@@ -19,7 +20,8 @@ from pathlib import Path
 import torch
 
 from ..fileio import atomic_write
-from ..stylegan.networks import Generator, GeneratorConfig
+from ..stylegan.build import build_generator, config_from_dict
+from ..stylegan.networks import Generator
 
 FORMAT_NAME = "dragnb-generator"
 FORMAT_VERSION = "1"
@@ -100,7 +102,7 @@ def load_native(path: str | os.PathLike) -> Generator:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: unsupported dragnb format version {meta.get('format_version')!r}")
     try:
-        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+        cfg = config_from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path}: invalid generator config: {e}") from e
     try:
@@ -110,7 +112,7 @@ def load_native(path: str | os.PathLike) -> Generator:
     if not isinstance(drag_defaults, dict):
         raise CheckpointError(f"{path}: drag_defaults must be a JSON object, got {type(drag_defaults).__name__}")
     tensors = load_file(str(path))
-    G = Generator(cfg)
+    G = build_generator(cfg)
     expected = G.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

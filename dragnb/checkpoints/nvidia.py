@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from ..stylegan.networks import Generator, GeneratorConfig
+from ..stylegan.sg3 import StyleGAN3Config
 from .errors import (
     CheckpointError,
     MissingNetworkError,
@@ -190,20 +191,19 @@ class NvidiaNetwork:
     """G_ema read from a pickle: tensors under our names, the inferred config, the NVIDIA class name."""
 
     state_dict: dict[str, torch.Tensor]
-    config: GeneratorConfig
+    config: GeneratorConfig | StyleGAN3Config
     class_name: str
 
 
 def extract_generator(G: PersistentObject, source: str, progress: bool = False) -> NvidiaNetwork:
-    """Tensors (our names) and :class:`GeneratorConfig` of an NVIDIA StyleGAN2 ``G_ema`` record."""
+    """Tensors (our names) and config of an NVIDIA ``G_ema`` record (StyleGAN3 ones: ``nvidia_sg3.py``)."""
     refs: dict[str, TensorRef] = {}
     modules: dict[str, PersistentObject] = {}
     _walk(G, "", refs, modules, source)
     if _is_stylegan3(modules):
-        raise UnsupportedArchitectureError(
-            f"{source}: this is a StyleGAN3 (alias-free) network; dragnb runs StyleGAN2 generators only. "
-            "Use a StyleGAN2 checkpoint (e.g. the stylegan2-*.pkl files of the StyleGAN3 release)."
-        )
+        from .nvidia_sg3 import extract_stylegan3
+
+        return NvidiaNetwork(*extract_stylegan3(G, refs, modules, source, progress), G.class_name)
     if "mapping" not in modules or "synthesis" not in modules:
         raise UnsupportedArchitectureError(f"{source}: G_ema ({G.class_name}) has no mapping/synthesis networks")
 
@@ -281,6 +281,6 @@ def read_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Nvidi
 
 
 def load_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Generator:
-    """An NVIDIA StyleGAN2 network pickle -> our Generator (eval mode, no grad)."""
+    """An NVIDIA StyleGAN2 or StyleGAN3 network pickle -> our Generator (eval mode, no grad)."""
     net = read_nvidia_pickle(path, progress)
     return generator_from_state_dict(net.state_dict, net.config, str(path))

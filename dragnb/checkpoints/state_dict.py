@@ -12,6 +12,7 @@ import re
 
 import torch
 
+from ..stylegan.build import build_generator
 from ..stylegan.networks import Generator, GeneratorConfig
 from ..stylegan.ops import fir_filter_2d
 from .errors import UnsupportedArchitectureError
@@ -127,9 +128,9 @@ def config_from_state_dict(
     )
 
 
-def generator_from_state_dict(sd: dict[str, torch.Tensor], cfg: GeneratorConfig, source: str) -> Generator:
-    """Build ``Generator(cfg)`` and load ``sd`` strictly (float32); eval mode, no grad."""
-    G = Generator(cfg)
+def generator_from_state_dict(sd: dict[str, torch.Tensor], cfg, source: str) -> Generator:
+    """Build the generator of ``cfg`` (StyleGAN2 or StyleGAN3) and load ``sd`` strictly (float32); eval, no grad."""
+    G = build_generator(cfg)
     expected = G.state_dict()
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
@@ -140,6 +141,7 @@ def generator_from_state_dict(sd: dict[str, torch.Tensor], cfg: GeneratorConfig,
             for label, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", bad))
             if names
         )
-        raise UnsupportedArchitectureError(f"{source}: not a StyleGAN2 generator we can reproduce ({detail})")
+        kind = "StyleGAN3" if cfg.architecture == "stylegan3" else "StyleGAN2"
+        raise UnsupportedArchitectureError(f"{source}: not a {kind} generator we can reproduce ({detail})")
     G.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
     return G.eval().requires_grad_(False)
