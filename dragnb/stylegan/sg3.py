@@ -200,16 +200,15 @@ class SynthesisInput(nn.Module):
         t = self.affine(w)  # [N, 4]
         t = t / t[:, :2].square().sum(1, keepdim=True).sqrt()  # unit rotation (cos, sin)
         c, s, tx, ty = t.unbind(1)
-        # Inverse rotation, then inverse translation, then the user's transform: m = R @ T @ user.
-        zero, one = torch.zeros_like(c), torch.ones_like(c)
-        rot = torch.stack([torch.stack([c, -s, zero], 1), torch.stack([s, c, zero], 1),
-                           torch.stack([zero, zero, one], 1)], 1)  # [N, 3, 3]
-        trans = torch.stack([torch.stack([one, zero, -tx], 1), torch.stack([zero, one, -ty], 1),
-                             torch.stack([zero, zero, one], 1)], 1)
-        m = rot @ trans @ self.transform[None]
+        # m = R @ T @ user: the inverse rotation R after the inverse translation T, then the user's transform.
+        # Rows 0 and 1 of R @ T written out, as elementwise ops: ORT's gradient builder rejects a Concat that
+        # takes one tensor twice (what stacking whole 3x3 matrices with their zeros and ones gives).
+        m0 = torch.stack([c, -s, s * ty - c * tx], 1) @ self.transform  # [N, 3]: row 0 of m
+        m1 = torch.stack([s, c, -(s * tx + c * ty)], 1) @ self.transform  # row 1
         # A sinusoid of frequency f sampled at m(x): frequency f m[:2, :2], phase shifted by f . m[:2, 2].
-        phases = self.phases[None] + (self.freqs[None] @ m[:, :2, 2:]).squeeze(2)  # [N, C]
-        freqs = self.freqs[None] @ m[:, :2, :2]  # [N, C, 2]
+        fx, fy = self.freqs[None, :, 0:1], self.freqs[None, :, 1:2]  # [1, C, 1]
+        freqs = fx * m0[:, None, :2] + fy * m1[:, None, :2]  # [N, C, 2]
+        phases = self.phases[None] + (fx * m0[:, None, 2:] + fy * m1[:, None, 2:]).squeeze(2)  # [N, C]
         # Fade out what a user transform pushes beyond the band the first layer can represent.
         amp = (1 - (freqs.square().sum(2).sqrt() - self.bandwidth) / (self.rate / 2 - self.bandwidth)).clamp(0, 1)
         # Pixel centres of the first layer's grid, in image units (the image spans [-0.5, 0.5] at the final rate).
