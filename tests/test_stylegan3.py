@@ -187,3 +187,14 @@ def test_hostile_reduce_in_a_stylegan3_pickle_is_refused(tmp_path):
 def test_image_transform_matches_rotation_and_translation():
     m = sg3.image_transform((0.25, 0.0), 90.0)
     assert np.allclose(m @ [0, 0, 1], [0.25, 0, 1]) and np.allclose(m[:2, :2] @ [1, 0], [0, -1])
+
+
+@pytest.mark.parametrize("up,k", [(2, 12), (4, 24)])
+def test_polyphase_upsampling_equals_zero_insertion_and_filtering(up, k):
+    torch.manual_seed(0)
+    f = torch.randn(k, dtype=torch.float64)
+    x = torch.randn(1, 2, 9, 11, dtype=torch.float64)
+    for lo, hi in [(9, 8), (11, 10), (-11, -12), (3, -5), (14, 0)]:
+        ref = sg3_ops.fir_filter(sg3_ops._pad_or_crop(sg3_ops.zero_insert(x, up), (lo, hi, hi, lo)), f, gain=up * up)
+        y = sg3_ops.upsample_1d(sg3_ops.upsample_1d(x, f, up, lo, hi, dim=3), f, up, hi, lo, dim=2)
+        assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12)
