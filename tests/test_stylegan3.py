@@ -194,7 +194,7 @@ def test_polyphase_upsampling_equals_zero_insertion_and_filtering(up, k):
     torch.manual_seed(0)
     f = torch.randn(k, dtype=torch.float64)
     x = torch.randn(1, 2, 9, 11, dtype=torch.float64)
-    for lo, hi in [(9, 8), (11, 10), (-11, -12), (3, -5), (14, 0)]:
+    for lo, hi in [(9, 8), (11, 10), (-3, -2), (3, -5), (14, 0)]:
         ref = sg3_ops.fir_filter(sg3_ops._pad_or_crop(sg3_ops.zero_insert(x, up), (lo, hi, hi, lo)), f, gain=up * up)
         y = sg3_ops.upsample_1d(sg3_ops.upsample_1d(x, f, up, lo, hi, dim=3), f, up, hi, lo, dim=2)
         assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12)
