@@ -90,3 +90,17 @@ def test_ort_agrees_with_torch_on_config_r(sg3r):
     _, a, da = _drag(sg3r, "torch", 5, feature_block=7)
     _, b, db = _drag(sg3r, "ort", 5, feature_block=7)
     _compare(a, b, da, db)
+
+
+def test_session_file_and_workbench_on_a_stylegan3_checkpoint(tmp_path):
+    path = DATA / "sg3t64.safetensors"
+    s = DragSession(str(path), seed=2, render_every=1000)
+    s.add_point(handle=(20, 30), target=(26, 30))
+    list(s.run(max_steps=2))
+    saved = s.save(tmp_path / "s.json")
+    s2 = DragSession.load(saved)
+    assert s2.num_steps == s.num_steps and np.array_equal(s2.ws, s.ws) and np.array_equal(s2.image, s.image)
+    from dragnb.widgets.workbench import Workbench
+
+    wb = Workbench(session=s2, display_size=128)
+    assert wb.session is s2
