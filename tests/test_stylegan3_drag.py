@@ -104,3 +104,13 @@ def test_session_file_and_workbench_on_a_stylegan3_checkpoint(tmp_path):
 
     wb = Workbench(session=s2, display_size=128)
     assert wb.session is s2
+
+
+def test_onnx_inference_export_matches(tmp_path, sg3t):
+    """dragnb.export on StyleGAN3: the ONNX synthesis graph renders NVIDIA's image (as the PyTorch one does)."""
+    from dragnb.backends.onnx_export import OnnxGenerator, export_mapper, export_synthesis
+
+    og = OnnxGenerator(export_mapper(sg3t, tmp_path / "m.onnx"), export_synthesis(sg3t, tmp_path / "s.onnx"))
+    d = np.load(DATA / "sg3t64.npz")
+    ws = og.mapping(d["z"][:1], 0.7)
+    assert np.abs(og.render(ws)[0] - d["img_psi07"][0]).max() <= 1e-3
