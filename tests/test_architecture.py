@@ -189,10 +189,10 @@ def test_nothing_points_outside_the_repository():
     hits = []
     for folder in ("dragnb", "docs", "notebooks", "tests", "tools", "scripts"):
         for path in sorted((root / folder).rglob("*")):
-            if path.suffix not in (".py", ".md", ".ipynb", ".sh") or path.name == Path(__file__).name:
+            if path.suffix not in (".py", ".md", ".ipynb", ".sh", ".json"):
                 continue
             text = path.read_text(errors="replace")
-            for needle in ("shared/docs", "/work/", "../shared"):
+            for needle in ("shared" + "/docs", "/wo" + "rk/", "../" + "shared"):  # split: this file is read too
                 if needle in text:
                     hits.append(f"{path.relative_to(root)}: {needle}")
     assert hits == []
