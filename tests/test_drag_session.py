@@ -243,6 +243,38 @@ def test_autosave_after_each_drag(tiny_generator, tmp_path):
     assert DragSession.load(tmp_path / "auto").num_steps == 4
 
 
+def test_every_edit_is_durable_once_it_returns(tiny_generator, tmp_path):
+    """With an autosave folder, what a crash right after any call would leave is what that call made."""
+    auto = tmp_path / "auto"
+    s = DragSession(tiny_generator, seed=2, autosave_dir=auto)
+    assert DragSession.load(auto).seed == 2  # a crash before the first step leaves the session too
+    s.add_point(handle=DRAG[0], target=DRAG[1])
+    assert DragSession.load(auto).handle_points == [DRAG[0]]
+    s.move_point(0, target=(30, 36))
+    assert DragSession.load(auto).target_points == [(30.0, 36.0)]
+    fixed = np.zeros((64, 64), bool)
+    fixed[:8] = True
+    s.set_mask(fixed)
+    np.testing.assert_array_equal(DragSession.load(auto).mask, fixed)
+    s.set_params(lr=1e-3, r1=2.5)
+    assert DragSession.load(auto).params["r1"] == 2.5
+    s.set_latent_space("w")
+    assert DragSession.load(auto).latent_space == "w"
+    s.set_seed(5, truncation_psi=0.5)
+    t = DragSession.load(auto)
+    assert (t.seed, t.truncation_psi, t.handle_points) == (5, 0.5, [])
+    np.testing.assert_array_equal(t.ws, s.ws)
+
+
+def test_loading_into_its_own_autosave_folder_keeps_it(tiny_generator, tmp_path):
+    auto = tmp_path / "auto"
+    s = DragSession(tiny_generator, seed=0, autosave_dir=auto)
+    s.add_point(handle=DRAG[0], target=DRAG[1])
+    list(s.run(3))
+    t = DragSession.load(auto, autosave_dir=auto)
+    assert t.num_steps == 3 and DragSession.load(auto).num_steps == 3 and t.can_undo
+
+
 # ----------------------------------------------------------------------------
 # stop()
 

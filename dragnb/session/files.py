@@ -103,10 +103,13 @@ class SessionFiles:
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                    latent_space=saved.latent_space, autosave_dir=autosave_dir, **saved.params)
+                    latent_space=saved.latent_space, **saved.params)
             s._adopt(saved, model, weights)
         except (ValueError, TypeError) as e:  # a value the API refuses came from the file
             raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
+        if autosave_dir is not None:  # only now: the folder may be the one just read
+            s.autosave_dir = Path(autosave_dir)
+            s._autosave()
         return s
 
     def _adopt(self, saved: io.SavedSession, model, weights: str | None) -> None:
