@@ -4,16 +4,11 @@ The names below are imported on first use, so that ``dragnb.stylegan.conventions
 torch.
 """
 
+from ..lazy import lazy_attributes
+
 __all__ = ["Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator", "z_from_seed"]
 
+_LAZY = {"Generator": ".networks", "GeneratorConfig": ".networks", "z_from_seed": ".networks",
+         "StyleGAN3Config": ".sg3", "StyleGAN3Generator": ".sg3"}
 
-def __getattr__(name):
-    if name.startswith("StyleGAN3") and name in __all__:
-        from . import sg3
-
-        return getattr(sg3, name)
-    if name in __all__:
-        from . import networks
-
-        return getattr(networks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
