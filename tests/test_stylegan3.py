@@ -198,3 +198,17 @@ def test_polyphase_upsampling_equals_zero_insertion_and_filtering(up, k):
         ref = sg3_ops.fir_filter(sg3_ops._pad_or_crop(sg3_ops.zero_insert(x, up), (lo, hi, hi, lo)), f, gain=up * up)
         y = sg3_ops.upsample_1d(sg3_ops.upsample_1d(x, f, up, lo, hi, dim=3), f, up, hi, lo, dim=2)
         assert y.shape == ref.shape and torch.allclose(y, ref, atol=1e-12)
+
+
+@pytest.mark.parametrize("key,value", [("first_cutoff", 0.0), ("first_stopband", float("nan")),
+                                       ("first_stopband", 0.1), ("channel_base", 1), ("num_critical", 14),
+                                       ("use_radial_filters", "yes"), ("output_scale", float("inf"))])
+def test_impossible_hyper_parameters_are_refused(tmp_path, key, value):
+    with pytest.raises(ValueError):
+        StyleGAN3Config(**{key: value})
+    d = sg3_network_dict(_small())
+    d["G_ema"].state["_init_kwargs"][key] = value
+    if key == "num_critical":
+        d["G_ema"].state["_modules"]["synthesis"].state["num_critical"] = 6
+    with pytest.raises(CheckpointError):  # UnsupportedArchitectureError, or malformed for the string
+        load_generator(_write(tmp_path, d))

@@ -64,12 +64,34 @@ class StyleGAN3Config:
     def __post_init__(self):
         if self.architecture != ARCHITECTURE:
             raise ValueError(f"architecture must be {ARCHITECTURE!r}, got {self.architecture!r}")
-        if self.img_resolution < 8 or self.img_resolution & (self.img_resolution - 1):
-            raise ValueError(f"img_resolution must be a power of two >= 8, got {self.img_resolution}")
-        if not 0 <= self.num_critical < self.num_layers:
-            raise ValueError(f"need 0 <= num_critical < num_layers, got {self.num_critical}, {self.num_layers}")
-        if self.conv_kernel not in (1, 3) or self.filter_size < 1 or self.lrelu_upsampling < 1:
-            raise ValueError("conv_kernel must be 1 or 3, filter_size and lrelu_upsampling >= 1")
+        ints = {"z_dim": 1, "w_dim": 1, "c_dim": 0, "img_channels": 1, "mapping_layers": 1, "channel_base": 1,
+                "channel_max": 1, "num_layers": 1, "num_critical": 0, "margin_size": 0, "filter_size": 1,
+                "lrelu_upsampling": 1}
+        for name, low in ints.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+        for name in ("first_cutoff", "first_stopband", "last_stopband_rel", "output_scale", "mapping_lr_multiplier"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+        res = self.img_resolution
+        if isinstance(res, bool) or not isinstance(res, int) or res < 8 or res & (res - 1):
+            raise ValueError(f"img_resolution must be a power of two >= 8, got {res!r}")
+        if self.num_critical >= self.num_layers:
+            raise ValueError(f"need num_critical < num_layers, got {self.num_critical}, {self.num_layers}")
+        if self.conv_kernel not in (1, 3) or not isinstance(self.use_radial_filters, bool):
+            raise ValueError("conv_kernel must be 1 or 3 and use_radial_filters a bool")
+        if self.conv_clamp is not None and not (isinstance(self.conv_clamp, (int, float)) and self.conv_clamp > 0):
+            raise ValueError(f"conv_clamp must be None or positive, got {self.conv_clamp!r}")
+        try:
+            specs = self.layer_specs()
+        except (ArithmeticError, ValueError) as e:
+            raise ValueError(f"these hyper-parameters give no layer geometry ({e})") from None
+        for sp in specs:
+            counts = (sp.in_rate, sp.out_rate, sp.in_size, sp.out_size, sp.in_channels, sp.out_channels, sp.up, sp.down)
+            if min(counts) < 1 or sp.in_rate * sp.up != sp.out_rate * sp.down:
+                raise ValueError(f"these hyper-parameters give an impossible layer {sp.name}")
 
     img_width = None  # square images (the Generator interface has a width)
 
