@@ -114,3 +114,20 @@ def test_onnx_inference_export_matches(tmp_path, sg3t):
     d = np.load(DATA / "sg3t64.npz")
     ws = og.mapping(d["z"][:1], 0.7)
     assert np.abs(og.render(ws)[0] - d["img_psi07"][0]).max() <= 1e-3
+
+
+def test_transform_is_part_of_the_ort_artifacts(sg3t):
+    """The user transform is a buffer of the exported graphs: a moved image gets its own artifacts, and ORT
+    drags it as PyTorch does."""
+    from dragnb.backends.ort_cache import cache_key
+
+    key0 = cache_key(sg3t, 5)[0]
+    sg3t.set_transform(translate=(0.1, 0.0), angle=5.0)
+    try:
+        assert cache_key(sg3t, 5)[0] != key0
+        _, a, da = _drag(sg3t, "torch", 3, mask=None)
+        _, b, db = _drag(sg3t, "ort", 3, mask=None)
+        _compare(a, b, da, db)
+    finally:
+        sg3t.set_transform()
+    assert cache_key(sg3t, 5)[0] == key0
