@@ -213,3 +213,22 @@ def test_impossible_hyper_parameters_are_refused(tmp_path, key, value):
         syn[key] = 6 if key == "num_critical" else value
     with pytest.raises(CheckpointError):  # UnsupportedArchitectureError, or malformed for the string
         load_generator(_write(tmp_path, d))
+
+
+def test_convert_cli_writes_our_format(tmp_path, capsys):
+    import argparse
+
+    from dragnb.checkpoints.convert import add_convert_parser
+
+    G = _small(conv_kernel=1, use_radial_filters=True)
+    src, out = _write(tmp_path, sg3_network_dict(G)), tmp_path / "out.safetensors"
+    parser = argparse.ArgumentParser(prog="dragnb")
+    add_convert_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["convert", str(src), str(out), "--no-progress"])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "16x16" in text and "num_ws       8" in text and "stylegan3" in text and "L6_16_3: 3" in text
+    G2 = load_generator(out)
+    z = torch.randn(1, 16)
+    with torch.no_grad():
+        assert torch.equal(G(z), G2(z))
