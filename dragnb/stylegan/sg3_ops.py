@@ -150,8 +150,12 @@ def filtered_lrelu(x, b, fu, fd, up: int, down: int, padding, gain: float, slope
         x = fir_filter(_pad_or_crop(zero_insert(x, up), padding), fu, gain=float(up * up))
     # clamp(gain * lrelu(x), c) = gain * clamp(lrelu(x), c / gain), and the down filter is linear: the gain rides
     # on its taps (one pass less over the largest tensor of the layer, at the nonlinearity's higher rate).
+    # Without autograd (rendering), in place: x is this function's own intermediate, and at the high layers a fresh
+    # tensor of its size (up to a GB) costs more in page faults than the arithmetic. Not while exporting: the
+    # traced graph stays functional.
+    inplace = not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
     if slope != 1:
-        x = F.leaky_relu(x, slope)
+        x = F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
     if clamp is not None:
-        x = x.clamp(-clamp / gain, clamp / gain)
+        x = x.clamp_(-clamp / gain, clamp / gain) if inplace else x.clamp(-clamp / gain, clamp / gain)
     return fir_filter(x, fd, gain=gain, stride=down)
