@@ -1,11 +1,11 @@
 """The signal processing of StyleGAN3 (Karras et al. 2021, "Alias-Free Generative Adversarial Networks"),
 in ops ONNX Runtime's CPU training build can differentiate (see ``ops.py``): Conv, constant Pad, Reshape, Slice.
 
-* Low-pass FIR design (paper, appendix C): a Kaiser-windowed sinc for the separable filters of config T, and a
+* Low-pass FIR design: a Kaiser-windowed sinc for the separable filters of config T, and a
   Kaiser-windowed jinc (the radially symmetric ideal low-pass, ``J1(2 pi fc r) / (pi r)``) for the
   down-sampling filters of config R. Checkpoints carry the filters as buffers; the design here is what a
   freshly built network uses, and what loaded buffers are checked against.
-* The filtered nonlinearity (paper, section 3.2 and appendix D): bias, ``up``-fold up-sampling (zero insertion +
+* The filtered nonlinearity (the paper's alias-free leaky ReLU): bias, ``up``-fold up-sampling (zero insertion +
   FIR), leaky ReLU with gain and clamp at the higher rate, FIR low-pass and ``down``-fold decimation. The
   up-sampling is a zero insertion followed by an ordinary convolution (no Resize, no ConvTranspose); the
   decimation is a strided convolution.
@@ -140,7 +140,7 @@ def filtered_lrelu(x, b, fu, fd, up: int, down: int, padding, gain: float, slope
     FIR low-pass with ``fd`` and ``down``-fold decimation.
 
     ``padding`` = (left, right, top, bottom), applied after the zero insertion (negative values crop): it
-    places the samples on the symmetric grid of the paper's appendix C.3 and sets the output size.
+    places the samples on the paper's symmetric sample grid and sets the output size.
     """
     x = x + b.reshape(1, -1, 1, 1)
     if fu is not None and fu.ndim == 1:  # separable: rows first (on the H input rows only), then columns
