@@ -3,12 +3,13 @@ in ops ONNX Runtime's CPU training build can differentiate (see ``ops.py``): Con
 
 * Low-pass FIR design: a Kaiser-windowed sinc for the separable filters of config T, and a
   Kaiser-windowed jinc (the radially symmetric ideal low-pass, ``J1(2 pi fc r) / (pi r)``) for the
-  down-sampling filters of config R. Checkpoints carry the filters as buffers; the design here is what a
-  freshly built network uses, and what loaded buffers are checked against.
+  down-sampling filters of config R. Checkpoints carry the filters as buffers, and those are used; the design
+  here is what a freshly built network starts with (on NVIDIA-made networks it equals their buffers, tested).
 * The filtered nonlinearity (the paper's alias-free leaky ReLU): bias, ``up``-fold up-sampling (zero insertion +
   FIR), leaky ReLU with gain and clamp at the higher rate, FIR low-pass and ``down``-fold decimation. The
-  up-sampling is a zero insertion followed by an ordinary convolution (no Resize, no ConvTranspose); the
-  decimation is a strided convolution.
+  up-sampling is a grouped convolution of the input with the filter's polyphase components, interleaved (the
+  same numbers as zero insertion + convolution; no Resize, no ConvTranspose); the decimation is a strided
+  depthwise convolution.
 
 Filters are symmetric (both designs are linear-phase), so correlation (what conv2d computes) equals
 convolution and no kernel is flipped.
