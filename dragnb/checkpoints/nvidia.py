@@ -16,13 +16,10 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..stylegan.networks import Generator, GeneratorConfig
+from ..stylegan.networks import Generator
 from .errors import (
     CheckpointError,
     MissingNetworkError,
@@ -30,6 +27,8 @@ from .errors import (
     UnsafePickleError,
     UnsupportedArchitectureError,
 )
+from .network_info import NvidiaNetwork
+from .nvidia_tf import extract_tf_generator
 from .safe_pickle import (
     CONTAINER_ALLOW,
     NUMPY_ALLOW,
@@ -185,15 +184,6 @@ def _attr(modules: dict, path: str, name: str, default=None):
     return m.state.get(name, default) if m is not None else default
 
 
-@dataclass
-class NvidiaNetwork:
-    """G_ema read from a pickle: tensors under our names, the inferred config, the NVIDIA class name."""
-
-    state_dict: dict[str, torch.Tensor]
-    config: GeneratorConfig
-    class_name: str
-
-
 def extract_generator(G: PersistentObject, source: str, progress: bool = False) -> NvidiaNetwork:
     """Tensors (our names) and :class:`GeneratorConfig` of an NVIDIA StyleGAN2 ``G_ema`` record."""
     refs: dict[str, TensorRef] = {}
@@ -264,8 +254,6 @@ def read_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Nvidi
     obj = unpickle_network_file(path, data)
     del data
     if isinstance(obj, tuple) and obj and all(isinstance(o, TFNetwork) for o in obj):
-        from .nvidia_tf import extract_tf_generator
-
         return extract_tf_generator(obj, str(path))
     if not isinstance(obj, dict):
         raise MissingNetworkError(f"{path}: a pickle of {type(obj).__name__}, not an NVIDIA network dict")

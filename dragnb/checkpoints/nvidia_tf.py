@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError, MissingNetworkError, UnsupportedArchitectureError
+from .network_info import NvidiaNetwork
 from .safe_pickle import NumpyArray
 from .state_dict import config_from_state_dict
 
@@ -54,9 +55,7 @@ def _t(a: np.ndarray) -> torch.Tensor:
 
 
 def extract_tf_generator(nets: tuple, source: str):
-    """``(G, D, Gs)`` TF network records -> :class:`~.nvidia.NvidiaNetwork` built from ``Gs``."""
-    from .nvidia import NvidiaNetwork
-
+    """``(G, D, Gs)`` TF network records -> :class:`~.network_info.NvidiaNetwork` built from ``Gs``."""
     if len(nets) != 3:
         raise MissingNetworkError(f"{source}: a TF-era pickle should hold (G, D, Gs), found {len(nets)} networks")
     Gs = nets[2]
