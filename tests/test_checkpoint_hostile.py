@@ -1,0 +1,137 @@
+"""Hostile checkpoint files: tiny files that claim huge generators, decompression bombs, pickles whose
+structure makes printing or hashing them explode. Each must be refused with a ``CheckpointError`` that names
+the file, quickly and without allocating much; they are loaded in a memory-capped child process
+(``hostile_runner``), so a regression fails the test instead of the machine."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from hostile_files import (
+    big_declared_bytes_pickle,
+    deep_tuple_key_pickle,
+    huge_generator_state_dict,
+    memo_index_pickle,
+    native_config_only,
+    shared_tuple_pickle,
+    tensors_safetensors,
+    torch_save_bytes,
+    torch_zip_declaring_storage,
+    zip_bomb_torch_file,
+)
+from hostile_runner import load_in_child, problems
+from nvidia_fakes import Call, dump, fake_global, network_dict, random_generator
+
+torch.set_num_threads(1)
+
+
+def _write_all(tmp_path, files: dict[str, bytes]) -> list:
+    paths = []
+    for name, data in files.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        paths.append(p)
+    return paths
+
+
+def _check(tmp_path, files: dict[str, bytes], *, expect_all_refused: bool = True, max_growth_mb: float = 300):
+    results = load_in_child(_write_all(tmp_path, files), time_cap=20.0)
+    bad = problems(results, max_growth_mb=max_growth_mb)
+    assert not bad, "\n".join(bad)
+    if expect_all_refused:
+        assert [r["status"] for r in results] == ["refused"] * len(files), results
+    return results
+
+
+def test_native_files_declaring_absurd_sizes_are_refused_before_allocating(tmp_path):
+    files = {
+        "mapping_layers.safetensors": native_config_only(mapping_layers=10**6),
+        "z_dim.safetensors": native_config_only(z_dim=10**10),
+        "channels.safetensors": native_config_only(channel_max=10**6, channel_base=10**9),
+        "resolution_2_30.safetensors": native_config_only(img_resolution=2**30),
+        "resolution_2_14.safetensors": native_config_only(img_resolution=2**14, channel_base=2**14, channel_max=1),
+        "negative.safetensors": native_config_only(w_dim=-5),
+        "float_dim.safetensors": native_config_only(z_dim=1.5),
+        "bool_dim.safetensors": native_config_only(mapping_layers=True),
+        "not_pow2.safetensors": native_config_only(img_resolution=100),
+        "zero_channels.safetensors": native_config_only(channel_base=1),
+        "img_channels.safetensors": native_config_only(img_channels=10**6),
+        "c_dim.safetensors": native_config_only(c_dim=10**9),
+        "hidden.safetensors": native_config_only(mapping_layer_features=10**9),
+        "config_list.safetensors": tensors_safetensors({}, {"format": "dragnb-generator", "format_version": "1",
+                                                            "config": "[1, 2, 3]"}),
+    }
+    _check(tmp_path, files)
+
+
+def test_small_torch_and_safetensors_files_implying_huge_generators_are_refused(tmp_path):
+    files = {
+        "huge_64k.pt": torch_save_bytes(huge_generator_state_dict(65536)),
+        "huge_16k.pt": torch_save_bytes(huge_generator_state_dict(16384)),
+        "huge_16k_legacy.pt": torch_save_bytes(huge_generator_state_dict(16384), zipfile_format=False),
+        "huge_16k.safetensors": tensors_safetensors(huge_generator_state_dict(16384)),
+        # Within the resolution limit: refused because the tensors are not those of the config they imply
+        # (no noise buffers), before the 4096 px generator's 180 MB of noise is allocated.
+        "huge_4k.pt": torch_save_bytes(huge_generator_state_dict(4096)),
+        "huge_4k.safetensors": tensors_safetensors(huge_generator_state_dict(4096)),
+        "huge_16k_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(4, 4)}}),  # control: small
+    }
+    for name, data in list(files.items()):
+        assert len(data) < 20_000, name
+    _check(tmp_path, files, max_growth_mb=50)
+
+
+def test_zip_members_inflating_to_gigabytes_are_refused_before_reading(tmp_path):
+    small = torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(64, 64)}})
+    bomb = zip_bomb_torch_file(small, 1536)  # the member lies about the storage's size
+    consistent = torch_zip_declaring_storage(1536)  # record and member agree: only the ratio gives it away
+    assert len(bomb) < 3_000_000 and len(consistent) < 3_000_000
+    _check(tmp_path, {"bomb.pt": bomb, "consistent_bomb.pt": consistent})
+
+
+def test_pickles_that_make_the_unpickler_allocate_are_refused(tmp_path):
+    files = {
+        "memo.pkl": memo_index_pickle(2**28),  # an 11-byte file that sized the memo table to 2 GB
+        "binbytes.pkl": big_declared_bytes_pickle(2**40),
+        "deep_key.pkl": deep_tuple_key_pickle(300_000),  # hashing the key overflowed the C stack
+        "wide_key.pkl": shared_tuple_pickle(14, 4, wrap=lambda t: {t: 1}),  # hashing it visits 4 ** 14 tuples
+    }
+    _check(tmp_path, files)
+
+
+def _persid_pickle(depth, width):
+    """A protocol-2 pickle whose persistent id is a shared nested tuple (printed by the refusal)."""
+    return shared_tuple_pickle(depth, width)[:-1].replace(b"\x80\x04", b"\x80\x02", 1) + b"Q."
+
+
+def test_refusals_never_print_attacker_data_unbounded(tmp_path):
+    dtype = fake_global("numpy", "dtype")
+    nested = pickle.loads(shared_tuple_pickle(16, 4))  # 4 ** 16 tuples when printed, 200 bytes when pickled
+    d = network_dict(random_generator())
+    d["G_ema"].state["_modules"]["mapping"].state["_modules"]["fc0"].state["activation"] = nested
+    hint = network_dict(random_generator())
+    hint["G_ema"].state["z_dim"] = nested
+    files = {
+        "persid.pkl": _persid_pickle(16, 4),
+        "dtype.pkl": dump({"G_ema": Call(dtype, nested)}, 4),
+        "activation.pkl": dump(d, 4),
+        "hint.pkl": dump(hint, 4),
+        "no_g_ema.pkl": dump({"G": [nested], ("a" * 10**6): 1}, 4),
+    }
+    results = _check(tmp_path, files)
+    for r in results:
+        assert len(r["message"]) < 1000 and r["seconds"] < 5, r
+
+
+def test_bounded_refusal_in_process(tmp_path):
+    """The same kind of refusal in this process, for the error type and message (a cheap case only)."""
+    from dragnb.checkpoints import load_generator
+    from dragnb.checkpoints.errors import CheckpointError
+
+    p = tmp_path / "persid.pkl"
+    p.write_bytes(_persid_pickle(12, 4))
+    with pytest.raises(CheckpointError) as e:
+        load_generator(p)
+    assert str(p) in str(e.value) and len(str(e.value)) < 1000
