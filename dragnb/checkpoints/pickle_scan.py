@@ -38,9 +38,19 @@ _MARK = object()
 _PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
 _GETS = {"GET", "BINGET", "LONG_BINGET"}
 _IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
-_CALLS = {"REDUCE", "NEWOBJ", "NEWOBJ_EX"}
+_CALLS = {"REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ"}
 _STRINGS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
 _TRUNCATION_WORDS = ("exhausted", "remain", "not enough data", "no newline found")
+# Per opcode: (takes the items above a MARK, items taken from below it or from the stack, pushes a result).
+_LAYOUT = {
+    op.name: (
+        pickletools.markobject in op.stack_before,
+        op.stack_before.index(pickletools.markobject) if pickletools.markobject in op.stack_before
+        else len(op.stack_before),
+        bool(op.stack_after),
+    )
+    for op in pickletools.opcodes
+}
 
 
 class _Node:
@@ -136,30 +146,30 @@ def _scan(f, source) -> None:
                 pop(1)
             continue
 
-        before = op.stack_before
-        if pickletools.markobject in before:
-            below = before.index(pickletools.markobject)
+        marked, below, pushes = _LAYOUT[name]
+        if marked:
             sliced = pop_to_mark()
-            items = pop(below) + sliced
+            items = pop(below) + sliced if below else sliced
         else:
-            sliced = None
-            items = pop(len(before))
+            items = pop(below) if below else []
 
         if name in ("SETITEM", "SETITEMS"):
             keys = items[1::2]
-        elif name in ("ADDITEMS",):
+        elif name == "ADDITEMS":
             keys = items[1:]
         elif name == "FROZENSET":
             keys = items
         elif name in _CALLS and items and items[0].value in HASHING_CALLABLES:
             keys = items[1:]
+        elif name == "INST" and tuple(str(arg).split(" ", 1)) in HASHING_CALLABLES:
+            keys = items
         else:
             keys = ()
-        for k in keys:
-            hash_work += k.size
-        if hash_work > MAX_HASH_WORK:
-            refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
-                   "(memo-shared nested tuples)")
+        if keys:
+            hash_work += sum(k.size for k in keys)
+            if hash_work > MAX_HASH_WORK:
+                refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
+                       "(memo-shared nested tuples)")
 
         if name in _IN_PLACE:
             target, rest = items[0], items[1:]
@@ -177,5 +187,5 @@ def _scan(f, source) -> None:
             node = _combine(items)
         if node.depth > MAX_DEPTH:
             refuse(f"objects nested more than {MAX_DEPTH} deep")
-        if op.stack_after:
+        if pushes:
             stack.append(node)
