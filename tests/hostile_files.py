@@ -102,7 +102,13 @@ def zip_bytes(members: list[tuple[str, bytes, int, int, int]]) -> bytes:
     for c in central:
         out.write(c)
     size = out.tell() - start
-    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(central), len(central), size, start, 0))
+    count = len(central)
+    if count > 0xFFFF:  # zip64 end records carry the real count
+        end64 = out.tell()
+        out.write(struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, count, count, size, start))
+        out.write(struct.pack("<IIQI", 0x07064B50, 0, end64, 1))
+        count = 0xFFFF
+    out.write(struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, count, count, size, start, 0))
     return out.getvalue()
 
 
@@ -150,6 +156,23 @@ def torch_zip_declaring_storage(n_mib: int) -> bytes:
     return zip_bytes([("archive/data.pkl", pkl, zipfile.ZIP_STORED, len(pkl), zlib.crc32(pkl)),
                       ("archive/byteorder", b"little", zipfile.ZIP_STORED, 6, zlib.crc32(b"little")),
                       ("archive/data/0", stream, zipfile.ZIP_DEFLATED, usize, 0)])
+
+
+def many_objects_pickle(n: int) -> bytes:
+    """A list of ``n`` empty dicts: 2 bytes of pickle per dict, 64 bytes of memory each once unpickled."""
+    return b"\x80\x04]" + b"}a" * n + b"."
+
+
+def many_containers_header(n_bytes: int) -> bytes:
+    """A safetensors file whose JSON header is ``{"x": [{},{},...]}`` of about ``n_bytes``."""
+    raw = b'{"x": [' + b"{}," * (n_bytes // 3) + b"{}]}"
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw
+
+
+def many_members_zip(n: int) -> bytes:
+    """A zip of ``n`` empty members (about 80 bytes each in the file, ten times that once parsed)."""
+    return zip_bytes([(f"archive/{i}", b"", zipfile.ZIP_STORED, 0, 0) for i in range(n)])
 
 
 def shared_tuple_pickle(depth: int, width: int = 2, wrap=None) -> bytes:

@@ -13,6 +13,9 @@ from hostile_files import (
     big_declared_bytes_pickle,
     deep_tuple_key_pickle,
     huge_generator_state_dict,
+    many_containers_header,
+    many_members_zip,
+    many_objects_pickle,
     memo_index_pickle,
     native_config_only,
     shared_tuple_pickle,
@@ -99,6 +102,16 @@ def test_pickles_that_make_the_unpickler_allocate_are_refused(tmp_path):
         "wide_key.pkl": shared_tuple_pickle(14, 4, wrap=lambda t: {t: 1}),  # hashing it visits 4 ** 14 tuples
     }
     _check(tmp_path, files)
+
+
+def test_files_whose_structure_outgrows_their_size_are_refused(tmp_path):
+    """A few MB of pickle opcodes, JSON or zip directory entries that would parse into hundreds of MB."""
+    files = {
+        "dicts.pkl": many_objects_pickle(5_000_000),
+        "dicts.safetensors": many_containers_header(15 << 20),
+        "members.pt": b"PK\x03\x04" + many_members_zip(200_000)[4:],
+    }
+    _check(tmp_path, files, max_growth_mb=60)
 
 
 def _persid_pickle(depth, width):

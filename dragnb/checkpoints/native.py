@@ -39,6 +39,10 @@ FORMAT_VERSION = "1"
 
 # The safetensors header is JSON; ours is a few KB, a 1024 px generator's about 40 KB.
 MAX_HEADER = 16 << 20
+# Parsed JSON can take 25x its text ("[{},{},...]"): the containers and items a header may declare are
+# counted in the text before parsing (a genuine header has about 2 containers and 8 commas per tensor).
+MAX_JSON_CONTAINERS = 4 * MAX_TENSORS + 64
+MAX_JSON_COMMAS = 20 * MAX_TENSORS + 4096
 SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
 
 
@@ -128,6 +132,7 @@ def parse_safetensors(path: str | os.PathLike) -> tuple[dict, dict[str, Safetens
         if 8 + n > size:
             raise TruncatedFileError(f"{path}: truncated safetensors file (header says {n} bytes, file has {size - 8})")
         raw = head[8:] + f.read(n - 1)
+    _check_json_size(path, raw, "safetensors header")
     try:
         header = json.loads(raw)
     except RecursionError:
@@ -165,9 +170,19 @@ def is_native(path: str | os.PathLike) -> bool:
     return parsed is not None and parsed[0].get("format") == FORMAT_NAME
 
 
+def _check_json_size(path, text, what: str) -> None:
+    """Refuse JSON that declares more containers or items than any genuine file (see MAX_JSON_*)."""
+    raw = text.encode() if isinstance(text, str) else text
+    containers = raw.count(b"{") + raw.count(b"[")
+    if containers > MAX_JSON_CONTAINERS or raw.count(b",") > MAX_JSON_COMMAS:
+        raise LimitExceededError(f"{path}: the {what} holds more JSON objects or items than any checkpoint needs")
+
+
 def _json_entry(path, meta: dict, key: str, default: str):
+    text = meta.get(key, default)
+    _check_json_size(path, text, key)
     try:
-        return json.loads(meta.get(key, default))
+        return json.loads(text)
     except RecursionError:
         raise CheckpointError(f"{path}: invalid {key} (nested too deeply)") from None
     except ValueError as e:

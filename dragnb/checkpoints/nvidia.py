@@ -181,6 +181,7 @@ def _walk(obj: PersistentObject, prefix: str, tensors: dict, modules: dict, sour
         skip = set()
     if not isinstance(skip, (set, frozenset, list, tuple)) or not all(isinstance(n, str) for n in skip):
         raise CheckpointError(f"{source}: malformed module state ({prefix}_non_persistent_buffers_set)")
+    skip = set(skip)  # a long list would make each lookup below linear
     for kind in ("_parameters", "_buffers"):
         for name, t in _dict(st.get(kind), prefix + kind, source).items():
             if t is None or (kind == "_buffers" and name in skip):

@@ -500,10 +500,24 @@ class _ZipUnpickler(AllowlistUnpickler):
         return cached
 
 
+def _declared_zip_members(path) -> int | None:
+    """The member count the zip's end record declares, read before ``zipfile`` builds an object per member
+    (about ten times the central directory's size in memory); None when the record cannot be found."""
+    try:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)  # the stdlib's own reader of the end records (zip64 included)
+    except Exception:  # noqa: BLE001 - a damaged end record: zipfile.ZipFile reports it below
+        return None
+    return None if not end else end[zipfile._ECD_ENTRIES_TOTAL]
+
+
 def load_torch_zip(path) -> Any:
     """Read a ``torch.save`` zip file safely; tensors come back as :class:`TensorRef`.
 
     Members are read only after their declared size and compression ratio are checked (``_ZipReader``)."""
+    declared = _declared_zip_members(path)
+    if declared is not None and declared > MAX_ZIP_MEMBERS:
+        raise LimitExceededError(f"{path}: a zip of {declared} members (at most {MAX_ZIP_MEMBERS} accepted)")
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
