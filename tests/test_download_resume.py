@@ -27,6 +27,7 @@ class Server:
         self.requests: list[dict] = []
         self.payload, self.etag, self.last_modified = A, '"a"', None
         self.honor_if_range, self.always_416, self.cut_after, self.send_length = True, False, None, True
+        self.redirect_to = None
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,6 +38,11 @@ class Server:
 
             def do_GET(self):
                 outer.requests.append({**dict(self.headers), "path": self.path})
+                if outer.redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirect_to)
+                    self.end_headers()
+                    return
                 data, start, status = outer.payload, 0, 200
                 m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
                 if m:
@@ -204,3 +210,13 @@ def test_unsafe_names_from_urls_are_refused(server, dirs, tail):
 def test_unsafe_explicit_names_are_refused(server, dirs, name):
     with pytest.raises(ValueError, match="file name"):
         download(server.url, dirs[0], part_dir=dirs[1], progress=False, accept_unverified=True, filename=name)
+
+
+def test_redirects_to_other_schemes_are_refused(server, dirs):
+    server.redirect_to = "ftp://127.0.0.1/net.pkl"
+    with pytest.raises(DownloadError, match="302"):
+        download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, accept_unverified=True)
+    server.redirect_to = "file:///etc/passwd"
+    with pytest.raises(DownloadError, match="302"):
+        download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, accept_unverified=True)
+    assert not dirs[0].exists() or not list(dirs[0].iterdir())

@@ -167,6 +167,18 @@ def _length(value) -> int | None:
     return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) URLs only (urllib's default also follows ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL refused", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
 class _Restart(Exception):
     """The partial file cannot be continued (the remote file changed, or the server refused the range)."""
 
@@ -197,7 +209,7 @@ def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progre
         headers["If-Range"] = _validator(state)
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # the range is not there: the file is not the one we started
             raise _Restart from None
