@@ -30,26 +30,41 @@ from nvidia_fakes import Call, dump, fake_global, network_dict, random_generator
 torch.set_num_threads(1)
 
 
-def _write_all(tmp_path, files: dict[str, bytes]) -> list:
-    paths = []
-    for name, data in files.items():
-        p = tmp_path / name
-        p.write_bytes(data)
-        paths.append(p)
-    return paths
+GROUPS: dict = {}  # group name -> function building {file name: bytes}
 
 
-def _check(tmp_path, files: dict[str, bytes], *, expect_all_refused: bool = True, max_growth_mb: float = 300):
-    results = load_in_child(_write_all(tmp_path, files), time_cap=20.0)
-    bad = problems(results, max_growth_mb=max_growth_mb)
-    assert not bad, "\n".join(bad)
-    if expect_all_refused:
-        assert [r["status"] for r in results] == ["refused"] * len(files), results
+def group(fn):
+    GROUPS[fn.__name__.removeprefix("_")] = fn
+    return fn
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory) -> dict[str, list[dict]]:
+    """Every group's files loaded in one capped child (one torch import for all): {group: results}."""
+    folder = tmp_path_factory.mktemp("hostile")
+    paths, owners = [], []
+    for name, build in GROUPS.items():
+        for fname, data in build().items():
+            p = folder / f"{name}--{fname}"
+            p.write_bytes(data)
+            paths.append(p)
+            owners.append(name)
+    results: dict[str, list[dict]] = {name: [] for name in GROUPS}
+    for owner, r in zip(owners, load_in_child(paths, time_cap=20.0)):
+        results[owner].append(r)
     return results
 
 
-def test_native_files_declaring_absurd_sizes_are_refused_before_allocating(tmp_path):
-    files = {
+def _check(results: list[dict], *, max_growth_mb: float = 300) -> list[dict]:
+    bad = problems(results, max_growth_mb=max_growth_mb)
+    assert not bad, "\n".join(bad)
+    assert [r["status"] for r in results] == ["refused"] * len(results), results
+    return results
+
+
+@group
+def _native_absurd_sizes():
+    return {
         "mapping_layers.safetensors": native_config_only(mapping_layers=10**6),
         "z_dim.safetensors": native_config_only(z_dim=10**10),
         "channels.safetensors": native_config_only(channel_max=10**6, channel_base=10**9),
@@ -66,10 +81,14 @@ def test_native_files_declaring_absurd_sizes_are_refused_before_allocating(tmp_p
         "config_list.safetensors": tensors_safetensors({}, {"format": "dragnb-generator", "format_version": "1",
                                                             "config": "[1, 2, 3]"}),
     }
-    _check(tmp_path, files)
 
 
-def test_small_torch_and_safetensors_files_implying_huge_generators_are_refused(tmp_path):
+def test_native_files_declaring_absurd_sizes_are_refused_before_allocating(hostile):
+    _check(hostile["native_absurd_sizes"])
+
+
+@group
+def _huge_generators():
     files = {
         "huge_64k.pt": torch_save_bytes(huge_generator_state_dict(65536)),
         "huge_16k.pt": torch_save_bytes(huge_generator_state_dict(16384)),
@@ -81,37 +100,54 @@ def test_small_torch_and_safetensors_files_implying_huge_generators_are_refused(
         "huge_4k.safetensors": tensors_safetensors(huge_generator_state_dict(4096)),
         "huge_16k_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(4, 4)}}),  # control: small
     }
-    for name, data in list(files.items()):
+    for name, data in files.items():
         assert len(data) < 20_000, name
-    _check(tmp_path, files, max_growth_mb=50)
+    return files
 
 
-def test_zip_members_inflating_to_gigabytes_are_refused_before_reading(tmp_path):
+def test_small_torch_and_safetensors_files_implying_huge_generators_are_refused(hostile):
+    _check(hostile["huge_generators"], max_growth_mb=50)
+
+
+@group
+def _zip_bombs():
     small = torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(64, 64)}})
     bomb = zip_bomb_torch_file(small, 1536)  # the member lies about the storage's size
     consistent = torch_zip_declaring_storage(1536)  # record and member agree: only the ratio gives it away
     assert len(bomb) < 3_000_000 and len(consistent) < 3_000_000
-    _check(tmp_path, {"bomb.pt": bomb, "consistent_bomb.pt": consistent})
+    return {"bomb.pt": bomb, "consistent_bomb.pt": consistent}
 
 
-def test_pickles_that_make_the_unpickler_allocate_are_refused(tmp_path):
-    files = {
+def test_zip_members_inflating_to_gigabytes_are_refused_before_reading(hostile):
+    _check(hostile["zip_bombs"])
+
+
+@group
+def _unpickler_bombs():
+    return {
         "memo.pkl": memo_index_pickle(2**28),  # an 11-byte file that sized the memo table to 2 GB
         "binbytes.pkl": big_declared_bytes_pickle(2**40),
         "deep_key.pkl": deep_tuple_key_pickle(300_000),  # hashing the key overflowed the C stack
         "wide_key.pkl": shared_tuple_pickle(14, 4, wrap=lambda t: {t: 1}),  # hashing it visits 4 ** 14 tuples
     }
-    _check(tmp_path, files)
 
 
-def test_files_whose_structure_outgrows_their_size_are_refused(tmp_path):
+def test_pickles_that_make_the_unpickler_allocate_are_refused(hostile):
+    _check(hostile["unpickler_bombs"])
+
+
+@group
+def _structure_outgrowing_size():
     """A few MB of pickle opcodes, JSON or zip directory entries that would parse into hundreds of MB."""
-    files = {
+    return {
         "dicts.pkl": many_objects_pickle(5_000_000),
         "dicts.safetensors": many_containers_header(15 << 20),
         "members.pt": b"PK\x03\x04" + many_members_zip(200_000)[4:],
     }
-    _check(tmp_path, files, max_growth_mb=60)
+
+
+def test_files_whose_structure_outgrows_their_size_are_refused(hostile):
+    _check(hostile["structure_outgrowing_size"], max_growth_mb=60)
 
 
 def _persid_pickle(depth, width):
@@ -119,22 +155,25 @@ def _persid_pickle(depth, width):
     return shared_tuple_pickle(depth, width)[:-1].replace(b"\x80\x04", b"\x80\x02", 1) + b"Q."
 
 
-def test_refusals_never_print_attacker_data_unbounded(tmp_path):
+@group
+def _unbounded_messages():
     dtype = fake_global("numpy", "dtype")
     nested = pickle.loads(shared_tuple_pickle(16, 4))  # 4 ** 16 tuples when printed, 200 bytes when pickled
     d = network_dict(random_generator())
     d["G_ema"].state["_modules"]["mapping"].state["_modules"]["fc0"].state["activation"] = nested
     hint = network_dict(random_generator())
     hint["G_ema"].state["z_dim"] = nested
-    files = {
+    return {
         "persid.pkl": _persid_pickle(16, 4),
         "dtype.pkl": dump({"G_ema": Call(dtype, nested)}, 4),
         "activation.pkl": dump(d, 4),
         "hint.pkl": dump(hint, 4),
         "no_g_ema.pkl": dump({"G": [nested], ("a" * 10**6): 1}, 4),
     }
-    results = _check(tmp_path, files)
-    for r in results:
+
+
+def test_refusals_never_print_attacker_data_unbounded(hostile):
+    for r in _check(hostile["unbounded_messages"]):
         assert len(r["message"]) < 1000 and r["seconds"] < 5, r
 
 

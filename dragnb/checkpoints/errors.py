@@ -133,9 +133,11 @@ def as_checkpoint_error(e: BaseException, path) -> CheckpointError:
     where = os.fspath(path)
     if isinstance(e, CheckpointError):
         text = e.args[0] if len(e.args) == 1 and isinstance(e.args[0], str) else describe_exception(e)
-        if where in text:
+        if where in text and len(text) <= MAX_MESSAGE + len(where) + 100 and "\n" not in text:
             return e
-        return type(e)(f"{where}: {text}")
+        lines = text.strip().splitlines()
+        text = lines[0][: MAX_MESSAGE + len(where) + 100] if lines else type(e).__name__
+        return type(e)(text if where in text else f"{where}: {text}")
     if _is_memory_failure(e):
         return CheckpointError(f"{where}: not enough memory to load this file ({describe_exception(e)})")
     if isinstance(e, RecursionError):
