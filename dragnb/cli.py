@@ -22,7 +22,7 @@ import numpy as np
 from .backends.ort_files import ArtifactError
 from .bench.cli import add_bench_parser  # the measurement code is imported only when `dragnb bench` runs
 from .checkpoints import CheckpointError
-from .checkpoints.convert import add_convert_parser
+from .checkpoints.convert import add_convert_parser, check_output_file
 from .checkpoints.download import add_download_parser
 
 # ----------------------------------------------------------------------------
@@ -106,6 +106,7 @@ def add_generate_parser(sub) -> None:
 def cmd_generate(args) -> int:
     from .session import DragSession
 
+    check_output_file(args.out)  # before the model load: a bad path must not cost the load
     s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     s.export_png(args.out)
@@ -184,14 +185,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 500
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input (arguments, files, paths) rather than a bug in dragnb."""
+    return (ValueError, TypeError, OSError, ImportError, CheckpointError, ArtifactError)
+
+
+def error_line(e: BaseException) -> str:
+    """The first line of an error's message, bounded: library messages can carry C++ stack dumps."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."
+
+
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    """Entry point; returns the exit status (0 ok, 2 bad input: one line on stderr, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, ImportError, CheckpointError, ArtifactError) as e:
-        # A user's mistake (a path, a value, a file that is not what it claims): one line, exit status 2.
-        text = " ".join(str(e).split())
-        print(f"dragnb {args.command}: error: {text[:500]}", file=sys.stderr)
+    except _user_error_types() as e:
+        print(f"dragnb {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2

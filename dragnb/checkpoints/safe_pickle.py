@@ -10,6 +10,9 @@ Tensors are kept as :class:`TensorRef` records (storage, offset, size, stride) a
 ``torch.Tensor`` by :meth:`TensorRef.materialize`, with bounds checked, so the tensors of parts we do
 not use (an NVIDIA pickle's ``D``) are never built.
 
+Before any of these unpicklers runs, ``pickle_scan.scan_pickle`` checks the opcodes for what could exhaust
+memory or the C stack inside the unpickler itself (huge memo indices, deep nesting, exponential hashing).
+
 Formats read here:
 * torch's legacy (non-zip) serialization of one storage, which NVIDIA pickles embed through
   ``torch.storage._load_from_bytes(blob)``: pickles of the magic number, protocol version and
@@ -24,6 +27,7 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
 import struct
 import zipfile
@@ -32,7 +36,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, TruncatedFileError, UnsafePickleError
+from .errors import (
+    CheckpointError,
+    LimitExceededError,
+    TruncatedFileError,
+    UnsafePickleError,
+    brief,
+    describe_exception,
+)
+from .limits import MAX_NDIM, check_state_dict
+from .pickle_scan import scan_pickle
 
 # torch storage class name -> dtype; `UntypedStorage` holds raw bytes.
 STORAGE_DTYPES = {
@@ -46,16 +59,27 @@ LEGACY_PROTOCOL = 1001
 
 
 def refuse(module: str, name: str) -> UnsafePickleError:
+    where = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else brief((module, name))
     return UnsafePickleError(
-        f"refused to load: the file asks for {module}.{name}, which is not on the allowlist of harmless "
+        f"refused to load: the file asks for {where[:200]}, which is not on the allowlist of harmless "
         "names this loader accepts (such a reference can run arbitrary code when loaded the usual way)"
     )
 
 
 class AllowlistUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose globals come only from ``self.allow`` ({(module, name): stand-in})."""
+    """``pickle.Unpickler`` whose globals come only from ``self.allow`` ({(module, name): stand-in}).
+
+    ``load()`` first scans the pickle's opcodes (``pickle_scan``), so ``file`` must be seekable."""
 
     allow: dict[tuple[str, str], Any] = {}
+
+    def __init__(self, file, source="the pickle"):
+        super().__init__(file)
+        self._file, self._source = file, source
+
+    def load(self):
+        scan_pickle(self._file, self._source)
+        return super().load()
 
     def find_class(self, module, name):
         if module == "__builtin__":  # protocol-2 pickles use the Python 2 name
@@ -66,7 +90,7 @@ class AllowlistUnpickler(pickle.Unpickler):
             raise refuse(module, name) from None
 
     def persistent_load(self, pid):
-        raise UnsafePickleError(f"refused to load: unexpected persistent id {str(pid)[:80]!r} in the pickle")
+        raise UnsafePickleError(f"refused to load: unexpected persistent id {brief(pid)} in the pickle")
 
 
 def _check(cond: bool, what: str):
@@ -109,14 +133,18 @@ class TensorRef:
     def shape(self) -> tuple:
         return self.size
 
-    def materialize(self) -> torch.Tensor:
-        """A fresh contiguous ``torch.Tensor`` of shape ``size``; raises if the view leaves its storage."""
+    def check_bounds(self) -> None:
+        """Raise if the view leaves its storage, or is a broadcast far bigger than it."""
         count = math.prod(self.size)
         # Checkpoint tensors are never broadcast views; a huge zero-stride view would only exhaust memory.
         _check(count <= 16 * max(self.storage.numel, 1), f"tensor of shape {list(self.size)} dwarfs its storage")
         if count > 0:
             last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
             _check(last < self.storage.numel, f"tensor of shape {list(self.size)} reaches past its storage")
+
+    def materialize(self) -> torch.Tensor:
+        """A fresh contiguous ``torch.Tensor`` of shape ``size``; raises if the view leaves its storage."""
+        self.check_bounds()
         base = self.storage.tensor()
         return base.as_strided(self.size, self.stride, self.offset).clone()
 
@@ -124,9 +152,12 @@ class TensorRef:
         raise UnsafePickleError("refused to load: unexpected BUILD on a tensor")
 
 
+MAX_INDEX = 2**48  # sizes, strides and offsets of a tensor; real ones are below 2**31
+
+
 def _ints(x, n=None) -> bool:
     return isinstance(x, tuple) and (n is None or len(x) == n) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in x
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INDEX for v in x
     )
 
 
@@ -138,10 +169,13 @@ def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False
                       metadata=None) -> TensorRef:
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: validates and records, builds nothing."""
     _check(isinstance(storage, StorageRef), "tensor without a storage")
-    _check(isinstance(storage_offset, int) and storage_offset >= 0, "bad tensor offset")
-    _check(_ints(size) and _ints(stride, len(size)), "bad tensor size/stride")
+    _check(isinstance(storage_offset, int) and not isinstance(storage_offset, bool)
+           and 0 <= storage_offset < MAX_INDEX, "bad tensor offset")
+    _check(_ints(size) and len(size) <= MAX_NDIM and _ints(stride, len(size)), "bad tensor size/stride")
     _check(_hooks_empty(backward_hooks) and not metadata, "tensor with hooks or metadata")
-    return TensorRef(storage, storage_offset, size, stride)
+    ref = TensorRef(storage, storage_offset, size, stride)
+    ref.check_bounds()  # the storage's size is known here: refuse a bad view before anything uses it
+    return ref
 
 
 def rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None) -> TensorRef:
@@ -170,11 +204,12 @@ def _storage_pid(pid) -> tuple[StorageType, str, int]:
     """Validate a storage persistent id -> (storage type, key, numel)."""
     ok = (
         isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-        and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[3], str)
-        and isinstance(pid[4], int) and pid[4] >= 0
+        and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and len(pid[2]) <= 100
+        and isinstance(pid[3], str) and isinstance(pid[4], int) and not isinstance(pid[4], bool)
+        and 0 <= pid[4] < MAX_INDEX
     )
     if not ok:
-        raise UnsafePickleError(f"refused to load: unexpected persistent id {str(pid)[:80]!r}")
+        raise UnsafePickleError(f"refused to load: unexpected persistent id {brief(pid)}")
     return pid[1], pid[2], pid[4]
 
 
@@ -185,8 +220,8 @@ def _storage_pid(pid) -> tuple[StorageType, str, int]:
 class _LegacyUnpickler(AllowlistUnpickler):
     """Main pickle of a legacy torch file: storages are persistent ids, filled in after the pickle."""
 
-    def __init__(self, f, allow):
-        super().__init__(f)
+    def __init__(self, f, allow, source):
+        super().__init__(f, source)
         self.allow = {**allow, **STORAGE_TYPES}
         self.storages: dict[str, StorageRef] = {}
         self.views: list[tuple[StorageRef, str, int]] = []
@@ -217,7 +252,7 @@ class _PlainUnpickler(AllowlistUnpickler):
 LEGACY_HEAD = pickle.dumps(LEGACY_MAGIC, protocol=2)  # how every legacy torch file starts
 
 
-def load_legacy_torch(blob: bytes, allow: dict) -> Any:
+def load_legacy_torch(blob: bytes, allow: dict, source="torch data") -> Any:
     """Parse a legacy (non-zip) ``torch.save`` file held in ``blob``; globals limited to ``allow``.
 
     Layout: pickles of the magic number, the protocol version and a sys-info dict; the main pickle
@@ -229,18 +264,22 @@ def load_legacy_torch(blob: bytes, allow: dict) -> Any:
     mv = memoryview(blob)
     f = io.BytesIO(blob)
     try:
-        magic = _PlainUnpickler(f).load()
-        proto = _PlainUnpickler(f).load()
-        sys_info = _PlainUnpickler(f).load()
+        magic = _PlainUnpickler(f, source).load()
+        proto = _PlainUnpickler(f, source).load()
+        sys_info = _PlainUnpickler(f, source).load()
         _check(magic == LEGACY_MAGIC and proto == LEGACY_PROTOCOL, "not a torch legacy save")
         _check(isinstance(sys_info, dict), "torch legacy save without sys-info")
-        if not sys_info.get("little_endian", True):
+        if sys_info.get("little_endian", True) is not True:
             raise CheckpointError("big-endian tensors are not supported")
-        up = _LegacyUnpickler(f, allow)
+        up = _LegacyUnpickler(f, allow, source)
         root = up.load()
-        keys = _PlainUnpickler(f).load()
+        keys = _PlainUnpickler(f, source).load()
+    except CheckpointError:
+        raise
     except (EOFError, pickle.UnpicklingError) as e:
-        raise TruncatedFileError(f"corrupt or truncated torch data ({e})") from None
+        raise TruncatedFileError(f"corrupt or truncated torch data ({describe_exception(e)})") from None
+    except Exception as e:  # noqa: BLE001 - a stand-in called with wrong arguments, bad text encodings, ...
+        raise CheckpointError(f"malformed torch data ({describe_exception(e)})") from None
     _check(isinstance(keys, list) and all(isinstance(k, str) for k in keys), "bad storage key list")
     _check(set(keys) == set(up.storages), "storage key list does not match the pickle")
     pos = f.tell()
@@ -288,10 +327,10 @@ class NumpyDType:
         ok = isinstance(name, str) and len(name) <= 8
         try:
             dt = np.dtype(name) if ok else None
-        except TypeError:
+        except Exception:  # noqa: BLE001 - numpy's various refusals of a type string
             dt = None
-        if dt is None or dt.kind not in "biufc":
-            raise UnsafePickleError(f"refused to load: numpy dtype {str(name)[:20]!r} is not a plain number type")
+        if dt is None or dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
+            raise UnsafePickleError(f"refused to load: numpy dtype {brief(name, chars=20)} is not a plain number type")
         self.dtype = dt
 
     def __setstate__(self, state):
@@ -340,7 +379,7 @@ class NumpyArray:
         if isinstance(state, tuple) and len(state) == 5:
             state = state[1:]
         ok = isinstance(state, tuple) and len(state) == 4 and isinstance(state[1], NumpyDType)
-        _check(ok and isinstance(state[0], tuple) and all(isinstance(n, int) for n in state[0]), "bad numpy array")
+        _check(ok and _ints(state[0]) and len(state[0]) <= MAX_NDIM, "bad numpy array")
         shape, dt, fortran, raw = state
         raw = _as_bytes(raw)
         _check(len(raw) == math.prod(shape) * dt.dtype.itemsize, "numpy array of the wrong size")
@@ -355,9 +394,10 @@ def numpy_reconstruct(subtype, shape, dtype_code):
 
 def numpy_frombuffer(buf, dtype, shape, order):
     """Stand-in for ``numpy.core.numeric._frombuffer`` (protocol-5 arrays)."""
-    _check(isinstance(dtype, NumpyDType) and _ints(tuple(shape)) and order in ("C", "F"), "bad numpy array")
+    _check(isinstance(dtype, NumpyDType) and isinstance(shape, (tuple, list)) and len(shape) <= MAX_NDIM
+           and _ints(tuple(shape)) and order in ("C", "F"), "bad numpy array")
     a = NumpyArray()
-    a.__setstate__((tuple(shape), dtype, order == "F", _as_bytes(bytes(buf))))
+    a.__setstate__((tuple(shape), dtype, order == "F", _as_bytes(buf)))
     return a
 
 
@@ -401,57 +441,117 @@ class Namespace:
         self.__dict__.update(kwargs)
 
 
+# Bounds of what a torch zip may make us inflate (torch.save stores members uncompressed, so genuine files
+# have ratio 1 and inflate to their own size).
+MAX_ZIP_MEMBERS = 100_000
+MAX_PICKLE_BYTES = 64 << 20  # data.pkl; a rosinality training checkpoint's is about 100 KB
+MAX_ZIP_RATIO = 50           # uncompressed / compressed size of any member above 1 MiB
+ZIP_INFLATION_SLACK = 64 << 20  # all members read together: at most 4x the file size plus this
+
+
+class _ZipReader:
+    """Reads members of a zip whose declared sizes and compression ratios were checked first, within a
+    total budget, and never more bytes than a member declares."""
+
+    def __init__(self, zf: zipfile.ZipFile, path, file_size: int):
+        self.zf, self.path = zf, path
+        self.budget = 4 * file_size + ZIP_INFLATION_SLACK
+
+    def read(self, name: str, size: int | None = None, limit: int | None = None) -> bytes:
+        try:
+            info = self.zf.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"{self.path}: malformed torch file: missing {brief(name)}") from None
+        usize = info.file_size
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED) or info.flag_bits & 0x1:
+            raise CheckpointError(f"{self.path}: {brief(name)} is encrypted or uses an unsupported compression")
+        if size is not None and usize != size:
+            raise CheckpointError(f"{self.path}: {brief(name)} holds {usize} bytes, its record says {size}")
+        if limit is not None and usize > limit:
+            raise LimitExceededError(f"{self.path}: {brief(name)} would inflate to {usize} bytes (at most {limit})")
+        if usize > (1 << 20) and usize > MAX_ZIP_RATIO * max(info.compress_size, 1):
+            raise LimitExceededError(f"{self.path}: {brief(name)} would inflate {info.compress_size} bytes to {usize}; "
+                                     "refused (a decompression bomb?)")
+        if usize > self.budget:
+            raise LimitExceededError(f"{self.path}: its members would inflate to more than 4x the file's size")
+        self.budget -= usize
+        with self.zf.open(info) as f:
+            data = f.read(usize + 1)
+        if len(data) != usize:
+            raise TruncatedFileError(f"{self.path}: {brief(name)} is shorter than declared (truncated zip?)")
+        return data
+
+
 class _ZipUnpickler(AllowlistUnpickler):
     allow = {**CONTAINER_ALLOW, **TENSOR_ALLOW, **NUMPY_ALLOW, **STORAGE_TYPES,
              ("argparse", "Namespace"): Namespace}
 
-    def __init__(self, f, zf: zipfile.ZipFile, prefix: str):
-        super().__init__(f)
-        self.zf, self.prefix, self.cache = zf, prefix, {}
+    def __init__(self, f, reader: _ZipReader, prefix: str):
+        super().__init__(f, reader.path)
+        self.reader, self.prefix, self.cache = reader, prefix, {}
 
     def persistent_load(self, pid):
         stype, key, numel = _storage_pid(pid)
         if key not in self.cache:
-            name = f"{self.prefix}data/{key}"
-            try:
-                raw = self.zf.read(name)
-            except KeyError:
-                raise CheckpointError(f"malformed torch file: missing {name}") from None
-            _check(len(raw) == numel * stype.dtype.itemsize, f"storage {key} has the wrong size")
+            raw = self.reader.read(f"{self.prefix}data/{key}", size=numel * stype.dtype.itemsize)
             self.cache[key] = StorageRef(stype.dtype, numel, raw)
-        return self.cache[key]
+        cached = self.cache[key]
+        _check(cached.dtype == stype.dtype and cached.numel == numel, f"storage {brief(key)} used with two types")
+        return cached
+
+
+def _declared_zip_members(path) -> int | None:
+    """The member count the zip's end record declares, read before ``zipfile`` builds an object per member
+    (about ten times the central directory's size in memory); None when the record cannot be found."""
+    try:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)  # the stdlib's own reader of the end records (zip64 included)
+    except Exception:  # noqa: BLE001 - a damaged end record: zipfile.ZipFile reports it below
+        return None
+    return None if not end else end[zipfile._ECD_ENTRIES_TOTAL]
 
 
 def load_torch_zip(path) -> Any:
-    """Read a ``torch.save`` zip file safely; tensors come back as :class:`TensorRef`."""
+    """Read a ``torch.save`` zip file safely; tensors come back as :class:`TensorRef`.
+
+    Members are read only after their declared size and compression ratio are checked (``_ZipReader``)."""
+    declared = _declared_zip_members(path)
+    if declared is not None and declared > MAX_ZIP_MEMBERS:
+        raise LimitExceededError(f"{path}: a zip of {declared} members (at most {MAX_ZIP_MEMBERS} accepted)")
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile as e:
-        raise TruncatedFileError(f"{path}: truncated or corrupt zip file ({e})") from None
+        raise TruncatedFileError(f"{path}: truncated or corrupt zip file ({describe_exception(e)})") from None
+    except (OSError, EOFError):
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile reports a damaged directory in many ways
+        raise CheckpointError(f"{path}: corrupt zip file ({describe_exception(e)})") from None
     with zf:
-        pkl = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+        names = zf.namelist()
+        if len(names) > MAX_ZIP_MEMBERS:
+            raise LimitExceededError(f"{path}: a zip of {len(names)} members (at most {MAX_ZIP_MEMBERS} accepted)")
+        pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
             raise CheckpointError(f"{path}: a zip file, but not one written by torch.save")
         prefix = pkl[0][: -len("data.pkl")]
-        if prefix + "byteorder" in zf.namelist() and zf.read(prefix + "byteorder") != b"little":
-            raise CheckpointError(f"{path}: big-endian tensors are not supported")
+        reader = _ZipReader(zf, path, os.path.getsize(path))
         try:
-            data = zf.read(pkl[0])
-            return _ZipUnpickler(io.BytesIO(data), zf, prefix).load()
+            if prefix + "byteorder" in names and reader.read(prefix + "byteorder", limit=16) != b"little":
+                raise CheckpointError(f"{path}: big-endian tensors are not supported")
+            data = reader.read(pkl[0], limit=MAX_PICKLE_BYTES)
+            return _ZipUnpickler(io.BytesIO(data), reader, prefix).load()
         except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise TruncatedFileError(f"{path}: truncated or corrupt torch file ({e})") from None
+            raise TruncatedFileError(f"{path}: truncated or corrupt torch file ({describe_exception(e)})") from None
         except CheckpointError:
             raise
-        except Exception as e:  # a malformed pickle calling a stand-in with wrong arguments, etc.
-            raise CheckpointError(f"{path}: malformed torch file ({type(e).__name__}: {e})") from None
+        except Exception as e:  # noqa: BLE001 - a malformed pickle calling a stand-in with wrong arguments, etc.
+            raise CheckpointError(f"{path}: malformed torch file ({describe_exception(e)})") from None
 
 
-def materialize(obj):
-    """Replace every :class:`TensorRef` in nested dicts/lists/tuples by a ``torch.Tensor``."""
-    if isinstance(obj, TensorRef):
-        return obj.materialize()
-    if isinstance(obj, dict):
-        return {k: materialize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(materialize(v) for v in obj)
-    return obj
+def tensor_records(obj, source, what: str = "state dict") -> dict:
+    """``obj`` as a flat {name: TensorRef or tensor} dict (nothing materialised); anything else is refused."""
+    check_state_dict(obj, source, what)
+    for k, v in obj.items():
+        if not isinstance(v, (TensorRef, torch.Tensor)):
+            raise CheckpointError(f"{source}: {what} entry {brief(k)} is a {type(v).__name__}, not a tensor")
+    return dict(obj)
