@@ -13,7 +13,6 @@ public API as the notebooks (``DragSession``); points are (x, y) image pixels.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from .bench.cli import add_bench_parser  # the measurement code is imported only
 from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser, check_output_file
 from .checkpoints.download import add_download_parser
+from .fileio import writable_folder_for
 
 # ----------------------------------------------------------------------------
 # Shared argument helpers
@@ -75,13 +75,7 @@ def check_output_dir(path: Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a folder")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: {parent} is not writable")
+    writable_folder_for(path / "x", "--out")
     return path
 
 

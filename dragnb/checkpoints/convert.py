@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..fileio import writable_folder_for
 from .foreign import load_any, sniff
 from .native import save_generator
 
@@ -18,13 +19,7 @@ def check_output_file(path: str | os.PathLike, suffix: str | None = None) -> Pat
         raise ValueError(f"output must be a {suffix} file, got {path.name or path}")
     if path.is_dir():
         raise ValueError(f"output {path} is a folder; give a file name")
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise ValueError(f"cannot write {path}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: no permission to write in {folder}")
+    writable_folder_for(path)
     return path
 
 

@@ -34,8 +34,9 @@ from .limits import MAX_ELEMENTS, element_budget
 from .native import FORMAT_NAME, load_native, parse_safetensors
 from .nvidia import PICKLE_MAGICS, load_nvidia_pickle
 from .rosinality import generator_from_rosinality, is_rosinality, read_torch_file
-from .safe_pickle import LEGACY_HEAD, tensor_records
+from .safe_pickle import tensor_records
 from .state_dict import config_from_state_dict, drop_resample_filters, generator_from_state_dict
+from .torch_files import LEGACY_HEAD
 
 FORMATS = ("native", "safetensors", "torch", "nvidia-pickle")
 

@@ -36,15 +36,9 @@ from .errors import (
 from .limits import MAX_ELEMENTS, MAX_NAME, MAX_TENSORS, check_finite, check_tensor_shapes, element_budget
 from .network_info import NvidiaNetwork
 from .nvidia_tf import extract_tf_generator
-from .safe_pickle import (
-    CONTAINER_ALLOW,
-    NUMPY_ALLOW,
-    TENSOR_ALLOW,
-    AllowlistUnpickler,
-    TensorRef,
-    load_legacy_storage,
-)
+from .safe_pickle import CONTAINER_ALLOW, NUMPY_ALLOW, TENSOR_ALLOW, AllowlistUnpickler, TensorRef
 from .state_dict import as_tensor, config_from_state_dict, drop_resample_filters, generator_from_state_dict
+from .torch_files import load_legacy_storage
 
 PICKLE_MAGICS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
 MAX_MODULES = 10_000     # sub-modules of G_ema; a 1024 px StyleGAN2 has about 150

@@ -46,18 +46,9 @@ from .errors import (
     loader_boundary,
 )
 from .limits import MAX_ELEMENTS, check_budget, element_budget, shape_of
-from .safe_pickle import (
-    CONTAINER_ALLOW,
-    LEGACY_HEAD,
-    NUMPY_ALLOW,
-    TENSOR_ALLOW,
-    Namespace,
-    TensorRef,
-    load_legacy_torch,
-    load_torch_zip,
-    tensor_records,
-)
+from .safe_pickle import CONTAINER_ALLOW, NUMPY_ALLOW, TENSOR_ALLOW, Namespace, TensorRef, tensor_records
 from .state_dict import as_tensor, config_from_state_dict, generator_from_state_dict
+from .torch_files import LEGACY_HEAD, load_legacy_torch, load_torch_zip
 
 W_AVG_SAMPLES = 4096  # rosinality's mean_latent uses 4096 samples too
 
