@@ -91,8 +91,10 @@ class DragSession(SessionFiles):
         autosave_dir: if set, the session saves itself there (:meth:`save`) after every step, at the end of
             every drag and after undo/reset, so a kernel crash loses at most the running step.
         **params: the fields of :class:`~dragnb.drag.params.DragParams` (lr, lambda_mask, r1, r2, tolerance,
-            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode); unset ones take the
-            model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode, reg, compat); unset ones
+            take the model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            ``compat="official"`` reproduces the official DragGAN code's arithmetic step for step (its defaults,
+            motion disk, Adam rule and latent regulariser ``reg``; docs/compat.md).
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
@@ -111,7 +113,7 @@ class DragSession(SessionFiles):
         raw = DragParams.for_model(G, **params)
         if isinstance(G, ArtifactModel):
             resolved = raw.resolved(G)
-            G.check_params(resolved.feature_block, resolved.noise_mode)
+            G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         self.G, self._model_ref = G, model_ref
         self.truncation_psi = psi
         self.backend_name, self.latent_space = backend, latent_space
@@ -123,7 +125,7 @@ class DragSession(SessionFiles):
         self._weights_saved: set[str] = set()  # where this session already wrote in-memory weights
         self.H, self.W = G.img_resolution, G.img_width
         p = self.params
-        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"])
+        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"], compat=p["compat"])
         self._points = PointSet(self.W, self.H)  # (x, y): tracked handles, targets, where each handle was placed
         self._mask: np.ndarray | None = None
         self._history: list[dict] = []
@@ -259,7 +261,7 @@ class DragSession(SessionFiles):
         raw = self._raw.replace(self.G, **changes)
         if isinstance(self.G, ArtifactModel):
             resolved = raw.resolved(self.G)
-            self.G.check_params(resolved.feature_block, resolved.noise_mode)
+            self.G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         return raw
 
     def set_params(self, **params) -> None:
@@ -270,12 +272,14 @@ class DragSession(SessionFiles):
             if raw == self._raw:
                 return
             backend = self._backend
-            if (new["feature_block"], new["noise_mode"]) != (old["feature_block"], old["noise_mode"]):
-                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"])
+            built = ("feature_block", "noise_mode", "compat")  # what a back-end is made for
+            if any(new[k] != old[k] for k in built):
+                backend = load_backend(self.backend_name)(self.G, *(new[k] for k in built[:2]), compat=new["compat"])
                 backend.set_state(self._backend.get_state())
             self._close_drag()
             self._backend, self._raw = backend, raw
-            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers")):
+            # A new mode starts afresh too: its Adam rule begins with its own (empty) state.
+            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers", "compat")):
                 self._needs_init = True
                 self._image = None if new["noise_mode"] != old["noise_mode"] else self._image
 
@@ -372,7 +376,9 @@ class DragSession(SessionFiles):
     def _set_refs(self, f0: np.ndarray) -> None:
         r, c = self._initial_rc[:, 0], self._initial_rc[:, 1]
         self._ref_feats = np.ascontiguousarray(f0[:, r, c].T)  # [P, C]
-        if self._mask is None:
+        # The official code leaves out the mask term unless the mask has both kinds of pixels.
+        no_term = self._mask is None or (self.params["compat"] == "official" and self._mask.all())
+        if no_term:
             self._fixed = self._f0_fixed = None
         else:
             self._fixed = self._mask.astype(np.float32)
@@ -406,7 +412,7 @@ class DragSession(SessionFiles):
         out = self._backend.step(
             handles_rc, geometry.xy_to_rc(pts.targets).astype(np.float32), self._ref_feats, self._fixed,
             self._f0_fixed, p["lambda_mask"], p["r1"], p["r2"], p["tolerance"], p["l1_tracking"], p["lr"],
-            render_image=render,
+            render_image=render, reg=p["reg"],
         )
         ms = (time.perf_counter() - t0) * 1000
         if snap is not None:
@@ -437,7 +443,7 @@ class DragSession(SessionFiles):
         Each call starts a new drag (one undo unit). In run(), full images are rendered every
         ``render_every`` steps and on the last step (None otherwise).
         """
-        n = self._raw.max_steps if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
+        n = self.params["max_steps"] if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
         if not len(self._points):
             raise ValueError("no points to drag: add_point(handle=(x, y), target=(x, y)) first")
         self._stop.clear()
@@ -451,7 +457,7 @@ class DragSession(SessionFiles):
                 if self._stop.is_set():
                     break
                 with self._lock:
-                    res = self._step(render=(i + 1) % self._raw.render_every == 0 or i == n - 1)
+                    res = self._step(render=(i + 1) % self.params["render_every"] == 0 or i == n - 1)
                 yield res
                 if res.converged:
                     break
@@ -494,7 +500,7 @@ class DragSession(SessionFiles):
                 return
             check_backend(self.G, backend)
             p = self.params
-            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"])
+            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
             new.set_state(self._backend.get_state())
             self._backend, self.backend_name = new, backend
 
