@@ -410,6 +410,8 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
     p = {k: v if v is not None else defaults.get(k, 0.0) for k, v in given.items()}
     num_layers, lr, lambda_mask, l1_tracking = p["num_layers"], p["lr"], p["lambda_mask"], p["l1_tracking"]
     r1, r2, tolerance, reg = p["r1"], p["r2"], p["tolerance"], p["reg"]
+    if r1 is None:  # official artifacts below 86 px: the official radius rounds to 0
+        raise ValueError("these artifacts have no default r1 (the official rule gives 0 px here): give r1 >= 1")
     if rt.compat == "official" and fixed is not None and np.all(np.asarray(fixed) == 1):
         fixed = None  # the official code leaves out a mask term without a movable pixel
     rt.start(ws0, latent_space, num_layers)

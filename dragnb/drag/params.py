@@ -98,10 +98,11 @@ class DragParams:
         """The resolved defaults of a drag on ORT artifacts exported from ``model`` for this feature block, noise
         mode and compat mode: what the artifact manifest records and the torch-free runtime reads (a dict).
 
-        Not checked for the official mode's limits: an r1 that the official rule rounds to 0 is recorded as 0,
-        and a session on the artifacts must then be given one."""
+        Not checked for the official mode's limits: where the official r1 rounds to 0 (below 86 px) it is recorded
+        as None, and a drag on the artifacts must be given one."""
         p = cls(feature_block=feature_block, noise_mode=noise_mode, compat=compat).validated(model, check=False)
-        return p.resolved(model, check=False).to_dict()
+        p = p.resolved(model, check=False)
+        return (p if p.r1 >= 1 else dataclasses.replace(p, r1=None)).to_dict()
 
     def replace(self, model, **changes) -> DragParams:
         """A validated copy with ``changes`` (unknown names -> ValueError, wrong types -> TypeError, values out
