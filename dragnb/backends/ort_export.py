@@ -425,7 +425,8 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
     ``training_model.onnx``,
     ``eval_model.onnx``, ``optimizer_model.onnx``, ``checkpoint`` (ORT's), ``adamw.onnx``
     (:func:`explicit_optimizer`), in official mode ``torch_adam.onnx`` (:func:`torch_adam_model`), ``tail.onnx``
-    (unless the feature block is last) and ``mapping.onnx``. ``progress`` is called with a stage name after each
+    (unless the feature block is last) and ``mapping.onnx`` (with the label input ``c`` of a conditional model).
+    ``progress`` is called with a stage name after each
     stage. Returns the config part of the manifest.
     """
     from .onnx_export import export_mapper
@@ -443,9 +444,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
 
     tail_inputs = export_tail(G, feature_block, out / "tail.onnx", noise_mode)
     tick("export display tail")
-    has_mapping = G.c_dim == 0
-    if has_mapping:
-        export_mapper(G, out / "mapping.onnx")
+    export_mapper(G, out / "mapping.onnx")  # a conditional model's takes the label c as well
     tick("export mapping")
 
     c, h, w = G.feature_shape(feature_block)
@@ -468,7 +467,8 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
         "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: geometry.resize_features
         "tail_inputs": tail_inputs,
-        "has_mapping": has_mapping,
+        "has_mapping": True,
+        "mapping_inputs": ["z", "psi"] + (["c"] if G.c_dim else []),
         "trainable": TRAINABLE,
         "stop_gradient_markers": markers if marker else 0,
         "stop_gradient": "marker" if marker else "none (detach dropped: wrong gradient)",

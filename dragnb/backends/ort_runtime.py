@@ -243,18 +243,29 @@ class DragRuntime:
 
     # ------------------------------------------------------------------ forward pieces
 
-    def mapping(self, z: np.ndarray, psi: float = 0.7) -> np.ndarray:
-        """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi (unconditional models)."""
+    def mapping(self, z: np.ndarray, psi: float = 0.7, c: np.ndarray | None = None) -> np.ndarray:
+        """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi; ``c`` [N, c_dim]: a conditional model's labels
+        (None: zeros, the label the official DragGAN code passes)."""
+        cfg = self.manifest["config"]
         if self._open_mapping is None:
-            raise ArtifactError("these artifacts have no mapping network (conditional model)")
+            raise ArtifactError("these artifacts have no mapping network (a conditional model exported by an older "
+                                "dragnb): export them again")
         if self._mapping is None:
             self._mapping = self._open_mapping()
-        return self._mapping.run(None, {"z": np.asarray(z, np.float32), "psi": np.array(psi, np.float32)})[0]
+        z = np.asarray(z, np.float32)
+        feeds = {"z": z, "psi": np.array(psi, np.float32)}
+        if "c" in cfg.get("mapping_inputs", ()):
+            c_dim = int(cfg["generator"]["c_dim"])
+            feeds["c"] = np.zeros((len(z), c_dim), np.float32) if c is None else np.asarray(c, np.float32)
+        elif c is not None and np.size(c):
+            raise ValueError("this model is unconditional: it takes no label c")
+        return self._mapping.run(None, feeds)[0]
 
-    def seed_ws(self, seed: int, psi: float = 0.7) -> np.ndarray:
-        """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN)."""
+    def seed_ws(self, seed: int, psi: float = 0.7, c: np.ndarray | None = None) -> np.ndarray:
+        """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN), with
+        the label ``c`` [1, c_dim] of a conditional model (None: zeros)."""
         z = z_from_seed(seed, int(self.manifest["config"]["z_dim"]))
-        return self.mapping(z, psi)
+        return self.mapping(z, psi, c)
 
     def render(self, ws: np.ndarray, block_x, block_img) -> np.ndarray:
         """Display image float [3, H, W] from a step's feature-block activations (OrtValues or arrays)."""
@@ -441,6 +452,8 @@ def main(argv=None) -> int:
     src.add_argument("--seed", type=int, help="start from this seed (truncation --psi)")
     src.add_argument("--ws", help=".npy file with ws0 [1, num_ws, w_dim]")
     ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--class", dest="label", type=int,
+                    help="class index of a conditional model (default: the all-zeros label, as the official DragGAN)")
     ap.add_argument("--handle", action="append", required=True, help="row,col (repeat per point)")
     ap.add_argument("--target", action="append", required=True, help="row,col (repeat per point)")
     ap.add_argument("--mask", help=".npy file with the fixed mask [H, W] (1 = keep)")
@@ -457,7 +470,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="write the per-step points and losses as JSON here")
     a = ap.parse_args(argv)
     rt = DragRuntime(a.artifacts, threads=a.threads)
-    ws0 = rt.seed_ws(a.seed, a.psi) if a.seed is not None else np.load(a.ws)
+    c = None
+    if a.label is not None:
+        c_dim = int(rt.manifest["config"]["generator"]["c_dim"])
+        if not 0 <= a.label < c_dim:
+            ap.error(f"--class must be in [0, {c_dim - 1}] for this model" if c_dim else "the model is unconditional")
+        c = np.eye(c_dim, dtype=np.float32)[None, a.label]
+    ws0 = rt.seed_ws(a.seed, a.psi, c) if a.seed is not None else np.load(a.ws)
     fixed = np.load(a.mask) if a.mask else None
     hist = drag(rt, ws0, _pairs(a.handle).astype(np.int64), _pairs(a.target), a.steps, fixed, a.latent_space,
                 a.num_layers, a.lr, a.lambda_mask, a.r1, a.r2, reg=a.reg)

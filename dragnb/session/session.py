@@ -18,6 +18,9 @@ goes back to the state before the last drag. The optimisation itself (F0, the re
 handles, a fresh Adam state) restarts from the current latent at the first step after an edit, so
 stopping and calling ``run()`` again continues exactly where it stopped.
 
+Conditional generators (``c_dim > 0``) take a class label ``c``: a class index, a one-hot vector, or None for
+the all-zeros label that the official DragGAN code passes; ``set_class`` changes it (a new image).
+
 Torch-free ORT drags: a session on an ORT artifact folder (``DragSession(folder)``) maps seeds with the
 artifacts' mapping graph and never imports torch (nothing imported at the top of this package does). The
 artifacts fix the feature block and the noise mode; there is no PyTorch back-end to switch to.
@@ -46,7 +49,7 @@ from ..drag.params import MAX_STEPS, DragParams, check_int, check_real
 from ..drag.recording import Recording
 from .files import SessionFiles
 from .io import MAX_HISTORY
-from .model import check_backend, default_backend, open_model, seed_ws
+from .model import check_backend, check_label, default_backend, open_model, seed_ws
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
 
 
@@ -85,6 +88,8 @@ class DragSession(SessionFiles):
             :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` then "ort" or None).
         seed: image seed, ``z = RandomState(seed).randn(1, z_dim)``, in [0, 2**32).
         truncation_psi: truncation toward the mean w (DragGAN uses 0.7).
+        c: class label of a conditional generator (``c_dim > 0``): a class index in [0, c_dim), a one-hot vector,
+            or None (all zeros, what the official DragGAN code passes). Unconditional generators: None only.
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
             (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
@@ -98,7 +103,7 @@ class DragSession(SessionFiles):
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
-                 autosave_dir=None, **params):
+                 autosave_dir=None, c=None, **params):
         seed = _check_seed(seed)
         psi = check_real("truncation_psi", truncation_psi)
         latent_space = _check_latent_space(latent_space)
@@ -108,14 +113,14 @@ class DragSession(SessionFiles):
         G, model_ref = open_model(model)
         backend = default_backend(G) if backend is None else backend
         check_backend(G, backend)
-        if G.c_dim:
-            raise ValueError("conditional generators (c_dim > 0) are not supported by DragSession yet")
+        label = check_label(c, G.c_dim)
         raw = DragParams.for_model(G, **params)
         if isinstance(G, ArtifactModel):
             resolved = raw.resolved(G)
             G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         self.G, self._model_ref = G, model_ref
         self.truncation_psi = psi
+        self._label = label
         self.backend_name, self.latent_space = backend, latent_space
         self._raw = raw
         self._lock = threading.RLock()
@@ -140,9 +145,11 @@ class DragSession(SessionFiles):
         self.seed = seed
         self._restart(self._ws_seed)
 
-    def _seed_ws(self, seed: int, truncation_psi: float | None = None) -> np.ndarray:
-        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` (None: the session's)."""
-        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi)
+    def _seed_ws(self, seed: int, truncation_psi: float | None = None, label: np.ndarray | None = None) -> np.ndarray:
+        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` with ``label`` (None:
+        the session's)."""
+        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi,
+                       self._label if label is None else label)
 
     # ------------------------------------------------------------------ properties
 
@@ -150,6 +157,17 @@ class DragSession(SessionFiles):
     def params(self) -> dict:
         """The parameters in force, model-derived defaults resolved to numbers."""
         return self._raw.resolved(self.G).to_dict()
+
+    @property
+    def c(self) -> np.ndarray:
+        """float32 [c_dim]: the class label of the image (all zeros: none; empty for unconditional generators)."""
+        return self._label.copy()
+
+    @property
+    def class_index(self) -> int | None:
+        """The class of a one-hot label, else None (the all-zeros label, or an unconditional generator)."""
+        hot = np.flatnonzero(self._label)
+        return int(hot[0]) if len(hot) else None
 
     @property
     def image(self) -> np.ndarray:
@@ -195,7 +213,8 @@ class DragSession(SessionFiles):
             return Path(self._backend.folder) if self.backend_name == "ort" else None
 
     def __repr__(self) -> str:
-        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}, {self.W}x{self.H}, "
+        label = f", class={self.class_index}" if self.G.c_dim else ""
+        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}{label}, {self.W}x{self.H}, "
                 f"backend={self.backend_name!r}, latent_space={self.latent_space!r}, points={len(self._points)}, "
                 f"steps={self._n_steps})")
 
@@ -289,15 +308,28 @@ class DragSession(SessionFiles):
         seed = _check_seed(seed)
         psi = self.truncation_psi if truncation_psi is None else check_real("truncation_psi", truncation_psi)
         with self._lock:
-            ws = self._seed_ws(seed, psi)
-            self._close_drag()
-            self.seed, self._ws_seed, self.truncation_psi = seed, ws, psi
-            self._points.clear()
-            self._mask = None
-            self._history.clear()
-            self.recording.clear()
-            self._n_steps = 0
-            self._restart(ws)
+            self._new_image(self._seed_ws(seed, psi), seed=seed, truncation_psi=psi)
+
+    def _new_image(self, ws: np.ndarray, **attributes) -> None:
+        """Start over on the seed latent ``ws`` (the open drag closed first, then ``attributes`` set on the session):
+        points, mask, history and recording cleared."""
+        self._close_drag()
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self._ws_seed = ws
+        self._points.clear()
+        self._mask = None
+        self._history.clear()
+        self.recording.clear()
+        self._n_steps = 0
+        self._restart(ws)
+
+    def set_class(self, c) -> None:
+        """A new image: the current seed with class label ``c`` (see the constructor); points, mask, history and
+        recording are cleared, as by :meth:`set_seed`. Nothing changes on a refused label."""
+        label = check_label(c, self.G.c_dim)
+        with self._lock:
+            self._new_image(self._seed_ws(self.seed, label=label), _label=label)
 
     def _restart(self, ws: np.ndarray) -> None:
         p = self.params
