@@ -189,6 +189,15 @@ def test_official_disk_is_the_official_pixel_set(ref):
             assert sorted(_disk(handle, h, r1)) == sorted(map(tuple, torch.nonzero(d < r1).tolist()))
 
 
+def test_numpy_official_disk_for_drawing():
+    """geometry.official_coords / official_disk (numpy, for the workbench's internals view) against torch."""
+    for n in (4, 12, 64, 100, 128, 255, 256, 512, 1000, 1024):
+        np.testing.assert_allclose(geometry.official_coords(n), torch.linspace(0, n, n).numpy(), rtol=1.2e-7, atol=0)
+    for h, r1 in ((128, 1), (256, 2), (512, 3)):
+        for handle in ((0, 0), (h - 1, h - 1), (h - 3, h - 2), (h // 2, 7)):
+            assert [tuple(p) for p in geometry.official_disk(handle, r1, (h, h)).tolist()] == _disk(handle, h, r1)
+
+
 def _adam_run(update, steps=25, seed=0):
     g = torch.Generator().manual_seed(seed)
     p = torch.randn(1, 6, 64, generator=g)

@@ -74,6 +74,32 @@ def official_disk_box(r1: float) -> np.ndarray:
     return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
 
 
+def official_coords(n: int) -> np.ndarray:
+    """float32 [n]: the official code's stretched pixel coordinates ``torch.linspace(0, n, n)`` (pixel i at
+    i * n / (n - 1)), as PyTorch's vectorised CPU kernel computes them: one fused multiply-add from the nearer end
+    (bit for bit for every n up to 2099 on an AVX-512 build; a build without FMA rounds twice, an ulp away). The
+    back-ends take ``torch.linspace`` itself; this numpy copy is for drawing (``dragnb.widgets.internals``)."""
+    n = int(n)
+    i = np.arange(n, dtype=np.float64)
+    step = np.float64(np.float32(n) / np.float32(n - 1)) if n > 1 else 0.0
+    # float64 holds step * i + end exactly; one rounding to float32 is the fused multiply-add's.
+    coords = np.where(i < n // 2, step * i, n - step * (n - 1 - i))
+    return coords.astype(np.float32)
+
+
+def official_disk(handle_rc, r1: float, size) -> np.ndarray:
+    """(row, col) int64 [K, 2] of the official motion disk around ``handle_rc`` in an image of ``size`` (H, W),
+    row-major: the pixels whose :func:`official_coords` lie within ``r1`` of the handle (float32, as the official
+    code computes it)."""
+    h, w = (int(v) for v in size)
+    p = np.asarray(handle_rc, np.int64).reshape(2)
+    pix = p + official_disk_box(r1)
+    pix = pix[(pix[:, 0] >= 0) & (pix[:, 0] < h) & (pix[:, 1] >= 0) & (pix[:, 1] < w)]
+    dr = official_coords(h)[pix[:, 0]] - np.float32(p[0])
+    dc = official_coords(w)[pix[:, 1]] - np.float32(p[1])
+    return pix[np.sqrt(dr * dr + dc * dc) < r1]
+
+
 def disk_offsets(r1: float) -> np.ndarray:
     """(drow, dcol) int64 [K, 2] of the pixels strictly inside radius r1 (official: distance < r1)."""
     r = int(math.ceil(r1))
