@@ -23,7 +23,7 @@ the all-zeros label that the official DragGAN code passes; ``set_class`` changes
 
 Torch-free ORT drags: a session on an ORT artifact folder (``DragSession(folder)``) maps seeds with the
 artifacts' mapping graph and never imports torch (nothing imported at the top of this package does). The
-artifacts fix the feature block and the noise mode; there is no PyTorch back-end to switch to.
+artifacts fix the feature block, the noise mode and the compat mode; there is no PyTorch back-end to switch to.
 
 Thread safety: every method takes the session lock, and ``run()`` releases it between steps, so
 ``stop()`` (a ``threading.Event``, safe from any thread or asyncio task) and edits from another
@@ -291,9 +291,9 @@ class DragSession(SessionFiles):
             if raw == self._raw:
                 return
             backend = self._backend
-            built = ("feature_block", "noise_mode", "compat")  # what a back-end is made for
-            if any(new[k] != old[k] for k in built):
-                backend = load_backend(self.backend_name)(self.G, *(new[k] for k in built[:2]), compat=new["compat"])
+            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "compat")):  # what a back-end is made for
+                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"],
+                                                          compat=new["compat"])
                 backend.set_state(self._backend.get_state())
             self._close_drag()
             self._backend, self._raw = backend, raw
