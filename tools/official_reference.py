@@ -8,12 +8,12 @@ checkout given by ``--official`` and calls it. It records what each step returns
 the renderer's module globals (``F.l1_loss`` to split the loss into its terms, ``torch.where`` for the motion
 disk's pixels, ``F.interpolate`` for the features); every call is forwarded unchanged.
 
-Run it in a throwaway environment, outside dragnb's (the official code needs its own imports)::
+Run it in a throwaway environment, outside dragnb's (the official code needs its own imports), on a checkout of
+the official code (XingangPan/DragGAN; the committed data come from its commit 336f120c) at OFFICIAL::
 
     python -m venv /tmp/official-venv
     /tmp/official-venv/bin/pip install torch==2.13.0 numpy scipy click requests pillow matplotlib setuptools
-    git clone https://github.com/XingangPan/DragGAN /tmp/DragGAN     # the reference: 336f120c
-    /tmp/official-venv/bin/python tools/official_reference.py --official /tmp/DragGAN --out /tmp/official-ref
+    /tmp/official-venv/bin/python tools/official_reference.py --official OFFICIAL --out /tmp/official-ref
 
 then, in dragnb's environment, convert the network and copy the trajectories into the test data::
 
