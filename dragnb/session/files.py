@@ -77,6 +77,7 @@ class SessionFiles:
                 backend=self.backend_name, latent_space=self.latent_space, params=self._raw.to_dict(),
                 ws_seed=self._ws_seed, current=self._snapshot(), history=list(self._history),
                 drag_open=self._drag_open, drag_steps=self._drag_steps,
+                c=self._label.tolist() if self.G.c_dim else None,
             ))
 
     @classmethod
@@ -103,7 +104,7 @@ class SessionFiles:
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                    latent_space=saved.latent_space, **saved.params)
+                    latent_space=saved.latent_space, c=saved.c, **saved.params)
             s._adopt(saved, model, weights)
         except (ValueError, TypeError) as e:  # a value the API refuses came from the file
             raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
