@@ -158,6 +158,20 @@ def torch_zip_declaring_storage(n_mib: int) -> bytes:
                       ("archive/data/0", stream, zipfile.ZIP_DEFLATED, usize, 0)])
 
 
+def colliding_keys_pickle(n: int, via_constructor: bool = False) -> bytes:
+    """A dict of ``n`` integer keys that all hash to 0 (multiples of 2**61 - 1): inserting them is quadratic.
+    ``via_constructor``: built by ``collections.OrderedDict([(key, None), ...])`` instead of SETITEMS."""
+    def long1(v):
+        raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+        return b"\x8a" + bytes([len(raw)]) + raw
+
+    keys = b"".join(long1(i * (2**61 - 1)) + b"N" for i in range(1, n + 1))
+    if via_constructor:
+        pairs = b"".join(long1(i * (2**61 - 1)) + b"N\x86" for i in range(1, n + 1))
+        return b"\x80\x02ccollections\nOrderedDict\n](" + pairs + b"e\x85R."
+    return b"\x80\x04}(" + keys + b"u."
+
+
 def many_objects_pickle(n: int) -> bytes:
     """A list of ``n`` empty dicts: 2 bytes of pickle per dict, 64 bytes of memory each once unpickled."""
     return b"\x80\x04]" + b"}a" * n + b"."

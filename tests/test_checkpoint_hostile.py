@@ -11,6 +11,7 @@ import pytest
 import torch
 from hostile_files import (
     big_declared_bytes_pickle,
+    colliding_keys_pickle,
     deep_tuple_key_pickle,
     huge_generator_state_dict,
     many_containers_header,
@@ -129,6 +130,8 @@ def _unpickler_bombs():
         "binbytes.pkl": big_declared_bytes_pickle(2**40),
         "deep_key.pkl": deep_tuple_key_pickle(300_000),  # hashing the key overflowed the C stack
         "wide_key.pkl": shared_tuple_pickle(14, 4, wrap=lambda t: {t: 1}),  # hashing it visits 4 ** 14 tuples
+        "colliding_keys.pkl": colliding_keys_pickle(100_000),  # 1.3 MB, minutes of dict inserts
+        "colliding_keys_ordereddict.pkl": colliding_keys_pickle(60_000, via_constructor=True),
     }
 
 
