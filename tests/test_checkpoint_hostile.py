@@ -100,6 +100,8 @@ def _huge_generators():
         "huge_4k.pt": torch_save_bytes(huge_generator_state_dict(4096)),
         "huge_4k.safetensors": tensors_safetensors(huge_generator_state_dict(4096)),
         "huge_16k_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(4, 4)}}),  # control: small
+        # no elements, but a dimension of 2**40 that once sized the w_avg made up for it
+        "empty_but_wide_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(2**40, 0)}}),
     }
     for name, data in files.items():
         assert len(data) < 20_000, name
