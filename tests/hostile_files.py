@@ -79,6 +79,28 @@ def huge_generator_state_dict(top: int, channels: int = 1) -> dict[str, torch.Te
     return sd
 
 
+def nvidia_pickle_of(sd: dict[str, torch.Tensor]) -> bytes:
+    """An NVIDIA-style network pickle whose ``G_ema`` holds exactly the tensors ``sd`` (dotted names become
+    nested module records)."""
+    from nvidia_fakes import Rec, dump, module_state
+
+    def build(tree: dict, class_name: str) -> Rec:
+        tensors = {k: v for k, v in tree.items() if isinstance(v, torch.Tensor)}
+        buffers = {k: v for k, v in tensors.items() if k in ("w_avg", "noise_const")}
+        params = {k: v for k, v in tensors.items() if k not in buffers}
+        kids = {k: build(v, k) for k, v in tree.items() if isinstance(v, dict)}
+        return Rec(class_name, module_state(params, buffers, kids, {}))
+
+    root: dict = {}
+    for name, t in sd.items():
+        *path, leaf = name.split(".")
+        node = root
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = t
+    return dump({"G_ema": build(root, "Generator")}, 4)
+
+
 def deflate_zeros(n_mib: int) -> tuple[bytes, int]:
     """A raw deflate stream of ``n_mib`` MiB of zeros (about 1000x smaller) and its length, built in a blink:
     after a full flush the compressor's output for the same input repeats byte for byte."""
