@@ -50,14 +50,19 @@ def fir_filter_2d(taps=(1, 3, 3, 1)) -> torch.Tensor:
 def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
     """Pad ``x`` [N, C, H, W] by ``pad`` = (left, right, top, bottom) and filter every channel with ``f``.
 
-    Implemented as one single-channel conv2d over the channels folded into the batch (a depthwise
-    conv whose kernel shape stays static in the ONNX graph). ``f`` is symmetric in StyleGAN2, so
-    correlation equals convolution and no flip is needed.
+    Eager: one depthwise conv2d (``groups = C``), as NVIDIA's reference path does; oneDNN runs it 20-50 times
+    faster than a single-channel conv over the channels folded into the batch, forward and backward. In an
+    ONNX export the channels ARE folded into the batch: the kernel shape stays static and the convolution goes
+    through :func:`conv2d` (its export hook). ``f`` is symmetric in StyleGAN2, so correlation equals
+    convolution and no flip is needed. Both forms sum the same products per output sample.
     """
     n, c, h, w = x.shape
-    x = F.pad(x.reshape(n * c, 1, h, w), list(pad))
-    y = conv2d(x, (f * gain).to(x.dtype)[None, None])
-    return y.reshape(n, c, y.shape[2], y.shape[3])
+    fw = (f * gain).to(x.dtype)
+    if torch.onnx.is_in_onnx_export():
+        x = F.pad(x.reshape(n * c, 1, h, w), list(pad))
+        y = conv2d(x, fw[None, None])
+        return y.reshape(n, c, y.shape[2], y.shape[3])
+    return F.conv2d(F.pad(x, list(pad)), fw[None, None].expand(c, 1, *fw.shape), groups=c)
 
 
 def zero_insert2x(x: torch.Tensor) -> torch.Tensor:
