@@ -4,7 +4,9 @@
   ``full()`` equals ``F.interpolate(bilinear, align_corners=False)``; the torch-free runtime's numpy resize
   equals ``full()`` bit for bit (F0 and the step must agree exactly for the L1 mask term);
 * the mask term over the fixed pixels equals the mean over the whole map;
-* the polyphase up-sampling convolution equals zero insertion + conv.
+* the polyphase up-sampling convolution equals zero insertion + conv;
+* eager FIR filtering (a depthwise conv) equals the export's form (channels folded into the batch);
+* tensors derived from frozen weights are reused only while the weight is unchanged.
 """
 
 from __future__ import annotations
@@ -57,3 +59,30 @@ def test_polyphase_upsampling_conv_equals_zero_insertion(k, monkeypatch):
     poly = ops.conv3x3_up2(x, w, f)
     monkeypatch.setattr(ops, "POLYPHASE", False)
     torch.testing.assert_close(poly, ops.conv3x3_up2(x, w, f), atol=1e-5, rtol=1e-5)
+
+
+def test_eager_fir_equals_the_folded_export_form():
+    torch.manual_seed(2)
+    x, f = torch.randn(2, 5, 9, 7), ops.fir_filter_2d()
+    for pad, gain in (((2, 1, 2, 1), 4.0), ((1, 1, 1, 1), 1.0), ((0, 3, 1, 2), 2.0)):
+        folded = F.conv2d(F.pad(x.reshape(10, 1, 9, 7), list(pad)), (f * gain)[None, None])
+        torch.testing.assert_close(ops.fir2d(x, f, pad, gain), folded.reshape(2, 5, *folded.shape[2:]),
+                                   atol=1e-6, rtol=1e-6)
+
+
+def test_frozen_derived_follows_the_weight():
+    w = torch.randn(3, 4)
+    calls = []
+
+    def double(t):
+        calls.append(1)
+        return t * 2
+
+    a = ops.frozen_derived(w, "double", double)
+    assert ops.frozen_derived(w, "double", double) is a and len(calls) == 1  # reused
+    w.add_(1)  # in place (load_state_dict, an EMA update): recomputed
+    assert torch.equal(ops.frozen_derived(w, "double", double), w * 2) and len(calls) == 2
+    w.requires_grad_(True)  # a trained weight: never cached, the result carries the gradient
+    b = ops.frozen_derived(w, "double", double)
+    assert b.requires_grad and len(calls) == 3
+    assert ops.frozen_derived(w, "double", double) is not b and len(calls) == 4

@@ -114,7 +114,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):  # [N, in] -> [N, out]
-        y = x @ (self.weight * self.weight_gain).t()
+        g = self.weight_gain
+        y = x @ ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g).t()
         return bias_act(y, self.bias * self.bias_gain, self.lrelu, LRELU_GAIN if self.lrelu else 1.0, None)
 
 
@@ -179,7 +180,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     else:
         y = ops.conv2d(x, weight, padding=k // 2)
     if demodulate:
-        w2 = weight.square().sum(dim=[2, 3])  # [Cout, Cin]
+        w2 = ops.frozen_derived(weight, "demod", lambda w: w.square().sum(dim=[2, 3]))  # [Cout, Cin]
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
         y = y * dcoefs[:, :, None, None]
     return y
@@ -237,7 +238,8 @@ class SkipLayer(nn.Module):
         self.register_buffer("resample_filter", resample_filter, persistent=False)
 
     def forward(self, x, gain=1.0):
-        x = ops.conv2d(x, self.weight * self.weight_gain)
+        g = self.weight_gain
+        x = ops.conv2d(x, ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g))
         return ops.upsample2d(x, self.resample_filter) * gain
 
 

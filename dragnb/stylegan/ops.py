@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils.weak import WeakIdKeyDictionary
 
 # ----------------------------------------------------------------------------
 # Convolution
@@ -34,6 +35,34 @@ def conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int = 0) -> torch.Ten
     if conv_export_hook is not None and torch.onnx.is_in_onnx_export():
         return conv_export_hook(x, weight, padding)
     return F.conv2d(x, weight, padding=padding)
+
+
+# ----------------------------------------------------------------------------
+# Tensors derived from frozen weights
+
+_DERIVED = WeakIdKeyDictionary()  # weight -> {tag: (stamp, derived tensor)}
+
+
+def frozen_derived(weight: torch.Tensor, tag, fn):
+    """``fn(weight)``, computed once per frozen weight and ``tag`` (hashable) and reused until the weight changes.
+
+    Eager drags never train the generator, yet the phase kernels, demodulation sums and gains that only depend
+    on its weights would otherwise be rebuilt at every step (about 5 % of a 256 px PyTorch step). A weight that
+    requires grad, or any call during an ONNX export (whose graph must hold these ops for constant folding), is
+    not cached. The stamp (version counter, storage, dtype, device) invalidates the entry after an in-place
+    update (``load_state_dict``, ``copy_``) or a move; the entry dies with the weight.
+    """
+    if weight.requires_grad or torch.onnx.is_in_onnx_export() or torch.jit.is_tracing():
+        return fn(weight)
+    stamp = (weight._version, weight.data_ptr(), weight.dtype, weight.device, tuple(weight.shape))
+    entries = _DERIVED.get(weight)
+    if entries is None:
+        entries = _DERIVED[weight] = {}
+    hit = entries.get(tag)
+    if hit is None or hit[0] != stamp:
+        with torch.no_grad():
+            hit = entries[tag] = (stamp, fn(weight))
+    return hit[1]
 
 
 # ----------------------------------------------------------------------------
@@ -104,16 +133,23 @@ def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch
     cout, cin, k, _ = (int(v) for v in weight.shape)
     h, w = int(x.shape[2]), int(x.shape[3])
     t = (k + 1) // 2
-    # Phase kernel [(py, px, o), i, a, b] = weight[o, i, py + 2 (t - 1 - a), px + 2 (t - 1 - b)] (0 past k).
-    wp = F.pad(weight, [0, 2 * t - k, 0, 2 * t - k])  # [Cout, Cin, 2t, 2t]
-    taps = torch.tensor([p + 2 * (t - 1 - a) for p in range(2) for a in range(t)], device=weight.device)
-    wp = wp.index_select(2, taps).index_select(3, taps)  # [Cout, Cin, (py, a), (px, b)]
-    wp = wp.reshape(cout, cin, 2, t, 2, t).permute(2, 4, 0, 1, 3, 5).reshape(4 * cout, cin, t, t)
+    wp = frozen_derived(weight, "phase", _phase_kernels)
     y = conv2d(F.pad(x, [t - 1] * 4), wp)  # [N, (py, px, Cout), H + t - 1, W + t - 1]
     hm, wm = h + t - 1, w + t - 1
     y = y.reshape(-1, 2, 2, cout, hm, wm).permute(0, 3, 4, 1, 5, 2).reshape(-1, cout, 2 * hm, 2 * wm)
     y = y[:, :, : 2 * h + k - 2, : 2 * w + k - 2]  # [N, Cout, 2H+1, 2W+1] for k = 3
     return _up2_fir(y, k, f)
+
+
+def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """[Cout, Cin, k, k] -> the polyphase kernels [(py, px, Cout), Cin, t, t] of :func:`conv3x3_up2`."""
+    cout, cin, k, _ = (int(v) for v in weight.shape)
+    t = (k + 1) // 2
+    # Phase kernel [(py, px, o), i, a, b] = weight[o, i, py + 2 (t - 1 - a), px + 2 (t - 1 - b)] (0 past k).
+    wp = F.pad(weight, [0, 2 * t - k, 0, 2 * t - k])  # [Cout, Cin, 2t, 2t]
+    taps = torch.tensor([p + 2 * (t - 1 - a) for p in range(2) for a in range(t)], device=weight.device)
+    wp = wp.index_select(2, taps).index_select(3, taps)  # [Cout, Cin, (py, a), (px, b)]
+    return wp.reshape(cout, cin, 2, t, 2, t).permute(2, 4, 0, 1, 3, 5).reshape(4 * cout, cin, t, t)
 
 
 def _up2_fir(y: torch.Tensor, k: int, f: torch.Tensor) -> torch.Tensor:
