@@ -6,7 +6,8 @@
 * the mask term over the fixed pixels equals the mean over the whole map;
 * the polyphase up-sampling convolution equals zero insertion + conv;
 * eager FIR filtering (a depthwise conv) equals the export's form (channels folded into the batch);
-* tensors derived from frozen weights are reused only while the weight is unchanged.
+* tensors derived from frozen weights are reused only while the weight is unchanged;
+* the in-place elementwise ops of a forward without autograd give the numbers of the autograd forward.
 """
 
 from __future__ import annotations
@@ -86,3 +87,13 @@ def test_frozen_derived_follows_the_weight():
     b = ops.frozen_derived(w, "double", double)
     assert b.requires_grad and len(calls) == 3
     assert ops.frozen_derived(w, "double", double) is not b and len(calls) == 4
+
+
+def test_inplace_forward_equals_the_autograd_forward(tiny_generator):
+    G = tiny_generator
+    torch.manual_seed(3)
+    ws = G.mapping(torch.randn(1, G.z_dim), truncation_psi=0.7)
+    with torch.no_grad():
+        plain = G.synthesis(ws, noise_mode="const")
+    traced = G.synthesis(ws.clone().requires_grad_(True), noise_mode="const")
+    assert traced.requires_grad and torch.equal(traced.detach(), plain)

@@ -89,8 +89,30 @@ class GeneratorConfig:
 # Layers
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None):
-    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped."""
+def inplace_ok(*tensors: torch.Tensor) -> bool:
+    """Whether the ops that follow may overwrite a fresh activation in place: no ONNX export (whose graphs keep
+    the out-of-place ops) and no autograd through ``tensors``. Same numbers either way; in place, the large
+    activations of the render tail are not allocated (and page-faulted) anew for every elementwise op."""
+    if torch.onnx.is_in_onnx_export():
+        return False
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None,
+             inplace: bool = False):
+    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped.
+
+    ``inplace``: overwrite ``x`` (a fresh activation; see :func:`inplace_ok`)."""
+    if inplace:
+        if b is not None:
+            x.add_(b.reshape([1, -1] + [1] * (x.ndim - 2)))
+        if lrelu:
+            F.leaky_relu_(x, 0.2)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+        return x
     if b is not None:
         x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
     if lrelu:
@@ -182,7 +204,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     if demodulate:
         w2 = ops.frozen_derived(weight, "demod", lambda w: w.square().sum(dim=[2, 3]))  # [Cout, Cin]
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
-        y = y * dcoefs[:, :, None, None]
+        y = y.mul_(dcoefs[:, :, None, None]) if inplace_ok(y, dcoefs) else y * dcoefs[:, :, None, None]
     return y
 
 
@@ -202,13 +224,16 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise_mode="const", gain=1.0):
         styles = self.affine(w)  # [N, Cin]
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
+        inplace = inplace_ok(x, self.noise_strength, self.bias)
+        noise = None
         if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            noise = self.noise_const * self.noise_strength
         elif noise_mode == "random":
-            n = x.shape[0]
-            x = x + torch.randn([n, 1, *x.shape[2:]], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, *x.shape[2:]], device=x.device) * self.noise_strength
+        if noise is not None:
+            x = x.add_(noise) if inplace else x + noise
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp)
+        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp, inplace=inplace)
 
 
 class ToRGBLayer(nn.Module):
@@ -225,7 +250,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, False, 1.0, self.conv_clamp)
+        return bias_act(x, self.bias, False, 1.0, self.conv_clamp, inplace=inplace_ok(x, self.bias))
 
 
 class SkipLayer(nn.Module):
