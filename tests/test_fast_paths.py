@@ -4,7 +4,7 @@
   ``full()`` equals ``F.interpolate(bilinear, align_corners=False)``; the torch-free runtime's numpy resize
   equals ``full()`` bit for bit (F0 and the step must agree exactly for the L1 mask term);
 * the mask term over the fixed pixels equals the mean over the whole map;
-* the polyphase up-sampling convolution equals zero insertion + conv;
+* the up-sampling convolution (eager: transposed conv; exports: polyphase) equals zero insertion + conv;
 * eager FIR filtering (a depthwise conv) equals the export's form (channels folded into the batch);
 * tensors derived from frozen weights are reused only while the weight is unchanged;
 * the in-place elementwise ops of a forward without autograd give the numbers of the autograd forward.
@@ -54,12 +54,20 @@ def test_mask_term_over_fixed_pixels_equals_the_dense_mean():
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 5])
-def test_polyphase_upsampling_conv_equals_zero_insertion(k, monkeypatch):
+def test_upsampling_conv_forms_agree(k, monkeypatch):
     torch.manual_seed(k)
     x, w, f = torch.randn(2, 5, 7, 6), torch.randn(4, 5, k, k), ops.fir_filter_2d()
-    poly = ops.conv3x3_up2(x, w, f)
-    monkeypatch.setattr(ops, "POLYPHASE", False)
-    torch.testing.assert_close(poly, ops.conv3x3_up2(x, w, f), atol=1e-5, rtol=1e-5)
+    out = {}
+    for form in ops.UP_CONV_FORMS:
+        monkeypatch.setattr(ops, "UP_CONV", form)
+        out[form] = ops.conv3x3_up2(x, w, f)
+    if k == 3:
+        assert out["auto"].shape == (2, 4, 14, 12)
+    for form in ("polyphase", "auto"):
+        torch.testing.assert_close(out[form], out["zero_insertion"], atol=1e-5, rtol=1e-5)
+    monkeypatch.setattr(ops, "UP_CONV", "fast")
+    with pytest.raises(ValueError, match="UP_CONV"):
+        ops.conv3x3_up2(x, w, f)
 
 
 def test_eager_fir_equals_the_folded_export_form():

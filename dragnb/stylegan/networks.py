@@ -5,8 +5,8 @@ Parameter names equal the G_ema names of NVIDIA's pickles (minus the derived ``r
 buffers), so foreign checkpoints load with a plain ``load_state_dict``. Raw parameters are stored
 unscaled; equalised-learning-rate gains are applied in ``forward``.
 
-Every op between the ws and the features is one ONNX Runtime's CPU training build can differentiate
-(see ``ops.py``): no ConvTranspose, Resize or GridSample.
+In an ONNX export, every op between the ws and the features is one ONNX Runtime's CPU training build can
+differentiate (see ``ops.py``): no ConvTranspose gradient, Resize or GridSample.
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     k = weight.shape[-1]
     x = x * styles[:, :, None, None]
     if up:
-        # A stride-2 transposed conv as one polyphase conv + pixel shuffle (ops.conv3x3_up2): no ConvTranspose.
+        # A stride-2 transposed conv + FIR; exported without ConvTranspose's gradient (ops.conv3x3_up2).
         y = ops.conv3x3_up2(x, weight, resample_filter)
     else:
         y = ops.conv2d(x, weight, padding=k // 2)
