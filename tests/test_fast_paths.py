@@ -79,6 +79,12 @@ def test_eager_fir_equals_the_folded_export_form():
                                    atol=1e-6, rtol=1e-6)
 
 
+def test_pointwise_conv_as_matmul_equals_conv2d():
+    torch.manual_seed(4)
+    x, w = torch.randn(2, 7, 5, 6), torch.randn(3, 7, 1, 1)
+    torch.testing.assert_close(ops.conv2d(x, w), F.conv2d(x, w), atol=1e-6, rtol=1e-6)
+
+
 def test_frozen_derived_follows_the_weight():
     w = torch.randn(3, 4)
     calls = []

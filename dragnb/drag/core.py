@@ -249,6 +249,10 @@ def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
     """
     c, h, w = feat.shape
     pix = torch.nonzero(fixed)  # [N, 2] (row, col)
+    if pix.shape[0] == 0 and not torch.onnx.is_in_onnx_export():
+        # No fixed pixel (no mask: [1, 1] zeros): exactly 0, without gathers whose zero gradient autograd would
+        # still compute over the whole feature block.
+        return fixed.new_zeros(())
     rows, cols = pix[:, 0], pix[:, 1]
     weight = fixed.reshape(-1)[rows * fixed.shape[1] + cols]  # [N]
     f = features_at(feat, rows, cols)  # [N, C]

@@ -36,8 +36,14 @@ conv_export_hook = None
 def conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int = 0) -> torch.Tensor:
     """``F.conv2d`` with stride 1, one group and ``padding`` on every side: every convolution of the generator
     goes through here (see :data:`conv_export_hook`)."""
-    if conv_export_hook is not None and torch.onnx.is_in_onnx_export():
-        return conv_export_hook(x, weight, padding)
+    if torch.onnx.is_in_onnx_export():
+        if conv_export_hook is not None:
+            return conv_export_hook(x, weight, padding)
+    elif weight.shape[-2:] == (1, 1) and padding == 0 and x.ndim == 4:
+        # 1x1 (ToRGB, resnet skips) as one matrix product: with few output channels (ToRGB's 3) oneDNN
+        # declines the convolution and PyTorch's fallback takes 5-10 times longer.
+        n, c, h, w = x.shape
+        return torch.matmul(weight.reshape(weight.shape[0], c), x.reshape(n, c, h * w)).reshape(n, -1, h, w)
     return F.conv2d(x, weight, padding=padding)
 
 
@@ -95,7 +101,10 @@ def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain
         x = F.pad(x.reshape(n * c, 1, h, w), list(pad))
         y = conv2d(x, fw[None, None])
         return y.reshape(n, c, y.shape[2], y.shape[3])
-    return F.conv2d(F.pad(x, list(pad)), fw[None, None].expand(c, 1, *fw.shape), groups=c)
+    fw = fw[None, None].expand(c, 1, *fw.shape)
+    if len(set(pad)) == 1:  # the same padding on every side: the convolution pads, no padded copy
+        return F.conv2d(x, fw, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, list(pad)), fw, groups=c)
 
 
 def zero_insert2x(x: torch.Tensor) -> torch.Tensor:
