@@ -35,6 +35,8 @@ def test_sampled_features_equal_the_map_bit_for_bit(hw, size):
         at = feat.at(rows, cols, merged=merged)  # [H, W, C]
         assert torch.equal(at.permute(2, 0, 1), full)
     assert np.array_equal(geometry.resize_features(x.numpy(), size, chunk=4), full.numpy())
+    traced = core.ResizedFeatures(x.clone().requires_grad_(True), size).full()  # the whole-map form (autograd)
+    assert traced.requires_grad and torch.equal(traced.detach(), full)
 
 
 def test_mask_term_over_fixed_pixels_equals_the_dense_mean():
