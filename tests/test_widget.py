@@ -185,6 +185,25 @@ def test_keys_escape_delete_undo(wb):
 # Stepping
 
 
+def test_status_says_when_a_step_starts_the_drag(wb, monkeypatch):
+    """The first step after an edit computes F0 first (the longest step of a drag): the status line says so."""
+    seen = []
+    real = wb.session.step
+
+    def step():
+        seen.append(wb.status.value)
+        return real()
+
+    monkeypatch.setattr(wb.session, "step", step)
+    wb.add_point((20, 30), (35, 30))
+    assert wb.session.needs_f0
+    wb.step()
+    wb.step()
+    assert "starting the drag" in seen[0] and "step 1" in seen[0]
+    assert "starting the drag" not in seen[1] and not wb.session.needs_f0
+    assert "step 2" in wb.status.value and "ms/step" in wb.status.value
+
+
 def test_step_draws_the_image_and_status(wb, drawn):
     wb.step_button.click()
     assert "add_point" in str(wb.last_error) and "&#9888;" in wb.error.value  # no points: shown in the widget

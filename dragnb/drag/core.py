@@ -123,8 +123,19 @@ class ResizedFeatures:
             return self.x
         r0, r1, wr0, wr1 = self._rows
         c0, c1, wc0, wc1 = self._cols
-        t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
-        return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        if torch.onnx.is_in_onnx_export() or (self.x.requires_grad and torch.is_grad_enabled()):
+            t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
+            return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        # Without autograd: the same operations, a few channels at a time into the output, so that the
+        # temporaries stay small (whole-map temporaries cost seconds for a 1024 px map: 1 GiB each).
+        c, hh, ww = self.shape
+        out = self.x.new_empty(self.shape)
+        step = max(1, (1 << 20) // (hh * ww))
+        for k in range(0, c, step):
+            xs = self.x[k:k + step]
+            t = wr0[:, None] * xs[:, r0, :] + wr1[:, None] * xs[:, r1, :]
+            torch.add(wc0 * t[:, :, c0], wc1 * t[:, :, c1], out=out[k:k + step])
+        return out
 
 
 def features_at(feat, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
@@ -311,6 +322,10 @@ def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
     """
     c, h, w = feat.shape
     pix = torch.nonzero(fixed)  # [N, 2] (row, col)
+    if pix.shape[0] == 0 and not torch.onnx.is_in_onnx_export():
+        # No fixed pixel (no mask: [1, 1] zeros): exactly 0, without gathers whose zero gradient autograd would
+        # still compute over the whole feature block.
+        return fixed.new_zeros(())
     rows, cols = pix[:, 0], pix[:, 1]
     weight = fixed.reshape(-1)[rows * fixed.shape[1] + cols]  # [N]
     f = features_at(feat, rows, cols)  # [N, C]

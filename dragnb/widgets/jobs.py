@@ -80,6 +80,7 @@ def run_loop(wb: Workbench, max_steps: int | None) -> None:
     failed = converged = False
     try:
         if not jobs.stop_requested:
+            wb._status_preparing()
             steps = wb.session.run(max_steps)
             try:
                 for r in steps:

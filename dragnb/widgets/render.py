@@ -102,6 +102,13 @@ def status_idle(s, movable: np.ndarray | None) -> str:
             f"{n} point pair{'s' * (n != 1)} &middot; {s.backend_name}{_mask_text(movable)}")
 
 
+def status_preparing(s, running: bool) -> str:
+    """The status line while the first step after an edit computes F0 (``DragSession.needs_f0``)."""
+    return (f"<b>step {s.num_steps + 1}</b> &middot; starting the drag: F0, the features of the current image "
+            f"(one generator pass more than a later step) &middot; {s.W}x{s.H} px, {s.backend_name}"
+            + (" &middot; <i>running</i>" if running else ""))
+
+
 def status_step(r, lambda_mask: float, running: bool, movable: np.ndarray | None) -> str:
     """The status line after the step of StepResult ``r``."""
     # "step N" counts the steps taken since the seed image, in both status lines (StepResult.step + 1).

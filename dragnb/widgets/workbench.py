@@ -230,7 +230,12 @@ class Workbench(widgets.VBox):
             self._say("busy: wait for the current action (or Stop the run)")
             return None
         self._clear_error()
-        r = self.session.step()
+        self._status_preparing()
+        try:
+            r = self.session.step()
+        except Exception:
+            self._status_idle()
+            raise
         self._show_step(r)
         return r
 
@@ -298,6 +303,11 @@ class Workbench(widgets.VBox):
 
     def _status_idle(self) -> None:
         self.status.value = render.status_idle(self.session, self._movable)
+
+    def _status_preparing(self) -> None:
+        """Before a step: say so if it starts the drag (F0 first, the longest step of a drag)."""
+        if self.session.needs_f0 and self.session.target_points:
+            self.status.value = render.status_preparing(self.session, self._jobs.running)
 
     def _update_internals(self) -> None:
         """Redraw the internals view from the session's features (one generator forward), if it is shown."""
