@@ -19,6 +19,7 @@ import dragnb
 from dragnb.drag import core
 from dragnb.session import DragSession
 from dragnb.testing import UNIMPORTABLE_SRC
+from dragnb.widgets import render
 from dragnb.widgets.drawing import CanvasMap, scaled_rgba
 from dragnb.widgets.internals import distance_map, next_position, pca_rgb
 from dragnb.widgets.workbench import Workbench
@@ -198,7 +199,12 @@ def test_step_draws_the_image_and_status(wb, drawn):
     assert "step 2" in wb.status.value and "loss" in wb.status.value and "ms/step" in wb.status.value
     puts = drawn.on(wb.image_layer, "putImageData")
     assert len(puts) == 2
-    np.testing.assert_array_equal(decode(puts[-1][2][0]), scaled_rgba(wb.last_image, S))
+    # The image goes at its own size (64 px, 1/64 of the canvas' pixels) and the canvas scales it, smoothing off.
+    np.testing.assert_array_equal(decode(puts[-1][2][0]), scaled_rgba(wb.last_image, 1))
+    sent = [(n, a) for n, a, _ in drawn.on(wb.image_layer)]
+    i = len(sent) - 1 - sent[::-1].index(("putImageData", [0, 0]))
+    assert sent[i - 1] == ("setTransform", [S, 0, 0, S, 0, 0]) and sent[i + 1] == ("resetTransform", [])
+    assert ("set", [wb.image_layer.ATTRS["image_smoothing_enabled"], False]) in sent[:i]
     assert len(drawn.on(wb.loss_canvas, "strokeLines")) >= 2  # the loss curve
     assert wb.frames == 2 and len(wb._losses) == 2
 
@@ -215,8 +221,34 @@ def test_run_and_stop_from_the_button(wb):
     time.sleep(0.2)
     assert wb.session.num_steps == n < 10_000 and not wb.running
     assert wb.run_button.description == "Run" and not wb.step_button.disabled
-    assert "stopped" in wb.status.value and f"step {n}" in wb.status.value and wb.frames == n
+    assert "stopped" in wb.status.value and f"step {n}" in wb.status.value and 1 <= wb.frames <= n
     assert len(wb._trails) == 1 and wb.last_error is None
+
+
+def test_frames_are_paced_when_steps_outrun_the_display(wb, drawn, monkeypatch):
+    """A run draws a step only when a frame is due, always its last step, and reports wall-clock steps/s."""
+    pace = render.Pace()
+    assert pace.gap == pace.MIN_GAP and pace.due(0.0)
+    pace.drawn(10.0, 10.02)            # a frame that took 20 ms: the next comes at least 20 ms / SHARE later
+    assert pace.gap == pytest.approx(0.02 / pace.SHARE) and not pace.due(10.1) and pace.due(10.2)
+    for i in range(5):
+        pace.record(20 + 0.05 * i, 30.0)
+    assert pace.steps_per_s == pytest.approx(20) and pace.compute_ms == 30
+    pace.record(21, 30.0, timed=False)  # a single step (the Step button): no rate
+    assert pace.steps_per_s is None
+
+    monkeypatch.setattr(render.Pace, "MIN_GAP", 3600.0)  # the display takes forever: only the first frame is due
+    wb.add_point((20, 30), (35, 30))
+    results, show_step = [], wb._show_step
+    wb._show_step = lambda r: (results.append(r), show_step(r))
+    drawn.clear()
+    wb.run(6)
+    assert wb.wait(30) and wb.session.num_steps == 6
+    assert wb.frames == 2  # the first step, then the last one when the run ended
+    assert len(drawn.on(wb.image_layer, "putImageData")) == 2
+    np.testing.assert_array_equal(wb.last_image, results[-1].image)  # the canvas shows the last step
+    assert "step 6" in wb.status.value and "steps/s" in wb.status.value and "max steps" in wb.status.value
+    assert len(wb._losses) == 6 and len(wb._trails[0]) >= 2  # every step is in the loss curve and the trail
 
 
 def test_edits_during_a_run_land_between_steps(wb, drawn):
@@ -282,7 +314,7 @@ def test_mask_brush_paints_movable_region_and_shift_erases(wb, drawn):
     assert not fixed[20, 10:31].any() and not fixed[23, 20] and fixed[24, 20] and fixed[0, 0]  # the stroke moves
     assert wb.session.target_points == []  # no points were placed in mask mode
     overlay = decode(drawn.on(wb.mask_layer, "putImageData")[-1][2][0])
-    assert overlay.shape == (512, 512, 4) and overlay[20 * S + 4, 20 * S + 4, 3] < overlay[0, 0, 3]
+    assert overlay.shape == (64, 64, 4) and overlay[20, 20, 3] < overlay[0, 0, 3]  # scaled by the canvas
     assert "movable" in wb.status.value
     mouse(wb, "mousedown", *canvas_xy(10, 20), shiftKey=True)  # erase the whole stroke
     mouse(wb, "mousemove", *canvas_xy(30, 20), shiftKey=True)
@@ -426,7 +458,9 @@ def test_internals_view_draws_features_and_distance(wb, drawn):
     assert wb._internals_box.layout.display == "flex" and wb.last_error is None
     puts = drawn.on(wb.internals.canvas, "putImageData")
     assert len(puts) == 2  # features (PCA) and the distance heat-map
-    assert [a[:2] for _, a, _ in puts] == [[0, 0], [256 + wb.internals.GAP, 0]]
+    s = 256 / 64  # each panel's image is scaled by the canvas transform and placed by its offset
+    assert [a for _, a, _ in drawn.on(wb.internals.canvas, "setTransform")] == [
+        [s, 0, 0, s, 0, 0], [s, 0, 0, s, 256 + wb.internals.GAP, 0]]
     assert "point 0" in wb.internals.caption.value and "next tracked position" in wb.internals.caption.value
     assert drawn.on(wb.internals.canvas, "fillRects")  # the r1 disk
     features, refs = wb.session.tracking_features()
@@ -486,3 +520,16 @@ def test_run_end_message_says_why(wb):
     wb.run(50)
     assert wb.wait(30) and "run ended: converged" in wb.message.value, wb.message.value
     assert "<i>converged</i>" in wb.status.value
+
+
+def test_a_converged_step_reports_the_last_real_loss(wb):
+    """A converged step makes no update: the status and the loss curve keep the last loss of the drag."""
+    wb.add_point((20, 30), (35, 30))
+    r = wb.step()
+    wb.session.set_params(tolerance=100.0)
+    r2 = wb.step()
+    assert r2.converged and len(wb._losses) == 1
+    assert f"loss {r.loss:.4g}" in wb.status.value and "converged" in wb.status.value
+    wb.reset_image()
+    wb.step()  # converged at once: no loss yet
+    assert "loss -" in wb.status.value and wb._losses == []

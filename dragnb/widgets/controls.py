@@ -18,6 +18,7 @@ from ..backends.ort_model import ArtifactModel
 from ..session import DragSession
 from .edits import edit, new_image
 from .jobs import long_action
+from .render import STATUS_HEIGHT
 
 if TYPE_CHECKING:
     from .workbench import Workbench
@@ -86,7 +87,7 @@ class Controls:
         self.load_path = _field(W.Text, "session", value="dragnb_out/drag_session")
         self.load_button = _button("Load session", "folder-open", "", "150px")
 
-        self.status = W.HTML()
+        self.status = W.HTML(layout=W.Layout(height=STATUS_HEIGHT, width="100%", overflow="hidden"))
         self.message = W.HTML()
         self.error = W.HTML()
         self.progress = W.FloatProgress(value=0, min=0, max=1, description="", bar_style="info",

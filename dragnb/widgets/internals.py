@@ -21,7 +21,7 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 
 from ..drag import geometry
-from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, scaled_rgba
+from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, put_image
 
 MAX_SIDE = 256  # PCA and the distance map are computed on features strided to at most this many pixels
 
@@ -123,15 +123,15 @@ class InternalsView(widgets.VBox):
         i = self.point.value
         with hold_canvas():
             self.canvas.clear()
-            self.canvas.put_image_data(scaled_rgba(rgb, fmap.scale * k), fmap.ox, fmap.oy)
+            put_image(self.canvas, rgb, fmap.scale * k, fmap.ox, fmap.oy)
             for j, (h, t) in enumerate(zip(handles, targets)):
                 self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
             if i is not None and i < len(handles):
                 dist = distance_map(small, ref_feats[i], l1)
                 close = -dist
-                self.canvas.put_image_data(scaled_rgba(colormap(close, np.percentile(close, 2), close.max()),
-                                                       dmap.scale * k), dmap.ox, dmap.oy)
+                put_image(self.canvas, colormap(close, np.percentile(close, 2), close.max()), dmap.scale * k,
+                          dmap.ox, dmap.oy)
                 self._draw_window(dmap, handles[i], r2, "white", 2)
                 nxt = next_position(features, ref_feats[i], handles[i], r2, l1)
                 cx, cy = dmap.to_canvas(*nxt)

@@ -33,7 +33,7 @@ from ipyevents import Event
 from ..session import DragSession
 from . import edits, files, render
 from .controls import SESSION_MODEL, Controls, connect, model_options, row
-from .drawing import CanvasMap, scaled_rgba
+from .drawing import CanvasMap, put_image
 from .internals import InternalsView
 from .jobs import Jobs, run_loop
 from .pointer import Pointer
@@ -65,6 +65,9 @@ class Workbench(widgets.VBox):
         self.display_size = int(display_size)
         self._draw_lock = threading.RLock()   # one frame at a time, whichever thread draws it
         self._jobs = Jobs()
+        self._pace = render.Pace()
+        self._next_image: np.ndarray | None = None  # the newest image of a step not drawn yet
+        self._last_step = None                      # the StepResult the status line shows, if it shows one
         self._in_internals = False
         if session is None and model is None:
             self._model_value = DEFAULT_MODEL
@@ -102,7 +105,7 @@ class Workbench(widgets.VBox):
             self.internals.point.observe(self._guarded(lambda _ch: self._update_internals()), "value")
         # Per-image widget state.
         self._reset_trails()                                   # (x, y) positions each handle was tracked along
-        self._losses: list[tuple[int, float, float]] = []      # (step, loss, lambda * mask)
+        self._losses: list[tuple[int, float, float, float]] = []  # (step, loss, lambda * mask, motion)
         mask = session.mask
         self._movable = None if mask is None else ~mask         # bool [H, W]: painted region allowed to move
         self._pointer.reset()
@@ -207,22 +210,50 @@ class Workbench(widgets.VBox):
     # ------------------------------------------------------------------ stepping
 
     def _show_step(self, r) -> None:
-        """Record and draw one StepResult (trail, loss curve, image, status): one frame."""
+        """Record one StepResult (trail, loss curve) and draw it as one frame (image, marks, loss curve, status)
+        - during a run only when a frame is due (``render.Pace``); the run draws its last step at its end."""
+        now = time.monotonic()
+        running = self._jobs.running
+        self._pace.record(now, r.ms, timed=running)
         for trail, hp in zip(self._trails, r.handle_points):
             if trail[-1] != hp:
                 trail.append(hp)
                 del trail[:-MAX_TRAIL]
-        self._losses.append((r.step, r.loss, self.session.params["lambda_mask"] * r.mask))
+        if not r.converged:  # a converged step made no update: its losses are not a loss of the drag
+            self._losses.append((r.step, r.loss, self.session.params["lambda_mask"] * r.mask, r.motion))
+        if r.image is not None:
+            self._next_image = r.image
+        self._pace.undrawn = r
+        if not running or self._pace.due(now):
+            self._draw_step()
+
+    def _draw_step(self) -> None:
+        """Draw the latest step result not drawn yet (if any) as one frame."""
+        r = self._pace.undrawn
+        if r is None:
+            return
+        start = time.monotonic()
+        image, self._next_image = self._next_image, None
         with self._frame():
-            if r.image is not None:
-                self._draw_image(r.image)
+            if image is not None:
+                self._draw_image(image)
             self._draw_marks()
             self._draw_loss()
         self.frames += 1
-        self.status.value = render.status_step(r, self.session.params["lambda_mask"], self._jobs.running,
-                                               self._movable)
+        self._last_step = r
+        self._status_step()
+        self._pace.drawn(start, time.monotonic())
         if not self._jobs.running or time.monotonic() - self._internals_time > INTERNALS_EVERY:
             self._update_internals()
+
+    def _status_step(self, state: str | None = None) -> None:
+        """The status line of the last step drawn, in ``state`` (None: running, converged or none)."""
+        r = self._last_step
+        if state is None:
+            state = "converged" if r.converged else "running" if self._jobs.running else ""
+        last = self._losses[-1] if self._losses else None
+        self.status.value = render.status_step(self.session, r, None if last is None else last[1:], state,
+                                               self._movable, self._pace)
 
     def step(self):
         """One optimisation step (the Step button); returns the StepResult (None on error or while running)."""
@@ -275,7 +306,7 @@ class Workbench(widgets.VBox):
         self._update_internals()
 
     def _draw_image(self, img: np.ndarray) -> None:
-        self.image_layer.put_image_data(scaled_rgba(img, self.map.scale), 0, 0)
+        put_image(self.image_layer, img, self.map.scale)
         self.last_image = img
 
     def _draw_mask(self) -> None:
@@ -296,8 +327,9 @@ class Workbench(widgets.VBox):
     def _draw_loss(self) -> None:
         render.draw_loss(self.loss_canvas, self._losses)
 
-    def _status_idle(self) -> None:
-        self.status.value = render.status_idle(self.session, self._movable)
+    def _status_idle(self, state: str = "") -> None:
+        self._last_step = None
+        self.status.value = render.status_idle(self.session, self._movable, self._pace, state)
 
     def _update_internals(self) -> None:
         """Redraw the internals view from the session's features (one generator forward), if it is shown."""
