@@ -27,11 +27,37 @@ from browser_lab import (
 )
 from PIL import Image
 
+from dragnb.checkpoints import BUNDLED
+
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium missing: run scripts/setup.sh --browser"),
 ]
 SIZE = 512  # canvas pixels of the 64 px tiny model
+
+
+def report_speed(label: str, page, step_number, seconds: float = 6.0) -> float | None:
+    """A benchmark figure, not a check: the wall-clock time per step as the page shows the steps, over the
+    back-end's ms/step (the status line's "compute N ms/step"), while a run goes on (at most ``seconds``).
+    Printed (``pytest -s`` shows it) and returned; None when the run ended before enough steps were shown."""
+    samples = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        text = widget_texts(page)
+        if "run ended" in text:
+            break
+        samples.append((time.monotonic(), step_number(), text))
+        time.sleep(0.05)
+    if len(samples) < 2 or samples[-1][1] - samples[0][1] < 5:
+        print(f"\n[speed] {label}: the run ended before enough steps were shown")
+        return None
+    (t0, n0, _), (t1, n1, text) = samples[0], samples[-1]
+    compute = float(re.search(r"compute (\d+) ms/step", text).group(1))
+    wall_ms = (t1 - t0) / (n1 - n0) * 1000
+    ratio = wall_ms / max(compute, 1.0)
+    print(f"\n[speed] {label}: {wall_ms:.1f} ms per step on the wall clock (as shown), compute "
+          f"{compute:.0f} ms/step: ratio {ratio:.2f}")
+    return ratio
 
 
 @pytest.mark.slow  # a JupyterLab server and a browser
@@ -74,10 +100,12 @@ def test_workbench_in_browser(tiny_model_path, tmp_path):
         time.sleep(0.3)
         assert np.abs(element_rgb(canvas) - before).mean() > 0.01, "the canvas did not change after Step"
 
-        # Run, then Stop: the step counter stops.
+        # Run, then Stop: the step counter stops. Meanwhile: how fast steps are shown, against the compute.
         widget_button(page, "Run").click()
         wait_for(lambda: step_number() >= 8, 60, "running steps")
-        widget_button(page, "Stop").click()
+        report_speed("tiny 64 px model", page, step_number, 3.0)
+        if "run ended" not in widget_texts(page):
+            widget_button(page, "Stop").click()
         widget_button(page, "Run").wait_for(timeout=30_000)
         stopped = step_number()
         time.sleep(1.5)
@@ -106,3 +134,21 @@ def test_workbench_in_browser(tiny_model_path, tmp_path):
         page.mouse.click(*at(280, 216), button="right")
         wait_for(lambda: "0 point pairs" in widget_texts(page), 30, "the pair to be deleted")
         assert "⚠" not in widget_texts(page), widget_texts(page)
+
+        # The bundled model: how fast a run is shown, against the compute (printed, not asserted).
+        if BUNDLED["toyfaces"].exists():
+            write_notebook(root / "speed.ipynb", [
+                "import torch\ntorch.set_num_threads(1)\nimport dragnb",
+                "wb = dragnb.Workbench()\nwb.max_steps.value = 100000\n"
+                "wb.add_point((40, 60), (100, 60))  # far: the run goes on while it is measured\nwb",
+            ])
+            open_and_run_all(page, base, token, "speed.ipynb")
+            wait_for(lambda: "1 point pair" in widget_texts(page), 120, "the bundled model's workbench")
+            widget_button(page, "Run").click()
+            wait_for(lambda: step_number() >= 5, 120, "running steps")
+            report_speed("bundled toyfaces 128 px, PyTorch", page, step_number, 8.0)
+            page.locator("button.jupyter-button", has_text="Internals").first.click()
+            time.sleep(1.0)
+            report_speed("the same with Internals open", page, step_number, 6.0)
+            widget_button(page, "Stop").click()
+            widget_button(page, "Run").wait_for(timeout=60_000)

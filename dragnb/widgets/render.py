@@ -152,8 +152,8 @@ class Pace:
     ``SHARE`` of the run's time. The last step of a run is always drawn (:meth:`pending`).
     """
 
-    MIN_GAP = 1 / 30  # seconds
-    SHARE = 0.15      # of the wall clock spent drawing, at most (about)
+    MIN_GAP = 1 / 15  # seconds
+    SHARE = 0.1       # of the wall clock spent drawing, at most (about)
     WINDOW = 30       # steps over which steps/s and the compute time are averaged
 
     def __init__(self):
