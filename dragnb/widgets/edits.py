@@ -22,6 +22,7 @@ def edit(wb: Workbench, fn: Callable[[], None], image: bool = False, ghost: tupl
     ``image``: the edit changes the image (seed, reset, undo); ``ghost``: a (handle, target) pair to draw
     dashed until a queued edit is applied.
     """
+    wb._say("")  # a message belongs to the action that made it: the next edit ends it
     if wb._jobs.defer((fn, image, ghost)):
         with wb._frame():
             wb._draw_marks()
@@ -118,7 +119,8 @@ def new_image(wb: Workbench, seed: int, psi: float | None = None) -> None:
 def undo(wb: Workbench) -> None:
     def undo():
         if not wb.session.undo():
-            raise ValueError("nothing to undo")
+            wb._say("Nothing to undo.")
+            return
         wb._reset_trails()
         mask = wb.session.mask
         wb._movable = None if mask is None else ~mask

@@ -98,9 +98,9 @@ class Pointer:
         elif self.pending is None:
             self.pending = px
             self._redraw_marks()
-            wb._say(f"handle at {px}: now click its target")
+            wb._say(f"Handle at {px}: now click where it should go (Escape drops it).")
         elif px == self.pending:
-            wb._say("the target must differ from the handle: click elsewhere")
+            wb._say("The target must differ from the handle: click elsewhere.")
         else:
             h, self.pending = self.pending, None
             wb.add_point(h, px)
@@ -146,12 +146,14 @@ class Pointer:
             self.wb.remove_point(hit[0])
         elif self.pending is not None:
             self.pending = None
+            self.wb._say("")
             self._redraw_marks()
 
     def on_key(self, key, shift, ctrl, meta) -> None:
         """An ipycanvas key-down event."""
         if key == "Escape" and self.pending is not None:
             self.pending = None
+            self.wb._say("")
             self._redraw_marks()
         elif key in ("Delete", "Backspace") and self.wb.selected is not None:
             self.wb.remove_point(self.wb.selected)

@@ -193,3 +193,22 @@ class Pace:
         """Steps per second on the wall clock over the recent steps (None below 3 steps)."""
         t = self._times
         return (len(t) - 1) / (t[-1] - t[0]) if len(t) >= 3 and t[-1] > t[0] else None
+
+
+def error_text(e: BaseException) -> str:
+    """What an error says to a person: the message of one the user can act on (a refused value, a missing
+    file, a broken checkpoint), as a sentence; anything else names its type (a bug to report)."""
+    if isinstance(e, FileNotFoundError):
+        return f"There is nothing at {e.filename}." if e.filename else _sentence(str(e))
+    if isinstance(e, PermissionError):
+        return f"Not allowed to use {e.filename}." if e.filename else _sentence(str(e))
+    if isinstance(e, ImportError):
+        return _sentence(f"This needs a package that is not installed ({e})")
+    if isinstance(e, (ValueError, TypeError, OSError)):
+        return _sentence(str(e))
+    return f"Something went wrong ({type(e).__name__}: {e})."
+
+
+def _sentence(text: str) -> str:
+    text = text.strip() or "unknown error"
+    return text[0].upper() + text[1:] + ("" if text.endswith((".", "!", "?")) else ".")

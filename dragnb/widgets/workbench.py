@@ -155,15 +155,17 @@ class Workbench(widgets.VBox):
 
     def _show_error(self, e) -> None:
         self.last_error = e if isinstance(e, BaseException) else RuntimeError(str(e))
-        text = f"{type(e).__name__}: {e}" if isinstance(e, BaseException) else str(e)
+        text = render.error_text(e) if isinstance(e, BaseException) else str(e)
         self.error.value = f"<span style='color:#c62828'>&#9888; {html.escape(text)}</span>"
 
     def _clear_error(self) -> None:
         self.last_error = None
         self.error.value = ""
 
-    def _say(self, text: str) -> None:
-        self.message.value = f"<span style='color:#555'>{html.escape(text)}</span>"
+    def _say(self, text: str, html_text: str = "") -> None:
+        """Show ``text`` (then ``html_text``, already HTML) on the message line; "" clears it."""
+        body = html.escape(text) + html_text
+        self.message.value = f"<span style='color:#555'>{body}</span>" if body else ""
 
     # ------------------------------------------------------------------ edits (see edits.py)
 
@@ -261,17 +263,28 @@ class Workbench(widgets.VBox):
             self._say("busy: wait for the current action (or Stop the run)")
             return None
         self._clear_error()
+        if not self._has_points():
+            return None
         r = self.session.step()
         self._show_step(r)
         return r
+
+    def _has_points(self) -> bool:
+        """True if there is a pair to drag; else say how to place one (Step and Run with nothing to do)."""
+        self._say("")
+        if self.session.target_points:
+            return True
+        self._say("Place a point pair first: click the image for a handle, then again for its target."
+                  if self._pointer.pending is None else "Click the image for the handle's target first.")
+        return False
 
     def run(self, max_steps: int | None = None) -> None:
         """Start stepping in a worker thread until convergence, ``max_steps`` (default: the control) or Stop."""
         if self._jobs.busy():
             return
-        if not self.session.target_points:
-            raise ValueError("add a handle and a target first (click the image twice)")
         self._clear_error()
+        if not self._has_points():
+            return
         self._jobs.stop_requested = False
         self._jobs.set_running(True)
         self._controls.set_busy(True, run=True)
