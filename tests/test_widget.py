@@ -298,6 +298,33 @@ def test_undo_and_reset_image(wb):
     assert wb.session.target_points == [] and wb._trails == []
 
 
+def test_undo_reset_and_load_restore_the_curve_and_trails(wb):
+    """Undo, Reset image and Load show the loss curve and trails of the state they return to."""
+    wb.add_point((20, 30), (35, 30))
+    wb.run(4)
+    assert wb.wait(30)
+    curve, trails = list(wb._losses), [list(t) for t in wb._trails]
+    assert [e[0] for e in curve] == [0, 1, 2, 3]
+    wb.run(3)
+    assert wb.wait(30) and len(wb._losses) == 7
+    wb.undo()
+    assert wb.session.num_steps == 4 and wb._losses == curve and wb._trails == trails
+    wb.run(2)  # the curve goes on from the state undone to: no line over the undone steps
+    assert wb.wait(30) and [e[0] for e in wb._losses] == [0, 1, 2, 3, 4, 5]
+    curve, trails = list(wb._losses), [list(t) for t in wb._trails]
+    wb.reset_image()
+    assert wb._losses == [] and wb._trails == [[(20.0, 30.0)]]
+    wb.undo()  # the reset undone
+    assert wb.session.num_steps == 6 and wb._losses == curve and wb._trails == trails
+    wb.save_session()
+    wb.reset_points()
+    wb.load_session()
+    assert wb.wait(60) and wb.last_error is None and wb.session.num_steps == 6
+    assert wb._losses == curve and wb._trails == trails
+    wb.undo()  # the history came with it
+    assert wb.session.num_steps == 4 and [e[0] for e in wb._losses] == [0, 1, 2, 3]
+
+
 # ----------------------------------------------------------------------------
 # Mask
 

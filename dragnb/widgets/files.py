@@ -53,6 +53,7 @@ def save_session(wb: Workbench) -> Path:
     stem = _stem(wb)
     folder = stem.with_name(stem.name + "_session")
     wb.session.save(folder)
+    wb._history.write(wb, folder)  # the loss curve and trails, for Load
     wb.load_path.value = str(folder)
     wb._say(f"saved session {folder}")
     return folder
@@ -64,6 +65,8 @@ def load_session(wb: Workbench) -> None:
     def done(new):
         wb._model_value = SESSION_MODEL
         wb._attach(new)
+        if wb._history.read(wb, path):
+            wb._redraw(image=False)
         wb._say(f"loaded session {path}")
 
     long_action(wb, f"loading session {path}", lambda: DragSession.load(path), done)

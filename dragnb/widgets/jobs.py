@@ -96,6 +96,7 @@ def run_loop(wb: Workbench, max_steps: int | None) -> None:
         wb._show_error(e)
     finally:
         jobs.set_running(False)
+        wb._history.close_drag()
         wb._draw_step()  # the run's last step, if it was not drawn (frames are paced while running)
         flush(wb)
         wb._controls.set_busy(False, run=True)

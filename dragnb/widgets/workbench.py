@@ -34,6 +34,7 @@ from ..session import DragSession
 from . import edits, files, render
 from .controls import SESSION_MODEL, Controls, connect, model_options, row
 from .drawing import CanvasMap, put_image
+from .history import History
 from .internals import InternalsView
 from .jobs import Jobs, run_loop
 from .pointer import Pointer
@@ -106,6 +107,7 @@ class Workbench(widgets.VBox):
         # Per-image widget state.
         self._reset_trails()                                   # (x, y) positions each handle was tracked along
         self._losses: list[tuple[int, float, float, float]] = []  # (step, loss, lambda * mask, motion)
+        self._history = History()                               # the curve and trails Undo returns to
         mask = session.mask
         self._movable = None if mask is None else ~mask         # bool [H, W]: painted region allowed to move
         self._pointer.reset()
@@ -217,6 +219,7 @@ class Workbench(widgets.VBox):
         now = time.monotonic()
         running = self._jobs.running
         self._pace.record(now, r.ms, timed=running)
+        self._history.before_step(self, r.step)
         for trail, hp in zip(self._trails, r.handle_points):
             if trail[-1] != hp:
                 trail.append(hp)
@@ -286,6 +289,7 @@ class Workbench(widgets.VBox):
         if not self._has_points():
             return
         self._jobs.stop_requested = False
+        self._history.close_drag()  # a run is a drag of its own
         self._jobs.set_running(True)
         self._controls.set_busy(True, run=True)
         self._jobs.start(run_loop, "dragnb-run", self, max_steps)
