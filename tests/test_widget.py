@@ -363,10 +363,14 @@ def test_controls_reach_the_session(wb):
     p = wb.session.params
     assert (p["lr"], p["r1"], p["tolerance"], p["feature_block"]) == (0.01, 4.5, 3, 2)
     assert wb.session.latent_space == "w" and wb.last_error is None
-    wb.seed.value = 7
-    assert wb.session.seed == 7 and wb.session.target_points == []  # a new image
-    wb.psi.value = 0.5
-    assert wb.session.truncation_psi == 0.5
+    wb.seed.value = 7  # a new image would drop the pair: asked first
+    assert wb.session.seed == 1 and wb.seed.value == 1 and wb.confirm.layout.display == "flex"
+    assert "drops 1 point pair" in wb.confirm_text.value
+    wb.confirm_yes.click()
+    assert wb.session.seed == wb.seed.value == 7 and wb.session.target_points == []  # a new image
+    assert wb.confirm.layout.display == "none"
+    wb.psi.value = 0.5  # nothing to lose: at once
+    assert wb.session.truncation_psi == 0.5 and wb.confirm.layout.display == "none"
     wb.random_seed_button.click()
     assert wb.session.seed == wb.seed.value
     wb.max_steps.value = 5
@@ -374,6 +378,25 @@ def test_controls_reach_the_session(wb):
     wb.r1.min = -10
     wb.r1.value = -1.0  # refused by the session: shown, and the control snaps back
     assert isinstance(wb.last_error, ValueError) and wb.r1.value == wb.session.params["r1"] == 4.5
+
+
+def test_a_new_seed_asks_before_dropping_points_mask_and_drag(wb):
+    wb.add_point((20, 30), (35, 30))
+    wb.set_mask(np.ones((64, 64), bool))
+    wb.step()
+    image = wb.session.image
+    wb.seed.value = 5
+    assert "drops 1 point pair, the mask, the drag and its undo history" in wb.confirm_text.value
+    wb.confirm_no.click()  # keep: nothing changed
+    assert wb.session.seed == wb.seed.value == 1 and wb.session.num_steps == 1 and wb.session.mask is not None
+    np.testing.assert_array_equal(wb.session.image, image)
+    wb.psi.value = 0.4
+    assert "psi 0.4" in wb.confirm_text.value and wb.psi.value == wb.session.truncation_psi != 0.4
+    wb.confirm_yes.click()
+    assert wb.session.truncation_psi == wb.psi.value == 0.4 and wb.session.target_points == []
+    assert wb.session.mask is None and wb._movable is None and wb.last_error is None
+    wb.undo()
+    assert "Nothing to undo." in wb.message.value and wb.last_error is None
 
 
 def test_save_files_and_load_session(wb, tmp_path):

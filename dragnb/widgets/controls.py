@@ -46,6 +46,7 @@ class Controls:
 
     def __init__(self):
         self.syncing = False  # set from the session: observers ignore the change
+        self.pending_image: tuple | None = None  # (seed, psi or None) of a new image waiting for a yes
         self.step_button = _button("Step", "step-forward", "one optimisation step")
         self.run_button = _button("Run", "play", "run until converged, max steps, or Stop")
         self.undo_button = _button("Undo drag", "undo", "back to before the last drag", "108px")
@@ -86,6 +87,13 @@ class Controls:
         self.save_session_button = _button("Session", "save", "points, mask, latents, optimizer state", "86px")
         self.load_path = _field(W.Text, "session", value="dragnb_out/drag_session")
         self.load_button = _button("Load session", "folder-open", "", "150px")
+
+        # A new image drops points, mask and undo history: the workbench asks first when there are any.
+        self.confirm_text = W.HTML()
+        self.confirm_yes = _button("New image", "check", "drop them and show the new image", "120px")
+        self.confirm_no = _button("Keep", "times", "keep this image, its points and its history", "90px")
+        self.confirm = row(self.confirm_text, self.confirm_yes, self.confirm_no, align_items="center",
+                           display="none", flex_flow="row wrap")
 
         self.status = W.HTML(layout=W.Layout(height=STATUS_HEIGHT, width="100%", overflow="hidden"))
         self.message = W.HTML()
@@ -182,6 +190,8 @@ def connect(wb: Workbench) -> None:
                   (c.save_gif_button, wb.save_gif), (c.save_mp4_button, wb.save_mp4),
                   (c.save_session_button, wb.save_session), (c.load_button, wb.load_session)]:
         b.on_click(guarded(lambda _b, fn=fn: fn()))
+    c.confirm_yes.on_click(guarded(lambda _b: _on_confirm(wb, True)))
+    c.confirm_no.on_click(guarded(lambda _b: _on_confirm(wb, False)))
     c.seed.observe(guarded(lambda ch: _on_seed(wb, ch)), "value")
     c.psi.observe(guarded(lambda ch: _on_psi(wb, ch)), "value")
     c.latent_space.observe(guarded(lambda ch: _on_latent_space(wb, ch)), "value")
@@ -206,12 +216,43 @@ def _on_random_seed(wb: Workbench) -> None:
 
 def _on_seed(wb: Workbench, change) -> None:
     if not wb._controls.syncing:
-        new_image(wb, int(change["new"]))
+        _ask_new_image(wb, int(change["new"]), None)
 
 
 def _on_psi(wb: Workbench, change) -> None:
     if not wb._controls.syncing:
-        new_image(wb, wb.session.seed, float(change["new"]))
+        _ask_new_image(wb, wb.session.seed, float(change["new"]))
+
+
+def _ask_new_image(wb: Workbench, seed: int, psi: float | None) -> None:
+    """A new image drops the points, the mask and the undo history: with any of them, ask first (the seed and
+    psi controls show the image in use until the user says yes)."""
+    s, c = wb.session, wb._controls
+    lost = [f"{len(s.target_points)} point pair{'s' * (len(s.target_points) != 1)}"] if s.target_points else []
+    lost += ["the mask"] if s.mask is not None else []
+    lost += ["the drag and its undo history"] if s.num_steps or s.can_undo else []
+    if not lost:
+        _confirmed(wb, seed, psi)
+        return
+    c.pending_image = (seed, psi)
+    c.confirm_text.value = (f"<b>A new image ({'seed ' + str(seed) if psi is None else f'psi {psi:g}'})</b> "
+                            f"drops {', '.join(lost)}.&nbsp;")
+    c.confirm.layout.display = "flex"
+    wb._sync_controls()
+
+
+def _confirmed(wb: Workbench, seed: int, psi: float | None) -> None:
+    wb._controls.confirm.layout.display = "none"
+    wb._controls.pending_image = None
+    new_image(wb, seed, psi)
+    wb._sync_controls()
+
+
+def _on_confirm(wb: Workbench, yes: bool) -> None:
+    pending, wb._controls.pending_image = wb._controls.pending_image, None
+    wb._controls.confirm.layout.display = "none"
+    if yes and pending is not None:
+        _confirmed(wb, *pending)
 
 
 def _on_latent_space(wb: Workbench, change) -> None:
