@@ -349,6 +349,33 @@ def test_mask_brush_paints_movable_region_and_shift_erases(wb, drawn):
     assert wb.session.mask is None
 
 
+def test_mask_modes_brush_preview_and_solid_strokes(wb, drawn):
+    """Visible Movable / Fixed modes, a brush circle under the cursor, a brush that suits the image, strokes
+    without gaps however fast the mouse moves, and a solid outline."""
+    assert wb.brush.value == 4 and wb.paint.value == "movable"  # 1/16 of the 64 px image
+    wb.mode.value = "mask"
+    drawn.clear()
+    mouse(wb, "mousemove", *canvas_xy(30, 30), buttons=0)
+    circles = [a for _, a, _ in drawn.on(wb.marks_layer, "strokeCircle")]
+    assert circles[-1] == [*canvas_xy(30, 30), 4 * S]  # the brush preview, radius in canvas pixels
+    mouse(wb, "mouseleave", -3, 100, buttons=0)
+    assert wb._pointer.hover is None
+    mouse(wb, "mousedown", *canvas_xy(5, 10))
+    mouse(wb, "mousemove", *canvas_xy(55, 10))  # one fast move: the stroke is still continuous
+    mouse(wb, "mouseup", *canvas_xy(55, 10))
+    movable = ~wb.session.mask
+    assert movable[6:15, 5:56].all() and not movable[16, 30] and not movable[10, 61]
+    overlay = decode(drawn.on(wb.mask_layer, "putImageData")[-1][2][0])
+    assert overlay[6, 30, 3] == 255 and overlay[10, 30, 3] < 255  # a solid edge around a tinted inside
+    wb.paint.value = "fixed"  # paint what stays: back to fixed under the second stroke
+    mouse(wb, "mousedown", *canvas_xy(30, 5))
+    mouse(wb, "mouseup", *canvas_xy(30, 15))
+    assert wb.session.mask[10, 30] and not wb.session.mask[10, 10]
+    mouse(wb, "mousedown", *canvas_xy(30, 10), shiftKey=True)  # Shift paints the other region: movable
+    mouse(wb, "mouseup", *canvas_xy(30, 10), shiftKey=True)
+    assert not wb.session.mask[10, 30] and wb.last_error is None
+
+
 # ----------------------------------------------------------------------------
 # Controls and files
 

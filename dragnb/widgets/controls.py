@@ -57,6 +57,10 @@ class Controls:
                                     style={"button_width": "72px"})
         self.internals_toggle = W.ToggleButton(description="Internals", icon="eye", layout=W.Layout(width="108px"),
                                                tooltip="features, r1 / r2, tracking distance, motion directions")
+        self.paint = W.ToggleButtons(options=[("Movable", "movable"), ("Fixed", "fixed")], value="movable",
+                                     tooltips=["paint the region allowed to move (Shift: the other one)",
+                                               "paint the region kept as it is (Shift: the other one)"],
+                                     style={"button_width": "72px"})
         self.brush = W.IntSlider(value=4, min=1, max=32, description="brush", tooltip="brush radius, image pixels",
                                  style={"description_width": "44px"}, layout=W.Layout(width="214px"))
         self.show_mask = W.Checkbox(value=True, description="show", indent=False, layout=W.Layout(width="60px"))
@@ -112,7 +116,8 @@ class Controls:
             row(self.step_button, self.run_button, self.undo_button),
             row(self.reset_points_button, self.reset_image_button),
             row(self.mode, self.internals_toggle),
-            row(self.brush, self.show_mask, self.clear_mask_button),
+            row(self.paint, self.clear_mask_button),
+            row(self.brush, self.show_mask),
             W.HTML("<b>Image</b>"), self.model, self.backend, row(self.seed, self.random_seed_button),
             self.psi, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
             W.HTML("<b>Optimisation</b>"), self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
@@ -132,6 +137,10 @@ class Controls:
             blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
             self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
             self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
+            # A brush that suits the image: 1/16 of its shorter side (8 px on 128 px), strokes a few apart meet.
+            side = min(session.H, session.W)
+            self.brush.max = max(32, side // 4)
+            self.brush.value = max(2, round(side / 16))
         finally:
             self.syncing = False
 

@@ -15,21 +15,36 @@ POINT_RADIUS = 6  # canvas pixels
 LOSS_STEPS = 300  # steps shown in the loss curve
 
 
+MOVABLE_TINT = (120, 220, 255, 70)   # the region allowed to move
+FIXED_SHADE = (0, 0, 0, 110)         # the region kept fixed
+EDGE = (120, 220, 255, 255)          # the movable region's outline: solid
+
+
+def mask_rgba(movable: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, 4] overlay of bool [H, W] ``movable``: tinted, the fixed rest darkened, and a solid
+    one-pixel outline on the movable side of the border between them."""
+    rgba = np.zeros(movable.shape + (4,), np.uint8)
+    rgba[movable] = MOVABLE_TINT
+    rgba[~movable] = FIXED_SHADE
+    pad = np.pad(movable, 1, mode="edge")
+    inner = pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]  # 4-neighbours all movable
+    rgba[movable & ~inner] = EDGE
+    return rgba
+
+
 def draw_mask(layer, movable: np.ndarray | None, scale: float) -> None:
-    """The mask overlay: the region allowed to move (bool [H, W] ``movable``) tinted, the fixed rest darkened;
-    nothing for None."""
+    """The mask overlay of bool [H, W] ``movable`` (:func:`mask_rgba`); nothing for None."""
     layer.clear()
     if movable is None:
         return
-    rgba = np.zeros(movable.shape + (4,), np.uint8)
-    rgba[movable] = (120, 220, 255, 70)  # the region allowed to move: tinted
-    rgba[~movable] = (0, 0, 0, 110)      # the fixed region: darkened
-    put_image(layer, rgba, scale)
+    put_image(layer, mask_rgba(movable), scale)
 
 
-def draw_marks(c, m: CanvasMap, handles, targets, trails, selected: int | None, ghosts, pending) -> None:
-    """Handle trails, the point pairs (``selected`` ringed), queued pairs ``ghosts`` (dashed) and a ``pending``
-    handle still waiting for its target (None: none)."""
+def draw_marks(c, m: CanvasMap, handles, targets, trails, selected: int | None, ghosts, pending,
+               brush=None) -> None:
+    """Handle trails, the point pairs (``selected`` ringed), queued pairs ``ghosts`` (dashed), a ``pending``
+    handle still waiting for its target (None: none) and the ``brush`` preview (canvas x, y, radius; None:
+    none)."""
     c.clear()
     c.line_cap, c.line_join = "round", "round"
     for trail in trails:
@@ -52,6 +67,12 @@ def draw_marks(c, m: CanvasMap, handles, targets, trails, selected: int | None, 
         dot(c, x, y, POINT_RADIUS, HANDLE)
         c.stroke_style, c.line_width = HANDLE, 1.5
         c.stroke_circle(x, y, POINT_RADIUS + 4)
+    if brush is not None:  # dark under light: visible on any image
+        x, y, r = brush
+        c.stroke_style, c.line_width = "rgba(0,0,0,0.7)", 3
+        c.stroke_circle(x, y, r)
+        c.stroke_style, c.line_width = "white", 1.5
+        c.stroke_circle(x, y, r)
 
 
 def draw_pair(c, m: CanvasMap, h, t, selected: bool) -> None:

@@ -338,8 +338,10 @@ class Workbench(widgets.VBox):
             i, part, xy = drag
             if i < len(handles):
                 (handles if part == "handle" else targets)[i] = xy
+        hover = self._pointer.hover if self.mode.value == "mask" else None
+        brush = None if hover is None else (*hover, self.brush.value * self.map.scale)
         render.draw_marks(self.marks_layer, self.map, handles, targets, self._trails, self.selected,
-                          self._jobs.ghosts(), self._pointer.pending)
+                          self._jobs.ghosts(), self._pointer.pending, brush)
 
     def _draw_loss(self) -> None:
         render.draw_loss(self.loss_canvas, self._losses)
