@@ -132,6 +132,17 @@ def test_canvas_map_is_exact():
 def test_session_or_model_not_both(tiny_generator):
     with pytest.raises(ValueError, match="not both"):
         Workbench(session=DragSession(tiny_generator), model="toyfaces")
+    with pytest.raises(ValueError, match="not both"):
+        Workbench(session=DragSession(tiny_generator), seed=3)
+
+
+def test_model_menu_lists_the_model_once(tiny_model_path, tmp_path):
+    """A workbench made from a model and the session's settings shows that model selected, listed once."""
+    wb = Workbench(model=tiny_model_path, seed=3, truncation_psi=0.5, lr=0.004, models_dir=tmp_path)
+    assert (wb.session.seed, wb.session.truncation_psi, wb.session.params["lr"]) == (3, 0.5, 0.004)
+    values = [v for _, v in wb.model.options]
+    assert wb.model.value == str(tiny_model_path) and values.count(str(tiny_model_path)) == 1
+    assert "(the given session's model)" not in [label for label, _ in wb.model.options]
 
 
 # ----------------------------------------------------------------------------
@@ -447,6 +458,17 @@ def test_save_files_and_load_session(wb, tmp_path):
     assert wb.wait(60) and wb.last_error is None
     assert wb.session.target_points == [(35.0, 30.0)] and wb.session.num_steps == 4
     assert "loaded session" in wb.message.value
+
+
+def test_saved_files_are_linked_beside_the_notebook(wb, tmp_path, monkeypatch):
+    """Files saved under the notebook's folder (the kernel's working directory) are linked in the message."""
+    monkeypatch.chdir(tmp_path)
+    wb.save_path.value = "out/my drag"
+    wb.save_png()
+    assert "saved <a href='out/my%20drag.png' target='_blank'" in wb.message.value
+    wb.save_path.value = str(tmp_path.parent / "elsewhere" / "drag")
+    wb.save_png()
+    assert "elsewhere/drag.png (outside this notebook's folder)" in wb.message.value
 
 
 def test_model_dropdown_lists_checkpoints_and_switches(tiny_generator, tmp_path, drawn):

@@ -180,7 +180,7 @@ def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
         files = sorted({p for g in CHECKPOINT_GLOBS for p in models_dir.glob(g)})
         opts += [(p.name, str(p)) for p in files]
     if model_value not in [v for _, v in opts]:
-        label = "(this session's model)" if model_value == SESSION_MODEL else str(model_value)
+        label = "(the given session's model)" if model_value == SESSION_MODEL else str(model_value)
         opts.insert(0, (label, model_value))
     return opts
 

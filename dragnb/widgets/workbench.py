@@ -55,11 +55,15 @@ class Workbench(widgets.VBox):
         models_dir: folder whose checkpoints the model dropdown offers (default ``$DRAGNB_MODELS`` or
             ``~/.cache/dragnb/models``).
         display_size: canvas pixels of the image's longer side (the image is scaled to it).
+        **session_args: for a new session, the other arguments of :class:`DragSession` (``seed``,
+            ``truncation_psi``, ``backend``, ``latent_space``, drag parameters). A model given by name or path
+            here (not inside a session) is the one the model menu shows selected.
     """
 
-    def __init__(self, session: DragSession | None = None, model=None, models_dir=None, display_size: int = 512):
-        if session is not None and model is not None:
-            raise ValueError("give a session or a model, not both")
+    def __init__(self, session: DragSession | None = None, model=None, models_dir=None, display_size: int = 512,
+                 **session_args):
+        if session is not None and (model is not None or session_args):
+            raise ValueError("give a session, or a model and the session's settings, not both")
         from ..checkpoints import DEFAULT_MODEL, user_models_dir  # imports torch: not at this module's import
 
         self.models_dir = Path(models_dir).expanduser() if models_dir is not None else user_models_dir()
@@ -86,7 +90,7 @@ class Workbench(widgets.VBox):
         self._panel = self._controls.panel()
         self._pointer = Pointer(self)
         connect(self)
-        self._attach(session if session is not None else DragSession(model=model))
+        self._attach(session if session is not None else DragSession(model=model, **session_args))
 
     # ------------------------------------------------------------------ building
 
