@@ -99,8 +99,9 @@ def canvas_xy(x, y):
 
 
 def key(wb, k, ctrl=False):
-    wb.marks_layer._handle_frontend_event(None, {"event": "key_down", "key": k, "shift_key": False,
-                                                 "ctrl_key": ctrl, "meta_key": False}, None)
+    """An ipyevents key message (sent while the mouse is over the canvas)."""
+    wb._mouse._handle_mouse_msg(None, {"type": "keydown", "key": k, "shiftKey": False, "ctrlKey": ctrl,
+                                       "metaKey": False, "altKey": False}, None)
 
 
 def wait_until(fn, timeout=30.0):
@@ -178,6 +179,22 @@ def test_drag_moves_a_point_and_clicks_delete(wb):
     assert wb.session.target_points == [(40.0, 34.0)]
     click(wb, *canvas_xy(22, 28), altKey=True)          # Alt+click a handle
     assert wb.session.target_points == [] and wb.last_error is None
+
+
+def test_shortcuts_step_run_stop_undo_without_placing_a_point(wb):
+    wb.add_point((20, 30), (35, 30))
+    key(wb, "s")
+    assert wb.session.num_steps == 1 and wb.session.target_points == [(35.0, 30.0)]  # no point was placed
+    wb.max_steps.value = 10_000
+    key(wb, " ")
+    assert wb.running
+    wait_until(lambda: wb.session.num_steps >= 3)
+    key(wb, " ")
+    assert wb.wait(30) and not wb.running and "stopped" in wb.message.value
+    key(wb, "u")
+    assert wb.session.num_steps == 1
+    key(wb, "c", ctrl=True)  # a browser shortcut: not the workbench's
+    assert wb.session.num_steps == 1 and wb._pointer.pending is None and wb.last_error is None
 
 
 def test_keys_escape_delete_undo(wb):

@@ -47,9 +47,11 @@ class Controls:
     def __init__(self):
         self.syncing = False  # set from the session: observers ignore the change
         self.pending_image: tuple | None = None  # (seed, psi or None) of a new image waiting for a yes
-        self.step_button = _button("Step", "step-forward", "one optimisation step")
-        self.run_button = _button("Run", "play", "run until converged, max steps, or Stop")
-        self.undo_button = _button("Undo drag", "undo", "back to before the last drag", "108px")
+        self.step_button = _button("Step", "step-forward", "one optimisation step (key S, mouse over the image)")
+        self.run_button = _button("Run", "play",
+                                  "run until converged, max steps, or Stop (Space or R, mouse over the image)")
+        self.undo_button = _button("Undo drag", "undo",
+                                   "back to before the last drag (U or Ctrl+Z, mouse over the image)", "108px")
         self.reset_points_button = _button("Reset points", "times", "remove every point pair", "150px")
         self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "150px")
         self.mode = W.ToggleButtons(options=[("Points", "points"), ("Mask", "mask")], value="points",

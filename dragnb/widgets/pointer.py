@@ -3,8 +3,9 @@
 Mouse (via ipyevents, which reports buttons and modifier keys). Points mode: a click places a handle, the
 next its target; dragging a point moves it; right-click or Alt+click on a point deletes its pair. Mask mode:
 the brush (its circle follows the cursor) paints the region chosen by the Movable / Fixed toggle, Shift+drag
-the other one. Keys, once the canvas has focus: Escape
-drops a half-placed pair, Delete/Backspace deletes the selected pair, Ctrl/Cmd+Z undoes the last drag.
+the other one. Keys, while the mouse is over the canvas (no click needed): S steps, Space or R runs / stops,
+U or Ctrl/Cmd+Z undoes the last drag, Escape drops a half-placed pair, Delete/Backspace deletes the selected
+pair.
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ class Pointer:
         return best
 
     def on_mouse(self, ev: dict) -> None:
-        """An ipyevents mouse message."""
+        """An ipyevents mouse or key message."""
         kind = ev.get("type")
+        if kind == "keydown":
+            self.on_key(ev.get("key", ""), bool(ev.get("shiftKey")), bool(ev.get("ctrlKey")), bool(ev.get("metaKey")))
+            return
         if "relativeX" not in ev:
             return
         cx, cy = self._event_xy(ev)
@@ -165,12 +169,21 @@ class Pointer:
             self._redraw_marks()
 
     def on_key(self, key, shift, ctrl, meta) -> None:
-        """An ipycanvas key-down event."""
-        if key == "Escape" and self.pending is not None:
+        """A key pressed while the mouse is over the canvas (ipyevents: no click, so no point, is needed)."""
+        wb = self.wb
+        if ctrl or meta:
+            if key in ("z", "Z"):
+                wb.undo()
+            return  # the browser's own Ctrl/Cmd shortcuts are not the workbench's
+        if key in ("s", "S"):
+            wb.step()
+        elif key in (" ", "r", "R"):
+            wb.stop() if wb.running else wb.run()
+        elif key in ("u", "U"):
+            wb.undo()
+        elif key == "Escape" and self.pending is not None:
             self.pending = None
             self.wb._say("")
             self._redraw_marks()
         elif key in ("Delete", "Backspace") and self.wb.selected is not None:
             self.wb.remove_point(self.wb.selected)
-        elif key in ("z", "Z") and (ctrl or meta):
-            self.wb.undo()

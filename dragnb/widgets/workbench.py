@@ -136,12 +136,15 @@ class Workbench(widgets.VBox):
         self.canvas = MultiCanvas(3, width=cw, height=ch,
                                   layout=widgets.Layout(width=f"{cw}px", height=f"{ch}px", flex="0 0 auto"))
         self.image_layer, self.mask_layer, self.marks_layer = self.canvas[0], self.canvas[1], self.canvas[2]
-        self._mouse = Event(source=self.canvas, watched_events=["mousedown", "mousemove", "mouseup", "mouseleave"])
+        # Keys through ipyevents too: it takes them while the mouse is over the canvas, where a canvas' own key
+        # events need focus, and focusing the canvas by a click would place a point.
+        self._mouse = Event(source=self.canvas, watched_events=["mousedown", "mousemove", "mouseup", "mouseleave",
+                                                                "keydown"], ignore_modifier_key_events=True)
         self._mouse.on_dom_event(self._guarded(self._pointer.on_mouse))
-        # A second watcher only to keep the browser/JupyterLab context menu away from right-clicks (preventing
-        # the default of mousedown would also stop the canvas from taking focus for the keys).
+        # A second watcher only to keep the browser/JupyterLab context menu away from right-clicks (the first
+        # must not prevent the default of every mouse event: a click on the canvas should still take the focus
+        # away from a text field).
         self._menu = Event(source=self.canvas, watched_events=["contextmenu"], prevent_default_action=True)
-        self.canvas.on_key_down(self._guarded(self._pointer.on_key))
         self.canvas.on_client_ready(self._guarded(lambda: self._redraw(image=True)))
 
     def _sync_controls(self) -> None:
