@@ -130,6 +130,18 @@ def test_canvas_map_is_exact():
     assert m2.pixel(*m2.to_canvas(700, 9), 1024, 1024) == (700, 9)
 
 
+def test_the_actions_sit_above_the_image(wb):
+    """Step, Run / Stop, Undo and the resets are in one row above the canvas: seen with the image whatever the
+    width (the other controls wrap below it in a narrow window)."""
+    left, panel = wb.children[0].children
+    toolbar, canvas = left.children[:2]
+    assert canvas is wb.canvas and wb.step_button in toolbar.children and wb.run_button in toolbar.children
+    assert wb.undo_button in toolbar.children and wb.step_button not in panel.children
+    widths = [int(b.layout.width.removesuffix("px")) + 4 for b in toolbar.children]  # 2 px margin each side
+    assert sum(widths) <= wb.canvas.width
+    assert wb.children[0].layout.flex_flow == "row wrap"
+
+
 def test_session_or_model_not_both(tiny_generator):
     with pytest.raises(ValueError, match="not both"):
         Workbench(session=DragSession(tiny_generator), model="toyfaces")

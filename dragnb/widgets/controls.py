@@ -47,13 +47,14 @@ class Controls:
     def __init__(self):
         self.syncing = False  # set from the session: observers ignore the change
         self.pending_image: tuple | None = None  # (seed, psi or None) of a new image waiting for a yes
-        self.step_button = _button("Step", "step-forward", "one optimisation step (key S, mouse over the image)")
+        self.step_button = _button("Step", "step-forward", "one optimisation step (key S, mouse over the image)",
+                                   "80px")
         self.run_button = _button("Run", "play",
-                                  "run until converged, max steps, or Stop (Space or R, mouse over the image)")
-        self.undo_button = _button("Undo drag", "undo",
-                                   "back to before the last drag (U or Ctrl+Z, mouse over the image)", "108px")
-        self.reset_points_button = _button("Reset points", "times", "remove every point pair", "150px")
-        self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "150px")
+                                  "run until converged, max steps, or Stop (Space or R, mouse over the image)", "80px")
+        self.undo_button = _button("Undo", "undo",
+                                   "back to before the last drag (U or Ctrl+Z, mouse over the image)", "76px")
+        self.reset_points_button = _button("Reset points", "times", "remove every point pair", "120px")
+        self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "120px")
         self.mode = W.ToggleButtons(options=[("Points", "points"), ("Mask", "mask")], value="points",
                                     tooltips=["place and drag points", "paint the region allowed to move"],
                                     style={"button_width": "72px"})
@@ -115,8 +116,6 @@ class Controls:
     def panel(self) -> W.VBox:
         """The controls column, right of the canvas."""
         return W.VBox([
-            row(self.step_button, self.run_button, self.undo_button),
-            row(self.reset_points_button, self.reset_image_button),
             row(self.mode, self.internals_toggle),
             row(self.paint, self.clear_mask_button),
             row(self.brush, self.show_mask),
@@ -128,6 +127,11 @@ class Controls:
             row(self.save_png_button, self.save_gif_button, self.save_mp4_button, self.save_session_button),
             row(self.load_path), self.load_button,
         ], layout=W.Layout(width="360px", margin="0 0 0 10px", flex="0 0 auto"))
+
+    def toolbar(self) -> W.HBox:
+        """The actions, above the canvas: whatever the width, they are seen together with the image."""
+        return row(self.step_button, self.run_button, self.undo_button, self.reset_points_button,
+                   self.reset_image_button, flex_flow="row wrap")
 
     def offer(self, session: DragSession, model_options: list[tuple[str, str]]) -> None:
         """Set the choices of the model, feature block and back-end dropdowns for ``session``."""

@@ -119,8 +119,10 @@ class Workbench(widgets.VBox):
         self._internals_time = 0.0
         self._controls.offer(session, model_options(self.models_dir, self._model_value))
         self._sync_controls()
-        left = widgets.VBox([self.canvas, self.status, row(self.loss_canvas, self.progress, align_items="center"),
-                             self.message, self.confirm, self.error], layout=widgets.Layout(width=f"{max(cw, 320)}px"))
+        left = widgets.VBox([self._controls.toolbar(), self.canvas, self.status,
+                             row(self.loss_canvas, self.progress, align_items="center"),
+                             self.message, self.confirm, self.error],
+                            layout=widgets.Layout(width=f"{max(cw, 320)}px"))
         self._internals_box = widgets.VBox([self.internals],
                                            layout=widgets.Layout(display="flex" if self.internals_toggle.value
                                                                  else "none"))
