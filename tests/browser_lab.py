@@ -108,7 +108,14 @@ def chromium_page(profile: Path, width: int = 1400, height: int = 1000):
 
 def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000) -> None:
     """Open ``notebook`` (relative to the root), wait for an idle kernel, Run All Cells via the menu."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     page.goto(f"{base}/lab/tree/{notebook}?token={token}")
+    page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
+    try:  # a second notebook in the same workspace asks for its kernel (the first one does not)
+        page.locator(".jp-Dialog button", has_text="Select").first.click(timeout=5_000)
+    except PlaywrightTimeout:
+        pass
     page.get_by_text("(ipykernel) | Idle").first.wait_for(timeout=timeout_ms)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()

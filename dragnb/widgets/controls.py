@@ -256,16 +256,19 @@ def _ask_new_image(wb: Workbench, seed: int, psi: float | None) -> None:
     wb._sync_controls()
 
 
+def _close_question(c: Controls) -> None:
+    c.confirm.layout.display, c.confirm_text.value, c.pending_image = "none", "", None
+
+
 def _confirmed(wb: Workbench, seed: int, psi: float | None) -> None:
-    wb._controls.confirm.layout.display = "none"
-    wb._controls.pending_image = None
+    _close_question(wb._controls)
     new_image(wb, seed, psi)
     wb._sync_controls()
 
 
 def _on_confirm(wb: Workbench, yes: bool) -> None:
-    pending, wb._controls.pending_image = wb._controls.pending_image, None
-    wb._controls.confirm.layout.display = "none"
+    pending = wb._controls.pending_image
+    _close_question(wb._controls)
     if yes and pending is not None:
         _confirmed(wb, *pending)
 
