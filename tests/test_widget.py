@@ -610,10 +610,14 @@ def test_internals_view_draws_features_and_distance(wb, drawn):
     wb.internals_toggle.value = True
     assert wb._internals_box.layout.display == "flex" and wb.last_error is None
     puts = drawn.on(wb.internals.canvas, "putImageData")
-    assert len(puts) == 2  # features (PCA) and the distance heat-map
+    assert len(puts) == 3  # features (PCA), the distance heat-map and its colour bar
     s = 256 / 64  # each panel's image is scaled by the canvas transform and placed by its offset
     assert [a for _, a, _ in drawn.on(wb.internals.canvas, "setTransform")] == [
-        [s, 0, 0, s, 0, 0], [s, 0, 0, s, 256 + wb.internals.GAP, 0]]
+        [s, 0, 0, s, 0, wb.internals.TITLE], [s, 0, 0, s, 256 + wb.internals.GAP, wb.internals.TITLE]]
+    texts = [a[0] for _, a, _ in drawn.on(wb.internals.canvas, "fillText")]
+    assert texts[:2] == ["features (first 3 principal components as RGB)",
+                         "tracking distance to the reference feature of point 0"]  # the panels' titles
+    assert "far" in texts and "close (where tracking moves the handle)" in texts  # the colour bar's labels
     assert "point 0" in wb.internals.caption.value and "next tracked position" in wb.internals.caption.value
     assert drawn.on(wb.internals.canvas, "fillRects")  # the r1 disk
     features, refs = wb.session.tracking_features()

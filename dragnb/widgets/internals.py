@@ -80,13 +80,15 @@ class InternalsView(widgets.VBox):
         panel: size of each panel's longer side, canvas pixels.
     """
 
-    GAP = 8  # canvas pixels between the panels
+    GAP = 8      # canvas pixels between the panels
+    TITLE = 18   # canvas pixels above the panels: their titles
+    BAR = 26     # canvas pixels below them: the distance map's colour bar and its labels
 
     def __init__(self, width: int, height: int, panel: int = 256):
         self.width, self.height = width, height
         s = panel / max(width, height)
-        self.maps = (CanvasMap(s), CanvasMap(s, ox=width * s + self.GAP))  # features, distance
-        cw, ch = round(2 * width * s + self.GAP), round(height * s)
+        self.maps = (CanvasMap(s, oy=self.TITLE), CanvasMap(s, ox=width * s + self.GAP, oy=self.TITLE))
+        cw, ch = round(2 * width * s + self.GAP), round(self.TITLE + height * s + self.BAR)
         self.canvas = Canvas(width=cw, height=ch, layout=widgets.Layout(width=f"{cw}px", height=f"{ch}px"))
         self.point = widgets.Dropdown(description="point", options=[], layout=widgets.Layout(width="160px"))
         self.caption = widgets.HTML()
@@ -127,6 +129,7 @@ class InternalsView(widgets.VBox):
             for j, (h, t) in enumerate(zip(handles, targets)):
                 self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
+            self._titles(i if i is not None and i < len(handles) else None)
             if i is not None and i < len(handles):
                 dist = distance_map(small, ref_feats[i], l1)
                 close = -dist
@@ -142,6 +145,28 @@ class InternalsView(widgets.VBox):
                 caption += (f" &nbsp;|&nbsp; point {i}: {'L1' if l1 else 'L2'} distance to its reference feature "
                             f"(bright = close); next tracked position ({nxt[0]:.0f}, {nxt[1]:.0f})")
         self.caption.value = f"<small>{caption}</small>"
+
+    def _titles(self, point: int | None) -> None:
+        """Each panel's title above it; under the distance map, its colour bar (far dark, close bright)."""
+        c, (fmap, dmap) = self.canvas, self.maps
+        c.font, c.fill_style = "12px sans-serif", "#333"
+        c.fill_text("features (first 3 principal components as RGB)", fmap.ox, 13)
+        c.fill_text("tracking distance to the reference feature" + ("" if point is None else f" of point {point}"),
+                    dmap.ox, 13)
+        if point is None:
+            return
+        top, w = dmap.oy + self.height * dmap.scale + 4, self.width * dmap.scale
+        ramp = colormap(np.linspace(0, 1, 256)[None, :].repeat(2, 0), 0, 1)
+        c.save()
+        c.translate(dmap.ox, top)
+        c.scale(w / 256, 5)
+        c.put_image_data(np.concatenate([ramp, np.full(ramp.shape[:2] + (1,), 255, np.uint8)], 2), 0, 0)
+        c.restore()
+        c.font, c.fill_style = "11px sans-serif", "#333"
+        c.fill_text("far", dmap.ox, top + 21)
+        c.text_align = "right"
+        c.fill_text("close (where tracking moves the handle)", dmap.ox + w, top + 21)
+        c.text_align = "left"
 
     def _draw_window(self, m: CanvasMap, h, r2: int, color: str, width: float) -> None:
         x0, y0 = max(h[0] - r2, 0), max(h[1] - r2, 0)
