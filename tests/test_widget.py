@@ -175,6 +175,26 @@ def test_click_handle_then_target_draws_the_pair(wb, drawn):
     assert [a for n, a, _ in drawn.on(wb.marks_layer, "set") if a[0] == 0][-1][1] == "rgb(230,30,30)"
 
 
+def test_a_front_end_without_ipyevents_is_named(wb, monkeypatch):
+    """A click that ipycanvas reports but ipyevents never does: the widget says why clicks do nothing."""
+    from dragnb.widgets import workbench
+
+    monkeypatch.setattr(workbench, "EVENTS_GRACE", 0.05)
+    wb.marks_layer._handle_frontend_event(None, {"event": "mouse_down", "x": 10, "y": 20}, None)
+    wait_until(lambda: wb.last_error is not None)
+    assert "lacks the ipyevents widget" in wb.error.value and "wb.add_point" in wb.error.value
+
+
+def test_no_warning_where_ipyevents_works(wb, monkeypatch):
+    from dragnb.widgets import workbench
+
+    monkeypatch.setattr(workbench, "EVENTS_GRACE", 0.05)
+    click(wb, *canvas_xy(5, 5))
+    wb.marks_layer._handle_frontend_event(None, {"event": "mouse_down", "x": 44, "y": 44}, None)
+    time.sleep(0.3)
+    assert wb.last_error is None and wb._pointer.pending == (5, 5)
+
+
 def test_drag_moves_a_point_and_clicks_delete(wb):
     wb.add_point((20, 30), (35, 30))
     wb.add_point((40, 10), (40, 20))

@@ -61,6 +61,7 @@ class Pointer:
 
     def on_mouse(self, ev: dict) -> None:
         """An ipyevents mouse or key message."""
+        self.wb._events_seen = True
         kind = ev.get("type")
         if kind == "keydown":
             self.on_key(ev.get("key", ""), bool(ev.get("shiftKey")), bool(ev.get("ctrlKey")), bool(ev.get("metaKey")))

@@ -40,6 +40,11 @@ from .jobs import Jobs, run_loop
 from .pointer import Pointer
 
 MAX_TRAIL = 1000         # positions kept per handle trail
+EVENTS_GRACE = 1.0       # seconds: a click the canvas saw with no ipyevents message by then: no ipyevents front end
+NO_EVENTS = ("Clicks reach the image but not the workbench: this front end lacks the ipyevents widget, so points, "
+             "mask and keys cannot be used with the mouse. JupyterLab and Notebook 7 have it once ipyevents is "
+             "installed; VS Code and Colab need a setting (docs/frontends.md). From code: "
+             "wb.add_point((x, y), (x, y)), wb.run().")
 INTERNALS_EVERY = 0.5    # seconds between internals-view updates during a run
 
 
@@ -74,6 +79,7 @@ class Workbench(widgets.VBox):
         self._next_image: np.ndarray | None = None  # the newest image of a step not drawn yet
         self._last_step = None                      # the StepResult the status line shows, if it shows one
         self._in_internals = False
+        self._events_seen = False  # an ipyevents message has arrived: its front end is there
         if session is None and model is None:
             self._model_value = DEFAULT_MODEL
         elif isinstance(model, (str, os.PathLike)):
@@ -148,6 +154,21 @@ class Workbench(widgets.VBox):
         # away from a text field).
         self._menu = Event(source=self.canvas, watched_events=["contextmenu"], prevent_default_action=True)
         self.canvas.on_client_ready(self._guarded(lambda: self._redraw(image=True)))
+        # ipycanvas reports clicks by itself: one that ipyevents does not report too shows that its front end is
+        # missing, which would otherwise leave the user clicking at a canvas that never answers.
+        self.canvas.on_mouse_down(self._guarded(lambda _x, _y: self._check_events()))
+
+    def _check_events(self) -> None:
+        if self._events_seen:
+            return
+
+        def check():
+            if not self._events_seen:
+                self._show_error(NO_EVENTS)
+
+        timer = threading.Timer(EVENTS_GRACE, check)
+        timer.daemon = True
+        timer.start()
 
     def _sync_controls(self) -> None:
         """Set every control from the session (without acting on the change)."""
