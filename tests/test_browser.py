@@ -12,6 +12,7 @@ Needs ``/usr/bin/chromium`` (``scripts/setup.sh --browser`` installs it); never 
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import time
 
@@ -73,8 +74,11 @@ def report_speed(label: str, page, step_number, seconds: float = 6.0) -> float |
 
 
 @pytest.mark.slow  # a JupyterLab server and a browser
-def test_workbench_in_browser(tiny_model_path, tmp_path):
-    with jupyter_lab(tmp_path / "lab") as (base, token, root), chromium_page(tmp_path / "profile") as page:
+@pytest.mark.parametrize("app", ["jupyterlab", "notebook"], ids=["JupyterLab", "Notebook 7"])
+def test_workbench_in_browser(app, tiny_model_path, tmp_path):
+    if importlib.util.find_spec(app) is None:
+        pytest.skip(f"{app} is not installed (the dev extras install it)")
+    with jupyter_lab(tmp_path / "lab", app) as (base, token, root), chromium_page(tmp_path / "profile") as page:
         out = root / "out"
         write_notebook(root / "workbench.ipynb", [
             "import torch\ntorch.set_num_threads(1)\nimport dragnb",
@@ -83,7 +87,7 @@ def test_workbench_in_browser(tiny_model_path, tmp_path):
             "wb.max_steps.value = 100000\n"
             "wb",
         ])
-        open_and_run_all(page, base, token, "workbench.ipynb")
+        open_and_run_all(page, base, token, "workbench.ipynb", app=app)
 
         def step_number() -> int:  # the status line's "step N": steps taken since the seed image
             m = re.search(r"step (\d+)", widget_texts(page))
@@ -134,7 +138,7 @@ def test_workbench_in_browser(tiny_model_path, tmp_path):
         # Run, then Stop: the step counter stops. Meanwhile: how fast steps are shown, against the compute.
         widget_button(page, "Run").click()
         wait_for(lambda: step_number() >= 8, 60, "running steps")
-        report_speed("tiny 64 px model", page, step_number, 3.0)
+        report_speed(f"tiny 64 px model ({app})", page, step_number, 3.0)
         stop_if_running(page)
         widget_button(page, "Run").wait_for(timeout=30_000)
         time.sleep(0.5)  # widget views update independently: the last status can show just after the button
@@ -208,11 +212,11 @@ def test_workbench_in_browser(tiny_model_path, tmp_path):
                 "wb = dragnb.Workbench()\nwb.max_steps.value = 100000\n"
                 "wb.add_point((40, 60), (100, 60))  # far: the run goes on while it is measured\nwb",
             ])
-            open_and_run_all(page, base, token, "speed.ipynb")
+            open_and_run_all(page, base, token, "speed.ipynb", app=app)
             wait_for(lambda: "1 point pair" in widget_texts(page), 120, "the bundled model's workbench")
             widget_button(page, "Run").click()
             wait_for(lambda: step_number() >= 5, 120, "running steps")
-            report_speed("bundled toyfaces 128 px, PyTorch", page, step_number, 8.0)
+            report_speed(f"bundled toyfaces 128 px, PyTorch ({app})", page, step_number, 8.0)
             page.locator("button.jupyter-button", has_text="Internals").first.click()
             time.sleep(1.0)
             report_speed("the same with Internals open", page, step_number, 6.0)
