@@ -12,8 +12,9 @@ drives :class:`~dragnb.session.DragSession` only.
 ``controls.py`` (the widgets beside the canvas and what a change of each does), ``pointer.py`` (mouse and
 keys on the canvas), ``edits.py`` (the session edits, applied at once or queued while a step is in
 flight), ``jobs.py`` (Run's steps and long actions in a worker thread), ``render.py`` (what the layers and
-the status line show) and ``files.py`` (save and load). The parts act through the workbench's underscored
-members. Errors of any action appear in the widget's error line.
+the status line show, and the pacing of a run's frames), ``history.py`` (the loss curve and trails of each
+state Undo returns to) and ``files.py`` (save and load). The parts act through the workbench's underscored
+members. Errors of any action appear in the widget's error line, in words for people.
 """
 
 from __future__ import annotations
