@@ -645,17 +645,23 @@ def test_internals_view_draws_features_and_distance(wb, drawn):
 
 
 @pytest.mark.slow
-def test_backend_dropdown_switches_to_onnx_runtime(wb):
+def test_backend_dropdown_switches_to_onnx_runtime(wb, monkeypatch):
     from dragnb.backends import load_backend
 
     try:
         load_backend("ort")
     except ImportError as e:
         pytest.skip(f"ONNX Runtime training is not installed: {e}")
+    import tqdm.auto
+
+    bars = []
+    real_tqdm = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, **kw: bars.append(kw.get("disable")) or real_tqdm(*a, **kw))
     wb.add_point((20, 30), (35, 30))
     wb.step()
     wb.backend.value = "ort"  # exports the training artifacts on first use (cached in artifacts/)
     assert wb.wait(300) and wb.last_error is None, wb.last_error
+    assert all(bars), "a tqdm bar was shown: the workbench's own bar is the one to show"
     assert wb.session.backend_name == "ort" and wb.progress.layout.visibility == "hidden"
     r = wb.step()
     assert r.step == 1 and wb.last_error is None and "ort" not in wb.error.value

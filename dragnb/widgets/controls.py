@@ -300,6 +300,14 @@ def _on_backend(wb: Workbench, change) -> None:
 
     def switch():
         try:
+            if name == "ort" and not isinstance(wb.session.G, ArtifactModel):
+                # Export (or find) the artifacts first without tqdm's bar: in a notebook that bar is a widget of
+                # its own, left behind in the output ("model not found" once the notebook is reopened); the
+                # workbench's bar shows the time meanwhile. The back-end then finds them in the cache.
+                from ..backends.ort_cache import ensure_artifacts
+
+                p = wb.session.params
+                ensure_artifacts(wb.session.G, p["feature_block"], p["noise_mode"], progress=False)
             wb.session.set_backend(name)
         finally:  # on failure the dropdown snaps back to the back-end in force
             wb._sync_controls()
