@@ -636,7 +636,7 @@ def test_internals_view_draws_features_and_distance(wb, drawn):
         [s, 0, 0, s, 0, wb.internals.TITLE], [s, 0, 0, s, 256 + wb.internals.GAP, wb.internals.TITLE]]
     texts = [a[0] for _, a, _ in drawn.on(wb.internals.canvas, "fillText")]
     assert texts[:2] == ["features (first 3 principal components as RGB)",
-                         "tracking distance to the reference feature of point 0"]  # the panels' titles
+                         "tracking distance (point 0, to its reference)"]  # the panels' titles
     assert "far" in texts and "close (where tracking moves the handle)" in texts  # the colour bar's labels
     assert "point 0" in wb.internals.caption.value and "next tracked position" in wb.internals.caption.value
     assert drawn.on(wb.internals.canvas, "fillRects")  # the r1 disk

@@ -63,7 +63,7 @@ class Controls:
         self.paint = W.ToggleButtons(options=[("Movable", "movable"), ("Fixed", "fixed")], value="movable",
                                      tooltips=["paint the region allowed to move (Shift: the other one)",
                                                "paint the region kept as it is (Shift: the other one)"],
-                                     style={"button_width": "72px"})
+                                     style={"button_width": "84px"})
         self.brush = W.IntSlider(value=4, min=1, max=32, description="brush", tooltip="brush radius, image pixels",
                                  style={"description_width": "44px"}, layout=W.Layout(width="214px"))
         self.show_mask = W.Checkbox(value=True, description="show", indent=False, layout=W.Layout(width="60px"))

@@ -151,7 +151,7 @@ class InternalsView(widgets.VBox):
         c, (fmap, dmap) = self.canvas, self.maps
         c.font, c.fill_style = "12px sans-serif", "#333"
         c.fill_text("features (first 3 principal components as RGB)", fmap.ox, 13)
-        c.fill_text("tracking distance to the reference feature" + ("" if point is None else f" of point {point}"),
+        c.fill_text("tracking distance" + ("" if point is None else f" (point {point}, to its reference)"),
                     dmap.ox, 13)
         if point is None:
             return
