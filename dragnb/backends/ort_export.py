@@ -463,6 +463,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "noise_mode": noise_mode,
         "opset": OPSET,
         "num_ws": G.num_ws,
+        "num_blocks": G.num_blocks,  # StyleGAN2: 4 px .. image height; StyleGAN3: layers L0 .. ToRGB
         "w_dim": G.w_dim,
         "z_dim": G.z_dim,
         "image_shape": [G.img_channels, G.img_resolution, G.img_width],

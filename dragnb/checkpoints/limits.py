@@ -38,7 +38,10 @@ import os
 
 import torch
 
+from ..stylegan.build import build_generator
 from ..stylegan.networks import ARCHITECTURES, GeneratorConfig
+from ..stylegan.sg3 import ARCHITECTURE as STYLEGAN3
+from ..stylegan.sg3 import StyleGAN3Config
 from .errors import CheckpointError, InvalidValueError, LimitExceededError, brief
 
 MAX_RESOLUTION = 4096
@@ -55,6 +58,8 @@ MAX_ELEMENTS = 500_000_000
 MAX_TENSORS = 10_000       # entries of a state dict (a 1024 px StyleGAN2 has about 300)
 MAX_NAME = 200             # characters of a tensor name (real ones are under 50)
 MAX_NDIM = 8
+MAX_SG3_LAYERS = 64       # synthesis layers of a StyleGAN3 (NVIDIA's have 14)
+MAX_SG3_FILTER = 64       # taps of its FIR filters (6 in every release)
 
 
 # A rule returns None for an accepted value, else (error class, what is wrong).
@@ -157,10 +162,37 @@ def checked_config(d, source) -> GeneratorConfig:
     return cfg
 
 
-def expected_shapes(cfg: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of ``Generator(cfg).state_dict()``, by arithmetic (nothing is allocated).
+def checked_any_config(d, source):
+    """:func:`checked_config` for a StyleGAN2 config dict, :func:`checked_stylegan3_config` for a StyleGAN3 one."""
+    if isinstance(d, dict) and d.get("architecture") == STYLEGAN3:
+        return checked_stylegan3_config(d, source)
+    return checked_config(d, source)
+
+
+def checked_stylegan3_config(d: dict, source) -> StyleGAN3Config:
+    """A :class:`StyleGAN3Config` from ``d`` within the limits of the table above (StyleGAN3Config itself refuses
+    hyper-parameters that give no valid layer geometry)."""
+    for name, hi in (("z_dim", MAX_DIM), ("w_dim", MAX_DIM), ("c_dim", MAX_C_DIM), ("img_resolution", MAX_RESOLUTION),
+                     ("img_channels", MAX_IMG_CHANNELS), ("mapping_layers", MAX_MAPPING_LAYERS),
+                     ("channel_max", MAX_CHANNELS), ("channel_base", MAX_CHANNEL_BASE),
+                     ("num_layers", MAX_SG3_LAYERS), ("filter_size", MAX_SG3_FILTER)):
+        v = d.get(name)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= hi):
+            raise LimitExceededError(f"{source}: StyleGAN3 config {name} must be in [0, {hi}], got {brief(v)}")
+    try:
+        return StyleGAN3Config.from_dict(d)
+    except (TypeError, ValueError, KeyError, ArithmeticError) as e:
+        raise CheckpointError(f"{source}: invalid StyleGAN3 config: {brief(str(e))}") from None
+
+
+def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the generator's ``state_dict()`` for ``cfg``, with nothing allocated: by arithmetic for
+    StyleGAN2; a StyleGAN3 generator is built on PyTorch's "meta" device (shapes without storage).
 
     Mirrors ``dragnb.stylegan.networks``; ``tests/test_checkpoint_limits.py`` compares the two."""
+    if isinstance(cfg, StyleGAN3Config):
+        with torch.device("meta"):
+            return {k: tuple(v.shape) for k, v in build_generator(cfg).state_dict().items()}
     shapes: dict[str, tuple[int, ...]] = {}
     w = cfg.w_dim
 
@@ -241,7 +273,7 @@ def check_budget(shapes, source, budget: int, what: str = "the tensors") -> None
         )
 
 
-def check_tensor_shapes(sd: dict, cfg: GeneratorConfig, source, budget: int = MAX_ELEMENTS,
+def check_tensor_shapes(sd: dict, cfg, source, budget: int = MAX_ELEMENTS,
                         error: type[CheckpointError] = CheckpointError) -> None:
     """``sd`` (tensors or records with ``.shape``) has exactly ``Generator(cfg)``'s names and shapes (else
     ``error``), and the generator fits the element budget; raises before anything is allocated."""

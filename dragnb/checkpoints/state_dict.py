@@ -16,6 +16,7 @@ import re
 
 import torch
 
+from ..stylegan.build import build_generator
 from ..stylegan.networks import Generator, GeneratorConfig
 from ..stylegan.ops import fir_filter_2d
 from .errors import CheckpointError, LimitExceededError, UnsupportedArchitectureError, brief
@@ -200,8 +201,8 @@ def config_from_state_dict(
     ), source)
 
 
-def generator_from_state_dict(sd: dict, cfg: GeneratorConfig, source: str, budget: int = MAX_ELEMENTS) -> Generator:
-    """Build ``Generator(cfg)`` and load ``sd`` strictly (float32); eval mode, no grad.
+def generator_from_state_dict(sd: dict, cfg, source: str, budget: int = MAX_ELEMENTS) -> Generator:
+    """Build the generator of ``cfg`` (StyleGAN2 or StyleGAN3) and load ``sd`` strictly (float32); eval, no grad.
 
     Names and shapes are checked against ``cfg`` (and the generator's size against ``budget`` elements)
     before anything is materialised or allocated; the weights must be finite."""
@@ -209,6 +210,6 @@ def generator_from_state_dict(sd: dict, cfg: GeneratorConfig, source: str, budge
     check_tensor_shapes(sd, cfg, source, budget, error=UnsupportedArchitectureError)
     tensors = {k: as_tensor(v, k, source) for k, v in sd.items()}
     check_finite(tensors, source)
-    G = Generator(cfg)
+    G = build_generator(cfg)
     G.load_state_dict({k: v.to(torch.float32) for k, v in tensors.items()}, strict=True)
     return G.eval().requires_grad_(False)
