@@ -185,14 +185,13 @@ def checked_stylegan3_config(d: dict, source) -> StyleGAN3Config:
         raise CheckpointError(f"{source}: invalid StyleGAN3 config: {brief(str(e))}") from None
 
 
-def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the generator's ``state_dict()`` for ``cfg``, with nothing allocated: by arithmetic for
-    StyleGAN2; a StyleGAN3 generator is built on PyTorch's "meta" device (shapes without storage).
+def expected_shapes(cfg, budget: int = MAX_ELEMENTS) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the generator's ``state_dict()`` for ``cfg``: by arithmetic for StyleGAN2 (nothing is
+    allocated); for StyleGAN3 see :func:`_stylegan3_shapes`.
 
     Mirrors ``dragnb.stylegan.networks``; ``tests/test_checkpoint_limits.py`` compares the two."""
     if isinstance(cfg, StyleGAN3Config):
-        with torch.device("meta"):
-            return {k: tuple(v.shape) for k, v in build_generator(cfg).state_dict().items()}
+        return _stylegan3_shapes(cfg, budget)
     shapes: dict[str, tuple[int, ...]] = {}
     w = cfg.w_dim
 
@@ -233,6 +232,18 @@ def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
         if res > 4 and cfg.architecture == "resnet":
             shapes[f"{pre}.skip.weight"] = (c_out, c_in, 1, 1)
     return shapes
+
+
+def _stylegan3_shapes(cfg: StyleGAN3Config, budget: int) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of a StyleGAN3 generator. Its filter design needs real tensors, so it is built on the
+    CPU, but only after its size, from the layer specs by arithmetic, fits ``budget`` elements."""
+    w = cfg.w_dim
+    n = sum(sp.out_channels * sp.in_channels * sp.conv_kernel**2 + (w + 1) * sp.in_channels + sp.out_channels
+            for sp in cfg.layer_specs())
+    n += cfg.mapping_layers * (max(cfg.z_dim, w) + 1) * w + cfg.c_dim * w
+    if n > budget:
+        raise LimitExceededError(f"a StyleGAN3 of about {n} weights, more than the file can hold ({budget}); refused")
+    return {k: tuple(v.shape) for k, v in build_generator(cfg).state_dict().items()}
 
 
 def element_budget(path) -> int:
@@ -277,7 +288,7 @@ def check_tensor_shapes(sd: dict, cfg, source, budget: int = MAX_ELEMENTS,
                         error: type[CheckpointError] = CheckpointError) -> None:
     """``sd`` (tensors or records with ``.shape``) has exactly ``Generator(cfg)``'s names and shapes (else
     ``error``), and the generator fits the element budget; raises before anything is allocated."""
-    expected = expected_shapes(cfg)
+    expected = expected_shapes(cfg, budget)
     check_budget(expected.values(), source, budget, "the generator's tensors")
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))
