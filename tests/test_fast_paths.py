@@ -84,7 +84,11 @@ def test_eager_fir_equals_the_folded_export_form():
 def test_pointwise_conv_as_matmul_equals_conv2d():
     torch.manual_seed(4)
     x, w = torch.randn(2, 7, 5, 6), torch.randn(3, 7, 1, 1)
-    torch.testing.assert_close(ops.conv2d(x, w), F.conv2d(x, w), atol=1e-6, rtol=1e-6)
+    y = ops.conv2d(x, w)
+    torch.testing.assert_close(y, F.conv2d(x, w), atol=1e-6, rtol=1e-6)
+    # the same sums whatever requires grad (a model and its frozen copy must render the same image)
+    assert torch.equal(ops.conv2d(x, w.clone().requires_grad_(True)).detach(), y)
+    assert torch.equal(ops.conv2d(x.clone().requires_grad_(True), w).detach(), y)
 
 
 def test_frozen_derived_follows_the_weight():

@@ -219,7 +219,7 @@ def measure(pkl: Path, model: Path, threads: int, a) -> dict:
     finally:
         for w in workers.values():
             w.close()
-    run = {"pkl": str(pkl), "model": str(model), "resolution": workers[sides[0]].info["resolution"],
+    run = {"pkl": pkl.name, "model": model.name, "resolution": workers[sides[0]].info["resolution"],
            "threads": threads, "steps": a.steps, "warmup": a.warmup, "loadavg_before": list(load_before),
            "loadavg_after": list(os.getloadavg()), "sides": {}}
     for s in sides:
@@ -279,7 +279,9 @@ def main(argv=None) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="official_speed_")
         a.work_dir = Path(tmp.name)
     a.work_dir.mkdir(parents=True, exist_ok=True)
-    doc = {"machine": machine_info(), "versions": versions(), "command": " ".join(sys.argv), "runs": []}
+    # Absolute paths are recorded by their last component: the JSON describes the run, not this machine's folders.
+    short = [os.path.basename(v) if os.path.isabs(v) else v for v in sys.argv]
+    doc = {"machine": machine_info(), "versions": versions(), "command": " ".join(short), "runs": []}
     try:
         for pkl in a.pkl:
             model = convert(pkl, a.work_dir)
