@@ -150,7 +150,8 @@ def test_workbench_in_browser(app, tiny_model_path, tmp_path):
 
         # Undo: back to before the run, with the loss curve of that state (no line over the undone steps).
         widget_button(page, "Undo").click()
-        wait_for(lambda: step_number() == steps_before_run, 30, "the undo")
+        wait_for(lambda: step_number() == steps_before_run, 30,
+                 f"the undo to step {steps_before_run}, from {stopped}: {widget_texts(page)}")
         time.sleep(0.3)
         assert np.abs(element_rgb(loss_curve) - curve_before_run).mean() < 1, "Undo left the undone loss curve"
 
@@ -223,3 +224,16 @@ def test_workbench_in_browser(app, tiny_model_path, tmp_path):
             report_speed(f"the same with Internals open ({app})", page, step_number, 6.0)
             stop_if_running(page)
             widget_button(page, "Run").wait_for(timeout=60_000)
+            if importlib.util.find_spec("onnxruntime") is not None:  # the same on ONNX Runtime, from the start
+                page.locator("button.jupyter-button", has_text="Internals").first.click()
+                widget_button(page, "Reset image").click()
+                wait_for(lambda: step_number() == 0, 60, "the seed image")
+                page.locator(".widget-inline-hbox:has(> label:text-is('back-end')) select").first.select_option(
+                    label="ONNX Runtime")  # exports the artifacts on first use (the workbench's bar shows it)
+                wait_for(lambda: "back-end: ort" in widget_texts(page), 300, "the ONNX Runtime back-end")
+                widget_button(page, "Run").click()
+                wait_for(lambda: step_number() >= 5, 120, "running steps")
+                report_speed(f"bundled toyfaces 128 px, ONNX Runtime ({app})", page, step_number, 6.0)
+                stop_if_running(page)
+                widget_button(page, "Run").wait_for(timeout=60_000)
+                assert "⚠" not in widget_texts(page), widget_texts(page)
