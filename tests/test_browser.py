@@ -5,7 +5,8 @@ size, scaled by the canvas), a handle's hint that goes with its target, Step and
 Run then Stop (the loss curve stays put under the status area), Undo back to the earlier loss curve, the mask
 modes and the brush circle, painting, saving a GIF, a right-click delete, a new seed that asks first, and
 the actions seen with the image in a 1000 px window. Then it prints how fast runs are shown against the
-back-end's ms/step (tiny and bundled model): a benchmark figure, not a check.
+back-end's ms/step (tiny and bundled model): a benchmark figure, not a check. All of it in JupyterLab, and again
+in Notebook 7 where the ``notebook`` package is installed (drawing from Run's worker thread included).
 
 Needs ``/usr/bin/chromium`` (``scripts/setup.sh --browser`` installs it); never ``playwright install``.
 """
@@ -149,7 +150,8 @@ def test_workbench_in_browser(app, tiny_model_path, tmp_path):
 
         # Undo: back to before the run, with the loss curve of that state (no line over the undone steps).
         widget_button(page, "Undo").click()
-        wait_for(lambda: step_number() == steps_before_run, 30, "the undo")
+        wait_for(lambda: step_number() == steps_before_run, 30,
+                 f"the undo to step {steps_before_run}, from {stopped}: {widget_texts(page)}")
         time.sleep(0.3)
         assert np.abs(element_rgb(loss_curve) - curve_before_run).mean() < 1, "Undo left the undone loss curve"
 
@@ -210,15 +212,28 @@ def test_workbench_in_browser(app, tiny_model_path, tmp_path):
             write_notebook(root / "speed.ipynb", [
                 "import torch\ntorch.set_num_threads(1)\nimport dragnb",
                 "wb = dragnb.Workbench()\nwb.max_steps.value = 100000\n"
-                "wb.add_point((40, 60), (100, 60))  # far: the run goes on while it is measured\nwb",
+                "wb.add_point((20, 64), (110, 64))  # far: the run goes on while it is measured\nwb",
             ])
             open_and_run_all(page, base, token, "speed.ipynb", app=app)
             wait_for(lambda: "1 point pair" in widget_texts(page), 120, "the bundled model's workbench")
             widget_button(page, "Run").click()
             wait_for(lambda: step_number() >= 5, 120, "running steps")
-            report_speed(f"bundled toyfaces 128 px, PyTorch ({app})", page, step_number, 8.0)
+            report_speed(f"bundled toyfaces 128 px, PyTorch ({app})", page, step_number, 6.0)
             page.locator("button.jupyter-button", has_text="Internals").first.click()
             time.sleep(1.0)
-            report_speed("the same with Internals open", page, step_number, 6.0)
+            report_speed(f"the same with Internals open ({app})", page, step_number, 6.0)
             stop_if_running(page)
             widget_button(page, "Run").wait_for(timeout=60_000)
+            if importlib.util.find_spec("onnxruntime") is not None:  # the same on ONNX Runtime, from the start
+                page.locator("button.jupyter-button", has_text="Internals").first.click()
+                widget_button(page, "Reset image").click()
+                wait_for(lambda: step_number() == 0, 60, "the seed image")
+                page.locator(".widget-inline-hbox:has(> label:text-is('back-end')) select").first.select_option(
+                    label="ONNX Runtime")  # exports the artifacts on first use (the workbench's bar shows it)
+                wait_for(lambda: "back-end: ort" in widget_texts(page), 300, "the ONNX Runtime back-end")
+                widget_button(page, "Run").click()
+                wait_for(lambda: step_number() >= 5, 120, "running steps")
+                report_speed(f"bundled toyfaces 128 px, ONNX Runtime ({app})", page, step_number, 6.0)
+                stop_if_running(page)
+                widget_button(page, "Run").wait_for(timeout=60_000)
+                assert "⚠" not in widget_texts(page), widget_texts(page)

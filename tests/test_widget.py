@@ -330,6 +330,26 @@ def test_frames_are_paced_when_steps_outrun_the_display(wb, drawn, monkeypatch):
     assert len(wb._losses) == 6 and len(wb._trails[0]) >= 2  # every step is in the loss curve and the trail
 
 
+def test_internals_updates_keep_to_their_share_of_a_run(wb, monkeypatch):
+    """An internals update slower than INTERNALS_EVERY waits its cost / INTERNALS_SHARE: it cannot run every step."""
+    from dragnb.widgets import workbench
+
+    monkeypatch.setattr(workbench, "INTERNALS_EVERY", 0.0)
+    wb.add_point((20, 30), (35, 30))
+    wb.internals_toggle.value = True
+    updates, update = [], wb._update_internals
+
+    def slow_update():
+        updates.append(wb.session.num_steps)
+        update()
+        wb._internals_cost = 3600.0  # as if it took an hour
+
+    wb._update_internals = slow_update
+    wb.run(8)
+    assert wb.wait(30) and wb.session.num_steps == 8
+    assert len(updates) <= 3  # the first frame's, and the run's end (not one per step)
+
+
 def test_edits_during_a_run_land_between_steps(wb, drawn):
     wb.add_point((20, 30), (35, 30))
     wb.max_steps.value = 10_000

@@ -96,19 +96,21 @@ def run_loop(wb: Workbench, max_steps: int | None) -> None:
         failed = True
         wb._show_error(e)
     finally:
-        jobs.set_running(False)
+        # The run's own last words first, while edits are still queued (running): an edit made meanwhile is
+        # applied after them, and what it shows is not overwritten by this run's status.
         wb._history.close_drag()
         wb._draw_step()  # the run's last step, if it was not drawn (frames are paced while running)
-        flush(wb)
-        wb._controls.set_busy(False, run=True)
         ended = ("failed" if failed else "stopped" if jobs.stop_requested
                  else "no points left" if not wb.session.target_points
                  else "converged" if converged else "max steps")
         wb._say(f"run ended: {ended}")
         if wb._last_step is not None:
             wb._status_step(ended)
-        else:  # an edit at the end of the run redrew the status
+        else:  # an edit at a step boundary redrew the status
             wb._status_idle(ended)
+        jobs.set_running(False)
+        flush(wb)
+        wb._controls.set_busy(False, run=True)
         wb._update_internals()
 
 

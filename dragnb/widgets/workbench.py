@@ -46,7 +46,9 @@ NO_EVENTS = ("Clicks reach the image but not the workbench: this front end lacks
              "mask and keys cannot be used with the mouse. JupyterLab and Notebook 7 have it once ipyevents is "
              "installed; VS Code and Colab need a setting (docs/frontends.md). From code: "
              "wb.add_point((x, y), (x, y)), wb.run().")
-INTERNALS_EVERY = 0.5    # seconds between internals-view updates during a run
+INTERNALS_EVERY = 0.5    # seconds between internals-view updates during a run, at least
+INTERNALS_SHARE = 0.2    # of a run's wall clock the internals view may take, about (an update is a generator
+                         # forward and a PCA: on a slow machine more than INTERNALS_EVERY, then it waits longer)
 
 
 class Workbench(widgets.VBox):
@@ -123,7 +125,8 @@ class Workbench(widgets.VBox):
         self._movable = None if mask is None else ~mask         # bool [H, W]: painted region allowed to move
         self._pointer.reset()
         self.selected: int | None = None                        # point index for Delete and the internals view
-        self._internals_time = 0.0
+        self._internals_time = 0.0   # when the internals view was last updated (time.monotonic())
+        self._internals_cost = 0.0   # seconds that update took
         self._controls.offer(session, model_options(self.models_dir, self._model_value))
         self._sync_controls()
         left = widgets.VBox([self._controls.toolbar(), self.canvas, self.status,
@@ -279,7 +282,8 @@ class Workbench(widgets.VBox):
         self._last_step = r
         self._status_step()
         self._pace.drawn(start, time.monotonic())
-        if not self._jobs.running or time.monotonic() - self._internals_time > INTERNALS_EVERY:
+        gap = max(INTERNALS_EVERY, self._internals_cost / INTERNALS_SHARE)
+        if not self._jobs.running or time.monotonic() - self._internals_time > gap:
             self._update_internals()
 
     def _status_step(self, state: str | None = None) -> None:
@@ -397,13 +401,15 @@ class Workbench(widgets.VBox):
             return
         self._in_internals = True  # selecting the point below must not draw a second time
         try:
-            self._internals_time = time.monotonic()
+            start = time.monotonic()
             features, refs = self.session.tracking_features()
             p = self.session.params
             self.internals.set_points(len(self.session.target_points), self.selected)
             with self._draw_lock:
                 self.internals.show(features, refs, self.session.handle_points, self.session.target_points,
                                     p["r1"], p["r2"], p["l1_tracking"], official=p["compat"] == "official")
+            self._internals_time = time.monotonic()
+            self._internals_cost = self._internals_time - start
         finally:
             self._in_internals = False
 
