@@ -3,8 +3,8 @@ Adversarial Networks", in plain PyTorch and fp32.
 
 The synthesis network is a Fourier-feature input followed by ``num_layers + 1`` layers ``L0 .. L{num_layers}``
 (the last one is the ToRGB layer). Every layer is a modulated convolution (3x3 in T, 1x1 in R) followed by the
-filtered leaky ReLU of ``sg3_ops.py``; its sampling rate, cutoff, stopband and size follow the geometric
-progression of the paper's section 3.2 / appendix F (:meth:`StyleGAN3Config.layer_specs`). Parameter and buffer
+filtered leaky ReLU of ``sg3_ops.py``; its sampling rate, cutoff, stopband and size follow the paper's flexible
+layer specifications, a geometric progression (:meth:`StyleGAN3Config.layer_specs`). Parameter and buffer
 names equal the G_ema names of NVIDIA's pickles (``synthesis.L3_52_16.weight``), so a checkpoint's tensors,
 including its FIR filters and ``magnitude_ema``, load with a plain ``load_state_dict``.
 
@@ -178,7 +178,7 @@ class LayerSpec:
         up_taps = cfg.filter_size * up if up > 1 and not torgb else 1
         down_taps = cfg.filter_size * down if down > 1 and not torgb else 1
         # Pad so that the output has out_size samples, with the sample grids of input and output centred on each
-        # other (the symmetric interpretation of appendix C.3: the extra sample goes first, shifted by `up`).
+        # other (the paper's symmetric interpretation of the sample grid: the extra sample goes first, shifted by up).
         total = (out_size - 1) * down + 1 - (in_size + k - 1) * up + up_taps + down_taps - 2
         lo = (total + up) // 2
         return cls(i, torgb, cin, cout, in_size, out_size, in_rate, out_rate, in_cut, out_cut, in_hw, out_hw, k,

@@ -1,14 +1,15 @@
 """The signal processing of StyleGAN3 (Karras et al. 2021, "Alias-Free Generative Adversarial Networks"),
 in ops ONNX Runtime's CPU training build can differentiate (see ``ops.py``): Conv, constant Pad, Reshape, Slice.
 
-* Low-pass FIR design (paper, appendix C): a Kaiser-windowed sinc for the separable filters of config T, and a
+* Low-pass FIR design: a Kaiser-windowed sinc for the separable filters of config T, and a
   Kaiser-windowed jinc (the radially symmetric ideal low-pass, ``J1(2 pi fc r) / (pi r)``) for the
-  down-sampling filters of config R. Checkpoints carry the filters as buffers; the design here is what a
-  freshly built network uses, and what loaded buffers are checked against.
-* The filtered nonlinearity (paper, section 3.2 and appendix D): bias, ``up``-fold up-sampling (zero insertion +
+  down-sampling filters of config R. Checkpoints carry the filters as buffers, and those are used; the design
+  here is what a freshly built network starts with (on NVIDIA-made networks it equals their buffers, tested).
+* The filtered nonlinearity (the paper's alias-free leaky ReLU): bias, ``up``-fold up-sampling (zero insertion +
   FIR), leaky ReLU with gain and clamp at the higher rate, FIR low-pass and ``down``-fold decimation. The
-  up-sampling is a zero insertion followed by an ordinary convolution (no Resize, no ConvTranspose); the
-  decimation is a strided convolution.
+  up-sampling is a grouped convolution of the input with the filter's polyphase components, interleaved (the
+  same numbers as zero insertion + convolution; no Resize, no ConvTranspose); the decimation is a strided
+  depthwise convolution.
 
 Filters are symmetric (both designs are linear-phase), so correlation (what conv2d computes) equals
 convolution and no kernel is flipped.
@@ -140,7 +141,7 @@ def filtered_lrelu(x, b, fu, fd, up: int, down: int, padding, gain: float, slope
     FIR low-pass with ``fd`` and ``down``-fold decimation.
 
     ``padding`` = (left, right, top, bottom), applied after the zero insertion (negative values crop): it
-    places the samples on the symmetric grid of the paper's appendix C.3 and sets the output size.
+    places the samples on the paper's symmetric sample grid and sets the output size.
     """
     x = x + b.reshape(1, -1, 1, 1)
     if fu is not None and fu.ndim == 1:  # separable: rows first (on the H input rows only), then columns
@@ -150,8 +151,12 @@ def filtered_lrelu(x, b, fu, fd, up: int, down: int, padding, gain: float, slope
         x = fir_filter(_pad_or_crop(zero_insert(x, up), padding), fu, gain=float(up * up))
     # clamp(gain * lrelu(x), c) = gain * clamp(lrelu(x), c / gain), and the down filter is linear: the gain rides
     # on its taps (one pass less over the largest tensor of the layer, at the nonlinearity's higher rate).
+    # Without autograd (rendering), in place: x is this function's own intermediate, and at the high layers a fresh
+    # tensor of its size (up to a GB) costs more in page faults than the arithmetic. Not while exporting: the
+    # traced graph stays functional.
+    inplace = not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export()
     if slope != 1:
-        x = F.leaky_relu(x, slope)
+        x = F.leaky_relu_(x, slope) if inplace else F.leaky_relu(x, slope)
     if clamp is not None:
-        x = x.clamp(-clamp / gain, clamp / gain)
+        x = x.clamp_(-clamp / gain, clamp / gain) if inplace else x.clamp(-clamp / gain, clamp / gain)
     return fir_filter(x, fd, gain=gain, stride=down)
