@@ -171,5 +171,5 @@ def load_image(source, width: int, height: int | None = None) -> np.ndarray:
         shrink = img.size[0] > width
         img = img.resize((width, height), Image.Resampling.LANCZOS if shrink else Image.Resampling.BICUBIC,
                          reducing_gap=3.0 if shrink else None)
-    out = np.asarray(img, np.uint8)
+    out = np.array(img, np.uint8)  # a writable copy
     return np.ascontiguousarray(out[:, :, :3])

@@ -152,6 +152,9 @@ class Projector:
         self._synthesis = copy.deepcopy(G.synthesis).eval().requires_grad_(False)
         self._noise = noise_buffers(self._synthesis) if optimize_noise and noise_mode == "const" else {}
         self._rng = torch.Generator().manual_seed(int(seed))
+        for buf in self._noise.values():  # the recipe starts from fresh unit noise maps
+            buf.copy_(torch.randn(buf.shape, generator=self._rng))
+            buf.requires_grad_(True)
         w_avg, self.w_std = w_stats(G, w_avg_samples)
         n = G.num_ws if latent_space == "w+" else 1
         start = w_avg.repeat(1, n, 1) if init_ws is None else torch.as_tensor(init_ws, dtype=torch.float32)[:, :n]
@@ -175,10 +178,6 @@ class Projector:
         """Iterator of :class:`ProjectionStep` until ``num_steps`` (in all calls together) or :meth:`stop`."""
         self._stop.clear()
         target = to_tensor(self.target)
-        for buf in self._noise.values():
-            with torch.no_grad():
-                buf.copy_(torch.randn(buf.shape, generator=self._rng))
-            buf.requires_grad_(True)
         opt = torch.optim.Adam([self._w, *self._noise.values()], betas=(0.9, 0.999), lr=self.lr)
         if getattr(self, "_opt_state", None) is not None:
             opt.load_state_dict(self._opt_state)
