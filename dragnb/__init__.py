@@ -10,6 +10,8 @@ Public API::
     dragnb.Workbench()                              # the ipycanvas widget
 """
 
+from .lazy import lazy_attributes
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -34,13 +36,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'dragnb' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

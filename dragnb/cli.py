@@ -13,11 +13,13 @@ public API as the notebooks (``DragSession``); points are (x, y) image pixels.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from .backends.ort_files import ArtifactError
 from .bench.cli import add_bench_parser  # the measurement code is imported only when `dragnb bench` runs
 from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser
@@ -48,13 +50,39 @@ def parse_points(text: str) -> list[tuple[tuple[float, float], tuple[float, floa
 
 
 def load_mask(path, size: tuple[int, int]) -> np.ndarray:
-    """A mask image (white/bright = keep fixed) -> bool [H, W]; it must have the generated image's size."""
-    from PIL import Image
+    """A mask image (white/bright = keep fixed) -> bool [H, W]; it must have the generated image's size.
 
-    img = np.asarray(Image.open(path).convert("L"))
-    if img.shape != size:
-        raise ValueError(f"mask {path} is {img.shape[1]}x{img.shape[0]}, the image is {size[1]}x{size[0]}")
+    The size is checked from the file's header before any pixel is decoded, so a decompression bomb costs nothing.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"mask {path} is not a file")
+    try:
+        with Image.open(path) as im:
+            if (im.height, im.width) != tuple(size):
+                raise ValueError(f"mask {path} is {im.width}x{im.height}, the image is {size[1]}x{size[0]}")
+            img = np.asarray(im.convert("L"))
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as e:
+        raise ValueError(f"mask {path} is not a readable image ({type(e).__name__})") from None
     return img > 127
+
+
+def check_output_dir(path: Path) -> Path:
+    """ValueError unless ``path`` is, or can be made as, a writable folder: checked before any work, so that a bad
+    ``--out`` fails at once instead of after the drag (nothing is created here)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} exists and is not a folder")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"--out {path}: {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"--out {path}: {parent} is not writable")
+    return path
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -110,6 +138,7 @@ def cmd_drag(args) -> int:
     from .session import DragSession
 
     pairs = parse_points(args.points)  # before the model load: fail fast on a typo
+    check_output_dir(args.out)  # and on an output that cannot be written, before the drag runs
     params = {} if args.lr is None else {"lr": args.lr}
     s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, backend=args.backend,
                     latent_space=args.latent_space, **params)
@@ -118,9 +147,10 @@ def cmd_drag(args) -> int:
     if args.mask is not None:
         s.set_mask(load_mask(args.mask, (s.H, s.W)))
     steps = args.steps if args.steps is not None else s.params["max_steps"]
+    run = s.run(steps)  # validates steps before the progress bar shows
     results = []
     with tqdm(total=steps, desc="drag", unit="step", file=sys.stderr) as bar:
-        for r in s.run(steps):
+        for r in run:
             results.append(r)
             bar.set_postfix(loss=f"{r.loss:.4f}", dist=f"{max(r.distance):.1f}px")
             bar.update()
@@ -160,6 +190,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError, CheckpointError) as e:
-        print(f"dragnb {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, ImportError, CheckpointError, ArtifactError) as e:
+        # A user's mistake (a path, a value, a file that is not what it claims): one line, exit status 2.
+        text = " ".join(str(e).split())
+        print(f"dragnb {args.command}: error: {text[:500]}", file=sys.stderr)
         return 2

@@ -24,7 +24,7 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS = {("dragnb/toy/train.py", "train")}  # the training script keeps its one loop
 # What each package may import from dragnb (besides itself and the leaf modules below).
-LEAVES = {"dragnb", "dragnb.fileio", "dragnb.testing", "dragnb.viz"}  # dragnb: __version__, lazy names
+LEAVES = {"dragnb", "dragnb.fileio", "dragnb.lazy", "dragnb.testing", "dragnb.viz"}  # dragnb: __version__, lazy names
 ALLOWED = {
     "stylegan": set(),
     "checkpoints": {"stylegan"},
@@ -190,10 +190,10 @@ def test_nothing_points_outside_the_repository():
     hits = []
     for folder in ("dragnb", "docs", "notebooks", "tests", "tools", "scripts"):
         for path in sorted((root / folder).rglob("*")):
-            if path.suffix not in (".py", ".md", ".ipynb", ".sh") or path.name == Path(__file__).name:
+            if path.suffix not in (".py", ".md", ".ipynb", ".sh", ".json"):
                 continue
             text = path.read_text(errors="replace")
-            for needle in ("shared/docs", "/work/", "../shared"):
+            for needle in ("shared" + "/docs", "/wo" + "rk/", "../" + "shared"):  # split: this file is read too
                 if needle in text:
                     hits.append(f"{path.relative_to(root)}: {needle}")
     assert hits == []

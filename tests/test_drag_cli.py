@@ -52,6 +52,44 @@ def test_bad_points_exit_2(tiny_model_path, tmp_path, capsys, points):
     assert not (tmp_path / "x").exists()
 
 
+def _bomb_png(path, side=30000):
+    """A tiny PNG whose header declares side x side pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\0" + b"\0" * side
+    body = zlib.compress(row * 64)  # the data stops early: only the header matters here
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("make_args", [
+    lambda t: ["--model", str(t)],                                         # a folder that is no artifact set
+    lambda t: ["--mask", str(t)],                                          # a directory as the mask
+    lambda t: ["--mask", str((t / "m.txt").write_text("no image") and t / "m.txt")],
+    lambda t: ["--mask", str(_bomb_png(t / "bomb.png"))],
+    lambda t: ["--out", str((t / "file").write_text("x") and t / "file" / "sub")],  # under a file
+    lambda t: ["--out", str((t / "file2").write_text("x") and t / "file2")],        # a file
+    lambda t: ["--steps", "-3"],
+    lambda t: ["--seed", "-5"],
+])
+def test_user_errors_exit_2_with_one_line_before_any_work(tiny_model_path, tmp_path, capfd, make_args):
+    args = ["drag", "--model", str(tiny_model_path), "--points", "36,30->44,30", "--out", str(tmp_path / "run")]
+    extra = make_args(tmp_path)
+    if extra[0] == "--out":
+        args = args[:-2]
+    rc = main(args + extra)
+    err = capfd.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dragnb drag: error:"), err
+    assert not (tmp_path / "run").exists()
+
+
 def test_parse_points_and_hooks():
     assert parse_points(" 1,2 -> 3.5,4 ;5,6->7,8; ") == [((1.0, 2.0), (3.5, 4.0)), ((5.0, 6.0), (7.0, 8.0))]
     assert [f.__name__ for f in PARSERS][:2] == ["add_generate_parser", "add_drag_parser"]

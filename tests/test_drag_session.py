@@ -243,6 +243,38 @@ def test_autosave_after_each_drag(tiny_generator, tmp_path):
     assert DragSession.load(tmp_path / "auto").num_steps == 4
 
 
+def test_every_edit_is_durable_once_it_returns(tiny_generator, tmp_path):
+    """With an autosave folder, what a crash right after any call would leave is what that call made."""
+    auto = tmp_path / "auto"
+    s = DragSession(tiny_generator, seed=2, autosave_dir=auto)
+    assert DragSession.load(auto).seed == 2  # a crash before the first step leaves the session too
+    s.add_point(handle=DRAG[0], target=DRAG[1])
+    assert DragSession.load(auto).handle_points == [DRAG[0]]
+    s.move_point(0, target=(30, 36))
+    assert DragSession.load(auto).target_points == [(30.0, 36.0)]
+    fixed = np.zeros((64, 64), bool)
+    fixed[:8] = True
+    s.set_mask(fixed)
+    np.testing.assert_array_equal(DragSession.load(auto).mask, fixed)
+    s.set_params(lr=1e-3, r1=2.5)
+    assert DragSession.load(auto).params["r1"] == 2.5
+    s.set_latent_space("w")
+    assert DragSession.load(auto).latent_space == "w"
+    s.set_seed(5, truncation_psi=0.5)
+    t = DragSession.load(auto)
+    assert (t.seed, t.truncation_psi, t.handle_points) == (5, 0.5, [])
+    np.testing.assert_array_equal(t.ws, s.ws)
+
+
+def test_loading_into_its_own_autosave_folder_keeps_it(tiny_generator, tmp_path):
+    auto = tmp_path / "auto"
+    s = DragSession(tiny_generator, seed=0, autosave_dir=auto)
+    s.add_point(handle=DRAG[0], target=DRAG[1])
+    list(s.run(3))
+    t = DragSession.load(auto, autosave_dir=auto)
+    assert t.num_steps == 3 and DragSession.load(auto).num_steps == 3 and t.can_undo
+
+
 # ----------------------------------------------------------------------------
 # stop()
 
@@ -341,6 +373,13 @@ BAD_PARAMS = [
     ({"l1_tracking": "yes"}, TypeError),
     ({"render_every": 0}, ValueError),
     ({"noise_mode": "loud"}, ValueError),
+    ({"r1": 2000}, ValueError),          # bounded by the image: memory stays bounded
+    ({"r2": 2000}, ValueError),
+    ({"r1": math.inf}, ValueError),
+    ({"tolerance": 1e9}, ValueError),
+    ({"max_steps": 10**12}, ValueError),
+    ({"lr": 1e6}, ValueError),
+    ({"lambda_mask": math.nan}, ValueError),
 ]
 
 
@@ -416,3 +455,15 @@ def test_step_without_points(tiny_generator):
     with pytest.raises(ValueError, match="no points"):
         s.run()
     assert fingerprint(s) == before
+
+
+def test_point_pairs_are_bounded(tiny_generator):
+    from dragnb.session.points import MAX_POINTS
+
+    s = DragSession(tiny_generator, seed=0)
+    for i in range(MAX_POINTS):
+        s.add_point(handle=(i % 60, i // 60 * 4), target=(i % 60, i // 60 * 4 + 2))
+    before = s.handle_points
+    with pytest.raises(ValueError, match="at most"):
+        s.add_point(handle=(1, 60), target=(3, 60))
+    assert s.handle_points == before

@@ -153,3 +153,11 @@ def check_state(state: dict[str, np.ndarray], num_ws: int, w_dim: int) -> None:
             raise ValueError(f"{k} must have shape {list(shape)}, got {list(np.shape(state[k]))}")
     if int(state["step"]) < 0:
         raise ValueError("step must be >= 0")
+
+
+def check_backend_args(G, feature_block, noise_mode: str, noise_modes) -> None:
+    """ValueError unless ``feature_block`` is a block of ``G`` and ``noise_mode`` one of ``noise_modes``."""
+    if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
+        raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
+    if noise_mode not in noise_modes:
+        raise ValueError(f"this back-end supports noise_mode {tuple(noise_modes)}, got {noise_mode!r}")

@@ -18,7 +18,7 @@ import sys
 
 import numpy as np
 
-from .base import LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
+from .base import LATENT_SPACES, Backend, StepOutput, check_backend_args, check_state, image_to_uint8
 from .ort_files import EXPORT_NOISE_MODES
 from .ort_model import ArtifactModel
 
@@ -58,10 +58,7 @@ class OrtBackend(Backend):
 
             if not isinstance(G, Generator):
                 raise TypeError(f"G must be a dragnb Generator or an ArtifactModel, got {type(G).__name__}")
-        if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
-            raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
-        if noise_mode not in EXPORT_NOISE_MODES:
-            raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
+        check_backend_args(G, feature_block, noise_mode, EXPORT_NOISE_MODES)
         self.G, self.feature_block, self.noise_mode = G, int(feature_block), noise_mode
         if isinstance(G, ArtifactModel):
             G.check_params(self.feature_block, noise_mode)

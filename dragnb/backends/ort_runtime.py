@@ -35,28 +35,19 @@ import numpy as np
 
 if __package__:  # inside dragnb
     from ..drag import geometry
-    from ..stylegan.conventions import z_from_seed
-    from .ort_files import ADAM_FILE, LATENT_SPACES, ArtifactError, load_manifest
-    from .ort_sessions import (
-        SESSION_OPTIONS,
-        Trainer,
-        import_onnxruntime,
-        preoptimized_name,
-        providers_and_device,
-        session_options,
-    )
+    from ..stylegan import conventions
+    from . import ort_files, ort_sessions
 else:  # the copy in an artifact folder (ort_files.RUNTIME_FILES): its modules lie beside it
+    import conventions
     import geometry
-    from conventions import z_from_seed
-    from ort_files import ADAM_FILE, LATENT_SPACES, ArtifactError, load_manifest
-    from ort_sessions import (
-        SESSION_OPTIONS,
-        Trainer,
-        import_onnxruntime,
-        preoptimized_name,
-        providers_and_device,
-        session_options,
-    )
+    import ort_files
+    import ort_sessions
+
+z_from_seed = conventions.z_from_seed
+ADAM_FILE, LATENT_SPACES, ArtifactError = ort_files.ADAM_FILE, ort_files.LATENT_SPACES, ort_files.ArtifactError
+load_manifest, SESSION_OPTIONS, Trainer = ort_files.load_manifest, ort_sessions.SESSION_OPTIONS, ort_sessions.Trainer
+import_onnxruntime, session_options = ort_sessions.import_onnxruntime, ort_sessions.session_options
+preoptimized_name, providers_and_device = ort_sessions.preoptimized_name, ort_sessions.providers_and_device
 
 
 @functools.lru_cache(maxsize=16)

@@ -15,7 +15,16 @@ import torch
 
 from ..drag import core
 from ..stylegan.networks import NOISE_MODES, Generator
-from .base import ADAM_BETAS, ADAM_EPS, LATENT_SPACES, Backend, StepOutput, check_state, image_to_uint8
+from .base import (
+    ADAM_BETAS,
+    ADAM_EPS,
+    LATENT_SPACES,
+    Backend,
+    StepOutput,
+    check_backend_args,
+    check_state,
+    image_to_uint8,
+)
 
 
 @functools.lru_cache(maxsize=16)
@@ -36,10 +45,7 @@ class TorchBackend(Backend):
     def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const"):
         if not isinstance(G, Generator):
             raise TypeError(f"G must be a dragnb Generator, got {type(G).__name__}")
-        if not isinstance(feature_block, (int, np.integer)) or not 0 <= feature_block < G.num_blocks:
-            raise ValueError(f"feature_block must be an int in [0, {G.num_blocks}), got {feature_block!r}")
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        check_backend_args(G, feature_block, noise_mode, NOISE_MODES)
         # Only the latent is trained: freezing the weights keeps autograd from computing their gradients.
         self.G = G.eval().requires_grad_(False)
         self.feature_block = int(feature_block)

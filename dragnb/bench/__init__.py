@@ -31,6 +31,8 @@ Modules: ``config`` (names, goals, :class:`BenchConfig`), ``workload`` (models, 
 below are loaded on first use, so that ``dragnb.cli`` stays cheap to import.
 """
 
+from ..lazy import lazy_attributes
+
 __all__ = [
     "BACKENDS", "BUNDLED_NAME", "FFHQ512", "GOALS", "BenchConfig", "Drag", "add_bench_parser", "bench",
     "cmd_bench", "default_feature_block", "drag_params", "format_table", "goals", "load_model", "machine_info",
@@ -50,13 +52,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'dragnb.bench' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -94,12 +94,15 @@ class DragParams:
     def validated(self, model) -> DragParams:
         """A copy with every value checked and normalised (ints as int, reals as float) for ``model``."""
         size = max(int(model.img_resolution), int(model.img_width))
+        # The disk and the window are dense pixel sets whose features are gathered per point ([P, K, C]): bound
+        # them by the image (an eighth of its side, at least 8 px) so that memory stays bounded whatever is asked;
+        # the official radii are 1/170 and 1/43 of the side.
+        r_max = max(size / 8, 8)
         v = {
             "lr": check_real("lr", self.lr, low=0, low_inclusive=False, high=1.0),
             "lambda_mask": check_real("lambda_mask", self.lambda_mask, low=0, high=1e6),
-            # Radii beyond the image only cost memory (the disk and window are dense offset sets).
-            "r1": check_real("r1", self.r1, low=0, low_inclusive=False, high=size, allow_none=True),
-            "r2": check_int("r2", self.r2, low=1, high=size, allow_none=True),
+                "r1": check_real("r1", self.r1, low=0, low_inclusive=False, high=r_max, allow_none=True),
+            "r2": check_int("r2", self.r2, low=1, high=int(r_max), allow_none=True),
             "tolerance": check_real("tolerance", self.tolerance, low=0, low_inclusive=False, high=2 * size,
                                allow_none=True),
             "max_steps": check_int("max_steps", self.max_steps, low=1, high=MAX_STEPS),

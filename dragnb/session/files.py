@@ -86,8 +86,9 @@ class SessionFiles:
         ``model`` overrides the saved model reference (a name, path, ORT artifact folder, Generator or
         ArtifactModel of the same architecture). On ORT artifacts the session runs the "ort" back-end whatever
         it was saved with (the optimisation state is the same for both back-ends). The file is validated as the
-        API validates calls: a damaged or hand-edited one raises :class:`~dragnb.session.io.SessionFileError`
-        (or the API's ValueError / TypeError for a value it refuses), and no session is made.
+        API validates calls; whatever is wrong with it (damaged, hand-edited, a model it names that cannot be
+        opened) raises :class:`~dragnb.session.io.SessionFileError` naming the file, and no session is made.
+        ``FileNotFoundError`` when there is no session there at all.
         """
         jpath = io.session_paths(path)[0]
         saved = io.read_session(path)
@@ -96,11 +97,19 @@ class SessionFiles:
             ref = saved.model.get("ref")
             model = ref if ref is not None else jpath.parent / saved.model["file"]
             weights = None if ref is not None else str(Path(model).resolve())
-        G, _ = open_model(model)
+            G = _open_saved_model(jpath, model)
+        else:
+            G, _ = open_model(model)
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
-        s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                latent_space=saved.latent_space, autosave_dir=autosave_dir, **saved.params)
-        s._adopt(saved, model, weights)
+        try:
+            s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
+                    latent_space=saved.latent_space, **saved.params)
+            s._adopt(saved, model, weights)
+        except (ValueError, TypeError) as e:  # a value the API refuses came from the file
+            raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
+        if autosave_dir is not None:  # only now: the folder may be the one just read
+            s.autosave_dir = Path(autosave_dir)
+            s._autosave()
         return s
 
     def _adopt(self, saved: io.SavedSession, model, weights: str | None) -> None:
@@ -118,3 +127,18 @@ class SessionFiles:
         self._history = snaps[:-1]
         self._restore(snaps[-1])
         self._drag_open, self._drag_steps = saved.drag_open, int(saved.drag_steps)
+
+
+def _open_saved_model(jpath: Path, model):
+    """The model a session file names; SessionFileError if it cannot be opened (missing, refused, damaged:
+    CheckpointError and ArtifactError are a ValueError and a RuntimeError)."""
+    try:
+        return open_model(model)[0]
+    except (OSError, ValueError, TypeError, RuntimeError) as e:
+        raise io.SessionFileError(f"{jpath}: its model {str(model)[:200]!r} cannot be opened ({_short(e)})") \
+            from None
+
+
+def _short(e: BaseException, limit: int = 300) -> str:
+    text = str(e)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..backends.base import STATE_KEYS, check_state
 from ..fileio import atomic_write, atomic_write_text
-from .points import PointSet
+from .points import MAX_POINTS, PointSet
 
 SESSION_FORMAT = "dragnb-session"
 SESSION_VERSION = 1
@@ -238,6 +238,11 @@ def _snapshot(meta, members: _Members, prefix: str) -> dict:
 
 def check_snapshot(snap: dict, height: int, width: int, num_ws: int, w_dim: int) -> dict:
     """``snap`` (read from a file) if its values are what the API would accept for this model."""
+    for k, kinds in (("step", "iu"), ("num_layers", "iu"), ("latent_space", "U")):
+        a = snap["state"][k]
+        if a.shape != () or a.dtype.kind not in kinds:
+            what = "a string" if kinds == "U" else "an int"
+            raise SessionFileError(f"optimizer state {k!r} must be a scalar ({what})")
     try:
         check_state(snap["state"], num_ws, w_dim)
     except ValueError as e:
@@ -249,6 +254,8 @@ def check_snapshot(snap: dict, height: int, width: int, num_ws: int, w_dim: int)
     if (snap["state"]["exp_avg_sq"] < 0).any():
         raise SessionFileError("optimizer state 'exp_avg_sq' must be >= 0")
     n = len(snap["targets"])
+    if n > MAX_POINTS:
+        raise SessionFileError(f"{n} point pairs (at most {MAX_POINTS})")
     if not len(snap["handles"]) == len(snap["origins"]) == n:
         raise SessionFileError(f"{len(snap['handles'])} handles, {n} targets, {len(snap['origins'])} origins")
     pts = PointSet(width, height)

@@ -13,6 +13,8 @@ import numpy as np
 
 from ..drag.params import check_real
 
+MAX_POINTS = 64  # point pairs of one session: each costs a tracking window and a disk of features per step
+
 
 class PointIndexError(ValueError, IndexError):
     """A point index out of range (a ValueError, and an IndexError for ``except IndexError`` users)."""
@@ -75,6 +77,10 @@ class PointSet:
         return int(i) % n
 
     # ------------------------------------------------------------------ edits (validated first by the caller)
+
+    def check_room(self) -> None:
+        if len(self) >= MAX_POINTS:
+            raise ValueError(f"at most {MAX_POINTS} point pairs")
 
     def append(self, h: np.ndarray, t: np.ndarray) -> int:
         self.handles = np.vstack([self.handles, h])

@@ -30,6 +30,7 @@ thread land between two steps.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -66,6 +67,19 @@ class StepResult:
     distance: list[float] = field(default_factory=list)  # pixels from each handle to its target
 
 
+def _durable(edit):
+    """An edit that auto-saves (when the session has an ``autosave_dir``) before its call returns: once an edit
+    has returned, a crash does not lose it."""
+    @functools.wraps(edit)
+    def durable(self, *args, **kwargs):
+        with self._lock:
+            result = edit(self, *args, **kwargs)
+            self._autosave()
+            return result
+
+    return durable
+
+
 def _check_seed(seed) -> int:
     return check_int("seed", seed, low=0, high=2**32 - 1)
 
@@ -88,8 +102,8 @@ class DragSession(SessionFiles):
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
             (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
-        autosave_dir: if set, the session saves itself there (:meth:`save`) after every step, at the end of
-            every drag and after undo/reset, so a kernel crash loses at most the running step.
+        autosave_dir: if set, the session saves itself there (:meth:`save`) when it is made, after every edit,
+            step, undo and reset: a kernel crash loses at most the running step.
         **params: the fields of :class:`~dragnb.drag.params.DragParams` (lr, lambda_mask, r1, r2, tolerance,
             max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode); unset ones take the
             model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
@@ -137,6 +151,7 @@ class DragSession(SessionFiles):
         self._ws_seed = self._seed_ws(seed)
         self.seed = seed
         self._restart(self._ws_seed)
+        self._autosave()  # from the first moment on, a crash leaves the session on disk
 
     def _seed_ws(self, seed: int, truncation_psi: float | None = None) -> np.ndarray:
         """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` (None: the session's)."""
@@ -204,13 +219,16 @@ class DragSession(SessionFiles):
         self._close_drag()
         self._needs_init = True
 
+    @_durable
     def add_point(self, handle, target) -> int:
         """Add a pair; ``handle`` and ``target`` are (x, y) in image pixels. Returns the point index."""
         with self._lock:
             h, t = self._points.check_pair(handle, target)
+            self._points.check_room()
             self._edited()
             return self._points.append(h, t)
 
+    @_durable
     def move_point(self, i, handle=None, target=None) -> None:
         """Move the handle and/or the target of point ``i`` (None leaves it)."""
         with self._lock:
@@ -223,17 +241,20 @@ class DragSession(SessionFiles):
             self._edited()
             pts.set(i, h, t, placed=handle is not None)
 
+    @_durable
     def remove_point(self, i) -> None:
         with self._lock:
             i = self._points.check_index(i)
             self._edited()
             self._points.delete(i)
 
+    @_durable
     def clear_points(self) -> None:
         with self._lock:
             self._edited()
             self._points.clear()
 
+    @_durable
     def set_mask(self, fixed) -> None:
         """``fixed``: bool array [H, W], True where the image must stay as it is."""
         if fixed is None:
@@ -247,6 +268,7 @@ class DragSession(SessionFiles):
             self._edited()
             self._mask = arr.copy()
 
+    @_durable
     def clear_mask(self) -> None:
         with self._lock:
             self._edited()
@@ -262,6 +284,7 @@ class DragSession(SessionFiles):
             self.G.check_params(resolved.feature_block, resolved.noise_mode)
         return raw
 
+    @_durable
     def set_params(self, **params) -> None:
         """Change parameters (validated all together; on error nothing changes)."""
         with self._lock:
@@ -279,6 +302,7 @@ class DragSession(SessionFiles):
                 self._needs_init = True
                 self._image = None if new["noise_mode"] != old["noise_mode"] else self._image
 
+    @_durable
     def set_seed(self, seed, truncation_psi=None) -> None:
         """A new image: the latent of ``seed`` at ``truncation_psi`` (None: unchanged); points, mask, history and
         recording are cleared."""
@@ -472,6 +496,7 @@ class DragSession(SessionFiles):
 
     # ------------------------------------------------------------------ for the workbench widget
 
+    @_durable
     def set_latent_space(self, latent_space) -> None:
         """Optimise in "w" or "w+" from the next step on, from the current latent (a new drag).
 
@@ -484,6 +509,7 @@ class DragSession(SessionFiles):
                 self._edited()
                 self.latent_space = latent_space
 
+    @_durable
     def set_backend(self, backend) -> None:
         """Switch the optimisation back-end ("torch" / "ort"). Latent and Adam state carry over (both back-ends
         keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once).
