@@ -8,6 +8,7 @@ importing this package imports neither torch nor onnxruntime (the names below lo
     proj = dragnb.project(G, "photo.png", latent_space="w+")       # Projection: ws, image, PSNR
 """
 
+from ..lazy import lazy_attributes
 from .images import MAX_PIXELS, ImageError, load_image
 
 __all__ = ["MAX_PIXELS", "ImageError", "PivotalTuner", "Projection", "Projector", "ReconstructionLoss",
@@ -17,9 +18,4 @@ _LAZY = {"PivotalTuner": ".tuning", "TuningSettings": ".tuning", "tune": ".tunin
          "Projector": ".projector", "project": ".projector", "ReconstructionLoss": ".losses"}
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module 'dragnb.projection' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())
