@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import dragnb
-from dragnb.projection import PivotalTuner, Projector, project
+from dragnb.projection import PivotalTuner, Projector
 from dragnb.projection.delta import DeltaError, apply_delta, load_delta, save_delta, weight_delta
 from dragnb.projection.losses import MultiScaleSSIM, ReconstructionLoss, num_scales, psnr
 from dragnb.projection.projector import lr_schedule, to_tensor, to_uint8

@@ -48,6 +48,7 @@ from ..drag.recording import Recording
 from .files import SessionFiles
 from .io import MAX_HISTORY
 from .model import check_backend, default_backend, open_model, seed_ws
+from .picture import PictureSessions
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
 
 
@@ -90,7 +91,7 @@ def _check_latent_space(latent_space) -> str:
     return latent_space
 
 
-class DragSession(SessionFiles):
+class DragSession(SessionFiles, PictureSessions):
     """Interactive DragGAN on one generated image.
 
     Args:
