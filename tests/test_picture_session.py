@@ -75,3 +75,23 @@ def test_projection_only_and_bad_pictures(model_path, picture, tmp_path):
         DragSession.from_image(model_path, tmp_path / "bad.png")
     with pytest.raises(ValueError, match="tuning_backend"):
         DragSession.from_image(model_path, picture, tuning_backend="jax")
+
+
+def test_cli_project(model_path, picture, tmp_path, capsys):
+    import json
+
+    from dragnb.cli import main
+
+    out = tmp_path / "run"
+    assert main(["project", str(picture), "--model", str(model_path), "--out", str(out), "--tune", "--steps", "6",
+                 "--tune-steps", "3"]) == 0
+    report = json.loads((out / "projection.json").read_text())
+    assert report["tuned"] and report["tuning_steps"] == 3 and report["size"] == [64, 64]
+    assert "projection PSNR" in capsys.readouterr().out
+    for name in ("projected.png", "target.png", "session.json", DELTA_FILE):
+        assert (out / name).is_file()
+    s = DragSession.load(out)
+    assert np.array_equal(s.image, np.asarray(Image.open(out / "projected.png")))
+    (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * 20)
+    assert main(["project", str(tmp_path / "bad.jpg"), "--model", str(model_path), "--out", str(tmp_path / "o")]) == 2
+    assert "error" in capsys.readouterr().err and not (tmp_path / "o").exists()
