@@ -32,12 +32,15 @@ else:  # the copy in an artifact folder: ort_sessions.py lies beside it
 MANIFEST = "manifest.json"
 
 
-def lr_at(step: int, num_steps: int, lr: float, rampdown: float) -> float:
-    """``lr``, then a cosine ramp to 0 over the last ``rampdown`` of the steps (TuningSettings.lr_at)."""
+def lr_at(step: int, num_steps: int, lr: float, rampdown: float, rampup: float = 0.0) -> float:
+    """The tuning schedule (``TuningSettings.lr_at``): a linear ramp up over the first ``rampup`` of the steps,
+    ``lr``, then a cosine ramp to 0 over the last ``rampdown``."""
+    t = step / num_steps
+    up = min(1.0, (step + 1) / (rampup * num_steps)) if rampup > 0 else 1.0
     if rampdown <= 0:
-        return lr
-    ramp = min(1.0, (1.0 - step / num_steps) / rampdown)
-    return lr * (0.5 - 0.5 * math.cos(ramp * math.pi))
+        return lr * up
+    ramp = min(1.0, (1.0 - t) / rampdown)
+    return lr * up * (0.5 - 0.5 * math.cos(ramp * math.pi))
 
 
 def _check(folder: Path, check_hashes: bool) -> dict:
@@ -95,7 +98,8 @@ class TuneRuntime:
         return {n: self.trainer.get(n) for n in self.config["trainable"]}
 
 
-def run(folder, inputs: dict, steps: int, lr: float, rampdown: float = 0.5, locality_weight: float = 1.0,
+def run(folder, inputs: dict, steps: int, lr: float, rampdown: float = 0.5, rampup: float = 0.1,
+        locality_weight: float = 1.0,
         threads: int | None = None, callback=None):
     """Tune for ``steps`` steps from ``inputs`` (see the module docstring); returns (runtime, losses)."""
     rt = TuneRuntime(folder, threads)
@@ -105,7 +109,7 @@ def run(folder, inputs: dict, steps: int, lr: float, rampdown: float = 0.5, loca
         feeds.update(pivot=inputs["pivot"], target=inputs["target"], reg_ws=inputs["reg_ws"][i : i + 1],
                      reg_target=inputs["reg_target"][i : i + 1],
                      locality_weight=np.array(locality_weight, np.float32))
-        out = rt.step(feeds, lr_at(i, steps, lr, rampdown))
+        out = rt.step(feeds, lr_at(i, steps, lr, rampdown, rampup))
         losses.append(out[0])
         if callback is not None and callback(i, out):
             break

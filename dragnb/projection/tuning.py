@@ -23,7 +23,6 @@ Runtime training graph (``backends/ort_tune.py``), so both back-ends see the sam
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ import torch
 
 from .losses import ReconstructionLoss, psnr
 from .projector import noise_buffers, to_tensor, to_uint8
+from .tune_runtime import lr_at
 
 ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
 
@@ -59,16 +59,15 @@ class TuningSettings:
     locality_weight: float = 1.0       # the paper's regulizer_lambda
     alpha: float = 30.0                # the paper's regulizer_alpha: distance of the regulariser's latents
     psi: float = 0.5                   # truncation of the random w that gives the regulariser's direction
+    lr_rampup: float = 0.1             # linear ramp-up of the learning rate over this first fraction of steps
     lr_rampdown: float = 0.5           # cosine ramp-down of the learning rate over this last fraction of steps
     seed: int = 0
     render_every: int = 10
 
     def lr_at(self, step: int) -> float:
-        """The learning rate of step ``step``: ``lr``, then a cosine ramp to 0 over the last ``lr_rampdown``."""
-        if self.lr_rampdown <= 0:
-            return self.lr
-        ramp = min(1.0, (1.0 - step / self.num_steps) / self.lr_rampdown)
-        return self.lr * (0.5 - 0.5 * math.cos(ramp * math.pi))
+        """Step ``step``'s learning rate: linear ramp up over ``lr_rampup``, ``lr``, cosine ramp down to 0 over
+        the last ``lr_rampdown`` of the steps (one implementation with the torch-free runtime)."""
+        return lr_at(step, self.num_steps, self.lr, self.lr_rampdown, self.lr_rampup)
 
 
 def locality_batch(G, pivot: np.ndarray, settings: TuningSettings, noise_mode: str = "const"):
