@@ -317,6 +317,37 @@ def test_controls_reach_the_session(wb):
     assert isinstance(wb.last_error, ValueError) and wb.r1.value == wb.session.params["r1"] == 4.5
 
 
+def test_compat_toggle(wb, tmp_path, drawn):
+    """The mode toggle sets compat; unset parameters follow the mode; a refused mode snaps back."""
+    assert wb.compat.value == "dragnb" and wb.label.layout.display == "none"  # unconditional: no class control
+    wb.compat.value = "official"  # the 64 px model: the official r1 rounds to 0 and there is no block 5
+    assert isinstance(wb.last_error, ValueError) and wb.compat.value == wb.session.params["compat"] == "dragnb"
+    wb.r1.value = 2
+    wb.feature_block.value = 2  # set: it stays in either mode
+    wb.compat.value = "official"
+    p = wb.session.params
+    assert wb.last_error is None and (p["compat"], p["lr"], p["lambda_mask"], p["r1"]) == ("official", 1e-3, 20, 2)
+    assert (wb.lr.value, wb.lambda_mask.value) == (1e-3, 20)  # the controls show the mode's values
+    wb.add_point((20, 30), (35, 30))
+    assert wb.step() is not None and wb.last_error is None
+    wb.compat.value = "dragnb"
+    assert wb.session.params["lr"] == 2e-3
+
+
+def test_class_control_of_a_conditional_model(drawn, tmp_path):
+    from conftest import make_tiny_generator
+
+    G = make_tiny_generator(c_dim=4)
+    w = Workbench(session=DragSession(G, seed=1, c=2), models_dir=tmp_path / "models")
+    assert w.label.layout.display == "" and (w.label.min, w.label.max, w.label.value) == (-1, 3, 2)
+    w.add_point((20, 30), (35, 30))
+    w.label.value = 0  # a new image: points cleared
+    assert w.session.class_index == 0 and w.session.target_points == []
+    np.testing.assert_array_equal(w.last_image, DragSession(G, seed=1, c=0).image)
+    w.label.value = -1  # the all-zeros label
+    assert w.session.class_index is None and not w.session.c.any() and w.last_error is None
+
+
 def test_save_files_and_load_session(wb, tmp_path):
     wb.add_point((20, 30), (35, 30))
     wb.run(4)

@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from ..stylegan.networks import Generator
-from .native import CheckpointError, is_native, load_native
+from .errors import CheckpointError, checkpoint_boundary
+from .native import is_native, load_native
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED = {"toyfaces": MODELS_DIR / "toyfaces.safetensors"}
@@ -41,15 +42,16 @@ def load_generator(path_or_name: str | os.PathLike | None = None) -> Generator:
     """Load a generator (eval mode, no grad) from a bundled name, our safetensors file, or a foreign checkpoint.
 
     ``None`` loads the bundled default model. Foreign formats (NVIDIA pickles, rosinality ``.pt``) are
-    read without executing code from the file.
+    read without executing code from the file. Raises ``FileNotFoundError`` for a name or path that is
+    no file, and :class:`CheckpointError` naming the file for any file that does not load (see
+    ``errors.py``): nothing else escapes.
     """
     path = resolve_model(DEFAULT_MODEL if path_or_name is None else path_or_name)
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: empty file")
-    if is_native(path):
-        return load_native(path)
-    try:
+    with checkpoint_boundary(path):
+        if os.path.getsize(path) == 0:
+            raise CheckpointError(f"{path}: empty file")
+        if is_native(path):
+            return load_native(path)
         from .foreign import load_foreign
-    except ImportError as e:  # pragma: no cover - foreign loaders are part of the package
-        raise CheckpointError(f"{path}: unknown checkpoint format") from e
-    return load_foreign(path)
+
+        return load_foreign(path)

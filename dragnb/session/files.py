@@ -79,6 +79,7 @@ class SessionFiles:
                 backend=self.backend_name, latent_space=self.latent_space, params=self._raw.to_dict(),
                 ws_seed=self._ws_seed, current=self._snapshot(), history=list(self._history),
                 drag_open=self._drag_open, drag_steps=self._drag_steps,
+                c=self._label.tolist() if self.G.c_dim else None,
             ))
 
     @classmethod
@@ -112,7 +113,7 @@ class SessionFiles:
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                    latent_space=saved.latent_space, **saved.params)
+                    latent_space=saved.latent_space, c=saved.c, **saved.params)
             s._adopt(saved, model, weights)
             if picture is not None:
                 s._base_G, (s._delta, s.picture) = base, picture

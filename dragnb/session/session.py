@@ -18,9 +18,12 @@ goes back to the state before the last drag. The optimisation itself (F0, the re
 handles, a fresh Adam state) restarts from the current latent at the first step after an edit, so
 stopping and calling ``run()`` again continues exactly where it stopped.
 
+Conditional generators (``c_dim > 0``) take a class label ``c``: a class index, a one-hot vector, or None for
+the all-zeros label that the official DragGAN code passes; ``set_class`` changes it (a new image).
+
 Torch-free ORT drags: a session on an ORT artifact folder (``DragSession(folder)``) maps seeds with the
 artifacts' mapping graph and never imports torch (nothing imported at the top of this package does). The
-artifacts fix the feature block and the noise mode; there is no PyTorch back-end to switch to.
+artifacts fix the feature block, the noise mode and the compat mode; there is no PyTorch back-end to switch to.
 
 Thread safety: every method takes the session lock, and ``run()`` releases it between steps, so
 ``stop()`` (a ``threading.Event``, safe from any thread or asyncio task) and edits from another
@@ -47,7 +50,7 @@ from ..drag.params import MAX_STEPS, DragParams, check_int, check_real
 from ..drag.recording import Recording
 from .files import SessionFiles
 from .io import MAX_HISTORY
-from .model import check_backend, default_backend, open_model, seed_ws
+from .model import check_backend, check_label, default_backend, open_model, seed_ws
 from .picture import PictureSessions
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
 
@@ -100,18 +103,22 @@ class DragSession(SessionFiles, PictureSessions):
             :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` then "ort" or None).
         seed: image seed, ``z = RandomState(seed).randn(1, z_dim)``, in [0, 2**32).
         truncation_psi: truncation toward the mean w (DragGAN uses 0.7).
+        c: class label of a conditional generator (``c_dim > 0``): a class index in [0, c_dim), a one-hot vector,
+            or None (all zeros, what the official DragGAN code passes). Unconditional generators: None only.
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
             (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
         autosave_dir: if set, the session saves itself there (:meth:`save`) when it is made, after every edit,
             step, undo and reset: a kernel crash loses at most the running step.
         **params: the fields of :class:`~dragnb.drag.params.DragParams` (lr, lambda_mask, r1, r2, tolerance,
-            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode); unset ones take the
-            model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode, reg, compat); unset ones
+            take the model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            ``compat="official"`` reproduces the official DragGAN code's arithmetic step for step (its defaults,
+            motion disk, Adam rule and latent regulariser ``reg``; docs/compat.md).
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
-                 autosave_dir=None, **params):
+                 autosave_dir=None, c=None, **params):
         seed = _check_seed(seed)
         psi = check_real("truncation_psi", truncation_psi)
         latent_space = _check_latent_space(latent_space)
@@ -121,14 +128,14 @@ class DragSession(SessionFiles, PictureSessions):
         G, model_ref = open_model(model)
         backend = default_backend(G) if backend is None else backend
         check_backend(G, backend)
-        if G.c_dim:
-            raise ValueError("conditional generators (c_dim > 0) are not supported by DragSession yet")
+        label = check_label(c, G.c_dim)
         raw = DragParams.for_model(G, **params)
         if isinstance(G, ArtifactModel):
             resolved = raw.resolved(G)
-            G.check_params(resolved.feature_block, resolved.noise_mode)
+            G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         self.G, self._model_ref = G, model_ref
         self.truncation_psi = psi
+        self._label = label
         self.backend_name, self.latent_space = backend, latent_space
         self._raw = raw
         self._lock = threading.RLock()
@@ -138,7 +145,7 @@ class DragSession(SessionFiles, PictureSessions):
         self._weights_saved: set[str] = set()  # where this session already wrote in-memory weights
         self.H, self.W = G.img_resolution, G.img_width
         p = self.params
-        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"])
+        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"], compat=p["compat"])
         self._points = PointSet(self.W, self.H)  # (x, y): tracked handles, targets, where each handle was placed
         self._mask: np.ndarray | None = None
         self._history: list[dict] = []
@@ -154,9 +161,11 @@ class DragSession(SessionFiles, PictureSessions):
         self._restart(self._ws_seed)
         self._autosave()  # from the first moment on, a crash leaves the session on disk
 
-    def _seed_ws(self, seed: int, truncation_psi: float | None = None) -> np.ndarray:
-        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` (None: the session's)."""
-        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi)
+    def _seed_ws(self, seed: int, truncation_psi: float | None = None, label: np.ndarray | None = None) -> np.ndarray:
+        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` with ``label`` (None:
+        the session's)."""
+        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi,
+                       self._label if label is None else label)
 
     # ------------------------------------------------------------------ properties
 
@@ -164,6 +173,17 @@ class DragSession(SessionFiles, PictureSessions):
     def params(self) -> dict:
         """The parameters in force, model-derived defaults resolved to numbers."""
         return self._raw.resolved(self.G).to_dict()
+
+    @property
+    def c(self) -> np.ndarray:
+        """float32 [c_dim]: the class label of the image (all zeros: none; empty for unconditional generators)."""
+        return self._label.copy()
+
+    @property
+    def class_index(self) -> int | None:
+        """The class of a one-hot label, else None (the all-zeros label, or an unconditional generator)."""
+        hot = np.flatnonzero(self._label)
+        return int(hot[0]) if len(hot) else None
 
     @property
     def image(self) -> np.ndarray:
@@ -209,7 +229,8 @@ class DragSession(SessionFiles, PictureSessions):
             return Path(self._backend.folder) if self.backend_name == "ort" else None
 
     def __repr__(self) -> str:
-        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}, {self.W}x{self.H}, "
+        label = f", class={self.class_index}" if self.G.c_dim else ""
+        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}{label}, {self.W}x{self.H}, "
                 f"backend={self.backend_name!r}, latent_space={self.latent_space!r}, points={len(self._points)}, "
                 f"steps={self._n_steps})")
 
@@ -282,7 +303,7 @@ class DragSession(SessionFiles, PictureSessions):
         raw = self._raw.replace(self.G, **changes)
         if isinstance(self.G, ArtifactModel):
             resolved = raw.resolved(self.G)
-            self.G.check_params(resolved.feature_block, resolved.noise_mode)
+            self.G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         return raw
 
     @_durable
@@ -294,12 +315,14 @@ class DragSession(SessionFiles, PictureSessions):
             if raw == self._raw:
                 return
             backend = self._backend
-            if (new["feature_block"], new["noise_mode"]) != (old["feature_block"], old["noise_mode"]):
-                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"])
+            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "compat")):  # what a back-end is made for
+                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"],
+                                                          compat=new["compat"])
                 backend.set_state(self._backend.get_state())
             self._close_drag()
             self._backend, self._raw = backend, raw
-            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers")):
+            # A new mode starts afresh too: its Adam rule begins with its own (empty) state.
+            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers", "compat")):
                 self._needs_init = True
                 self._image = None if new["noise_mode"] != old["noise_mode"] else self._image
 
@@ -310,15 +333,28 @@ class DragSession(SessionFiles, PictureSessions):
         seed = _check_seed(seed)
         psi = self.truncation_psi if truncation_psi is None else check_real("truncation_psi", truncation_psi)
         with self._lock:
-            ws = self._seed_ws(seed, psi)
-            self._close_drag()
-            self.seed, self._ws_seed, self.truncation_psi = seed, ws, psi
-            self._points.clear()
-            self._mask = None
-            self._history.clear()
-            self.recording.clear()
-            self._n_steps = 0
-            self._restart(ws)
+            self._new_image(self._seed_ws(seed, psi), seed=seed, truncation_psi=psi)
+
+    def _new_image(self, ws: np.ndarray, **attributes) -> None:
+        """Start over on the seed latent ``ws`` (the open drag closed first, then ``attributes`` set on the session):
+        points, mask, history and recording cleared."""
+        self._close_drag()
+        for name, value in attributes.items():
+            setattr(self, name, value)
+        self._ws_seed = ws
+        self._points.clear()
+        self._mask = None
+        self._history.clear()
+        self.recording.clear()
+        self._n_steps = 0
+        self._restart(ws)
+
+    def set_class(self, c) -> None:
+        """A new image: the current seed with class label ``c`` (see the constructor); points, mask, history and
+        recording are cleared, as by :meth:`set_seed`. Nothing changes on a refused label."""
+        label = check_label(c, self.G.c_dim)
+        with self._lock:
+            self._new_image(self._seed_ws(self.seed, label=label), _label=label)
 
     def _restart(self, ws: np.ndarray) -> None:
         p = self.params
@@ -397,7 +433,9 @@ class DragSession(SessionFiles, PictureSessions):
     def _set_refs(self, f0: np.ndarray) -> None:
         r, c = self._initial_rc[:, 0], self._initial_rc[:, 1]
         self._ref_feats = np.ascontiguousarray(f0[:, r, c].T)  # [P, C]
-        if self._mask is None:
+        # The official code leaves out the mask term unless the mask has both kinds of pixels.
+        no_term = self._mask is None or (self.params["compat"] == "official" and self._mask.all())
+        if no_term:
             self._fixed = self._f0_fixed = None
         else:
             self._fixed = self._mask.astype(np.float32)
@@ -431,7 +469,7 @@ class DragSession(SessionFiles, PictureSessions):
         out = self._backend.step(
             handles_rc, geometry.xy_to_rc(pts.targets).astype(np.float32), self._ref_feats, self._fixed,
             self._f0_fixed, p["lambda_mask"], p["r1"], p["r2"], p["tolerance"], p["l1_tracking"], p["lr"],
-            render_image=render,
+            render_image=render, reg=p["reg"],
         )
         ms = (time.perf_counter() - t0) * 1000
         if snap is not None:
@@ -462,7 +500,7 @@ class DragSession(SessionFiles, PictureSessions):
         Each call starts a new drag (one undo unit). In run(), full images are rendered every
         ``render_every`` steps and on the last step (None otherwise).
         """
-        n = self._raw.max_steps if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
+        n = self.params["max_steps"] if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
         if not len(self._points):
             raise ValueError("no points to drag: add_point(handle=(x, y), target=(x, y)) first")
         self._stop.clear()
@@ -476,7 +514,7 @@ class DragSession(SessionFiles, PictureSessions):
                 if self._stop.is_set():
                     break
                 with self._lock:
-                    res = self._step(render=(i + 1) % self._raw.render_every == 0 or i == n - 1)
+                    res = self._step(render=(i + 1) % self.params["render_every"] == 0 or i == n - 1)
                 yield res
                 if res.converged:
                     break
@@ -521,7 +559,7 @@ class DragSession(SessionFiles, PictureSessions):
                 return
             check_backend(self.G, backend)
             p = self.params
-            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"])
+            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
             new.set_state(self._backend.get_state())
             self._backend, self.backend_name = new, backend
 

@@ -16,7 +16,7 @@ from ipycanvas import Canvas
 
 from ..backends.ort_model import ArtifactModel
 from ..session import DragSession
-from .edits import edit, new_image
+from .edits import edit, new_class, new_image
 from .jobs import long_action
 
 if TYPE_CHECKING:
@@ -25,7 +25,9 @@ if TYPE_CHECKING:
 CHECKPOINT_GLOBS = ("*.safetensors", "*.pkl", "*.pt")
 SESSION_MODEL = ""       # model dropdown value for "the model this session was built with"
 BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
-PARAM_NAMES = ("lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
+PARAM_NAMES = ("compat", "lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
+COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"))
+NO_CLASS = -1            # class control value for the all-zeros label (what the official DragGAN code passes)
 
 
 def row(*children, **layout) -> W.HBox:
@@ -66,6 +68,14 @@ class Controls:
         self.random_seed_button = _button("", "random", "random seed", "46px")
         self.psi = _field(W.FloatSlider, "psi", min=0.0, max=1.5, step=0.05, continuous_update=False,
                           tooltip="truncation psi (a new image: points are cleared)")
+        # Conditional models only (hidden otherwise): the class label, -1 = the all-zeros label.
+        self.label = _field(W.BoundedIntText, "class", "250px", min=NO_CLASS, max=NO_CLASS,
+                            tooltip="class of a conditional model; -1: the all-zeros label (as the official "
+                                    "DragGAN). A new image: points are cleared")
+        self.compat = W.ToggleButtons(options=COMPAT_OPTIONS, style={"button_width": "72px"},
+                                      tooltips=["dragnb's step and defaults",
+                                                "the official DragGAN code's step, defaults and Adam rule "
+                                                "(docs/compat.md); unset parameters follow the mode"])
         self.latent_space = W.ToggleButtons(options=[("W", "w"), ("W+", "w+")], style={"button_width": "60px"},
                                             tooltips=["one w for the optimised layers", "one w per optimised layer"])
         self.lr = _field(W.BoundedFloatText, "learning rate", min=1e-6, max=1.0, step=1e-4)
@@ -105,8 +115,9 @@ class Controls:
             row(self.mode, self.internals_toggle),
             row(self.brush, self.show_mask, self.clear_mask_button),
             W.HTML("<b>Image</b>"), self.model, self.backend, row(self.seed, self.random_seed_button),
-            self.psi, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
-            W.HTML("<b>Optimisation</b>"), self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
+            self.psi, self.label, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
+            W.HTML("<b>Optimisation</b>"), row(W.Label("mode", layout=W.Layout(width="96px")), self.compat),
+            self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
             self.max_steps, self.feature_block,
             W.HTML("<b>Files</b>"), self.save_path,
             row(self.save_png_button, self.save_gif_button, self.save_mp4_button, self.save_session_button),
@@ -123,6 +134,10 @@ class Controls:
             blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
             self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
             self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
+            self.compat.options = [o for o in COMPAT_OPTIONS if not artifacts or o[1] == session.G.compat]
+            c_dim = session.G.c_dim
+            self.label.max = c_dim - 1 if c_dim else NO_CLASS
+            self.label.layout.display = "" if c_dim else "none"
         finally:
             self.syncing = False
 
@@ -135,6 +150,7 @@ class Controls:
             self.backend.value = s.backend_name
             self.seed.value = s.seed
             self.psi.value = s.truncation_psi
+            self.label.value = NO_CLASS if s.class_index is None else s.class_index
             self.latent_space.value = s.latent_space
             for name in PARAM_NAMES:
                 getattr(self, name).value = p[name]
@@ -183,6 +199,7 @@ def connect(wb: Workbench) -> None:
         b.on_click(guarded(lambda _b, fn=fn: fn()))
     c.seed.observe(guarded(lambda ch: _on_seed(wb, ch)), "value")
     c.psi.observe(guarded(lambda ch: _on_psi(wb, ch)), "value")
+    c.label.observe(guarded(lambda ch: _on_label(wb, ch)), "value")
     c.latent_space.observe(guarded(lambda ch: _on_latent_space(wb, ch)), "value")
     c.backend.observe(guarded(lambda ch: _on_backend(wb, ch)), "value")
     c.model.observe(guarded(lambda ch: _on_model(wb, ch)), "value")
@@ -211,6 +228,11 @@ def _on_seed(wb: Workbench, change) -> None:
 def _on_psi(wb: Workbench, change) -> None:
     if not wb._controls.syncing:
         new_image(wb, wb.session.seed, float(change["new"]))
+
+
+def _on_label(wb: Workbench, change) -> None:
+    if not wb._controls.syncing and change["new"] is not None:
+        new_class(wb, None if change["new"] == NO_CLASS else int(change["new"]))
 
 
 def _on_latent_space(wb: Workbench, change) -> None:
@@ -253,7 +275,7 @@ def _on_model(wb: Workbench, change) -> None:
     if wb._controls.syncing or change["new"] == SESSION_MODEL:
         return
     value, s = change["new"], wb.session
-    keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps")}
+    keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps", "compat")}
 
     def load():
         try:

@@ -115,6 +115,20 @@ def new_image(wb: Workbench, seed: int, psi: float | None = None) -> None:
     edit(wb, new, image=True)
 
 
+def new_class(wb: Workbench, c) -> None:
+    """A new image of the same seed with class label ``c`` (a conditional model's): points and mask cleared."""
+    def new():
+        try:
+            wb.session.set_class(c)
+        finally:
+            wb._sync_controls()  # a refused label snaps back to the one in force
+        wb._movable, wb._pointer.pending, wb.selected = None, None, None
+        wb._reset_trails()
+        wb._losses.clear()
+
+    edit(wb, new, image=True)
+
+
 def undo(wb: Workbench) -> None:
     def undo():
         if not wb.session.undo():

@@ -103,7 +103,8 @@ class InternalsView(widgets.VBox):
         if selected is not None and selected < n:
             self.point.value = selected
 
-    def show(self, features, ref_feats, handles, targets, r1: float, r2: int, l1: bool) -> None:
+    def show(self, features, ref_feats, handles, targets, r1: float, r2: int, l1: bool,
+             official: bool = False) -> None:
         """Draw one frame (one ``hold_canvas``).
 
         Args:
@@ -112,6 +113,7 @@ class InternalsView(widgets.VBox):
             handles, targets: P points (x, y), image pixels.
             r1, r2: motion disk radius and tracking window half-size, image pixels.
             l1: L1 tracking distance (else L2).
+            official: the session runs the official code's step (``compat="official"``): draw its disk.
         """
         handles = np.asarray(handles, np.float64).reshape(-1, 2)
         targets = np.asarray(targets, np.float64).reshape(-1, 2)
@@ -125,7 +127,7 @@ class InternalsView(widgets.VBox):
             self.canvas.clear()
             self.canvas.put_image_data(scaled_rgba(rgb, fmap.scale * k), fmap.ox, fmap.oy)
             for j, (h, t) in enumerate(zip(handles, targets)):
-                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i)
+                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i, official=official)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
             if i is not None and i < len(handles):
                 dist = distance_map(small, ref_feats[i], l1)
@@ -149,9 +151,13 @@ class InternalsView(widgets.VBox):
         self.canvas.stroke_style, self.canvas.line_width = color, width
         self.canvas.stroke_rect(*m.pixel_rect(x0, y0, x1, y1))
 
-    def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool) -> None:
+    def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool,
+                              official: bool = False) -> None:
         c = self.canvas
-        disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
+        if official:  # the official disk: per handle, off-centre (geometry.official_disk)
+            disk = geometry.rc_to_xy(geometry.official_disk(geometry.xy_to_rc(h)[0], r1, (self.height, self.width)))
+        else:
+            disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
         inside = (disk[:, 0] >= 0) & (disk[:, 0] < self.width) & (disk[:, 1] >= 0) & (disk[:, 1] < self.height)
         left, top, size, _ = m.pixel_rect(0, 0, 0, 0)
         c.fill_style, c.global_alpha = HANDLE, 0.45

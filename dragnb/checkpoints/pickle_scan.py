@@ -1,0 +1,218 @@
+"""A static pass over a pickle's opcodes before any unpickler runs them: bounds what unpickling can cost.
+
+The allowlist unpickler (``safe_pickle.py``) stops a pickle from calling anything harmful, but plain opcodes
+can still hurt the C unpickler itself:
+
+* a memo index sizes its memo table: ``LONG_BINPUT 2**28`` (an 11-byte file) allocates 2 GB;
+* ``BINBYTES8`` declaring 2**40 bytes allocates them before finding they are not there;
+* tuples nested 300,000 deep used as a dict key overflow the C stack when hashed: a crash, not an error;
+* memo-shared tuples (``t = (t, t, t, t)`` sixteen times) take 200 bytes, and hashing one visits 4**16 of them.
+
+:func:`scan_pickle` walks the opcodes with ``pickletools.genops`` (which reads each argument without
+allocating its declared length first) and simulates the stack with one small record per object: its
+nesting depth and its unfolded size (how many nodes a recursive walk visits, memo sharing expanded). It
+refuses a memo index beyond the number of opcodes read (a genuine pickler numbers memo slots 0, 1, 2, ...),
+more than :data:`MAX_OPS` opcodes (each can allocate an object many times its size), nesting deeper than
+:data:`MAX_DEPTH`, and more than :data:`MAX_HASH_WORK` nodes hashed in total by the
+operations that hash (dict keys, set items, and the allowlisted ``set``/``frozenset``/``OrderedDict``/
+``EasyDict`` constructors). Genuine checkpoint pickles nest about 30 deep and hash only short strings.
+"""
+
+from __future__ import annotations
+
+import io
+import pickletools
+
+from .errors import CheckpointError, TruncatedFileError
+
+MAX_DEPTH = 200
+MAX_HASH_WORK = 5_000_000
+# Every opcode makes at most one object, and a one-byte opcode can make a 64-byte dict: bounding the count
+# bounds what unpickling allocates beyond the file's own bytes (and the time this scan takes). Genuine
+# checkpoint pickles have under 50,000: their size is in a few hundred large tensor blobs.
+MAX_OPS = 250_000
+_CAP = 1 << 62  # unfolded sizes saturate here (they can double at every opcode)
+
+# Callables on the allowlists that hash the items they are given.
+HASHING_CALLABLES = {
+    ("builtins", "set"), ("builtins", "frozenset"), ("__builtin__", "set"), ("__builtin__", "frozenset"),
+    ("collections", "OrderedDict"), ("dnnlib.util", "EasyDict"),
+}
+
+_MARK = object()
+_TRUNCATION_WORDS = ("exhausted", "remain", "not enough data", "no newline found")
+
+# What the scan does per opcode, looked up once per opcode by name.
+(_PLAIN, _PUT, _MEMOIZE, _GET, _PUSH_MARK, _DUP, _POP, _POP_MARK, _NOTHING, _STOP, _KEY_VALUE_PAIRS, _ADD_ITEMS,
+ _ALL_ITEMS, _CALL, _INST, _STRING, _GLOBAL, _STACK_GLOBAL) = range(18)
+_KINDS = {
+    "PUT": _PUT, "BINPUT": _PUT, "LONG_BINPUT": _PUT, "MEMOIZE": _MEMOIZE,
+    "GET": _GET, "BINGET": _GET, "LONG_BINGET": _GET, "MARK": _PUSH_MARK, "DUP": _DUP, "POP": _POP,
+    "POP_MARK": _POP_MARK, "FRAME": _NOTHING, "PROTO": _NOTHING, "STOP": _STOP,
+    "SETITEM": _KEY_VALUE_PAIRS, "SETITEMS": _KEY_VALUE_PAIRS, "ADDITEMS": _ADD_ITEMS, "FROZENSET": _ALL_ITEMS,
+    "REDUCE": _CALL, "NEWOBJ": _CALL, "NEWOBJ_EX": _CALL, "OBJ": _CALL, "INST": _INST,
+    "GLOBAL": _GLOBAL, "STACK_GLOBAL": _STACK_GLOBAL,
+    **{n: _STRING for n in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
+                            "BINSTRING", "STRING")},
+}
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+# Per opcode: (kind, takes the items above a MARK, items taken from below it (or from the stack), pushes a
+# result, updates the object below in place).
+_OPS = {
+    op.name: (
+        _KINDS.get(op.name, _PLAIN),
+        pickletools.markobject in op.stack_before,
+        op.stack_before.index(pickletools.markobject) if pickletools.markobject in op.stack_before
+        else len(op.stack_before),
+        bool(op.stack_after),
+        op.name in _IN_PLACE,
+    )
+    for op in pickletools.opcodes
+}
+
+
+class _Node:
+    """What the scan knows of one object: depth, unfolded size, and for strings and globals their value."""
+
+    __slots__ = ("depth", "size", "value")
+
+    def __init__(self, depth: int = 0, size: int = 1, value=None):
+        self.depth, self.size, self.value = depth, size, value
+
+
+def _combine(items: list) -> _Node:
+    if not items:
+        return _Node()
+    depth, size = 0, 1
+    for n in items:
+        if n.depth > depth:
+            depth = n.depth
+        size += n.size
+    return _Node(depth + 1, min(_CAP, size))
+
+
+def scan_pickle(f: io.BufferedIOBase | io.BytesIO, source) -> None:
+    """Scan one pickle from the current position of ``f`` up to its STOP (see the module docstring); the
+    position is restored. Raises :class:`CheckpointError` (``TruncatedFileError`` for a cut-off pickle)."""
+    start = f.tell()
+    try:
+        _scan(f, source)
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - genops reports malformed data with ValueError and friends
+        text = str(e.args[0])[:200] if e.args and isinstance(e.args[0], str) else type(e).__name__
+        if any(w in text for w in _TRUNCATION_WORDS):
+            raise TruncatedFileError(f"{source}: the pickle is truncated (incomplete download?): {text}") from None
+        raise CheckpointError(f"{source}: corrupt pickle: {text}") from None
+    finally:
+        f.seek(start)
+
+
+def _scan(f, source) -> None:
+    stack: list = []
+    memo: dict[int, _Node] = {}
+    hash_work = 0
+    n_ops = 0
+
+    def refuse(why):
+        raise CheckpointError(f"{source}: refused to unpickle: {why}")
+
+    def pop_to_mark() -> list:
+        for k in range(len(stack) - 1, -1, -1):
+            if stack[k] is _MARK:
+                items = stack[k + 1 :]
+                del stack[k:]
+                return items
+        refuse("a pickle opcode without its MARK")
+
+    def pop(n: int) -> list:
+        items = stack[-n:]
+        if len(items) < n or _MARK in items:
+            refuse("the pickle's stack underflows")
+        del stack[-n:]
+        return items
+
+    for op, arg, _pos in pickletools.genops(f):
+        n_ops += 1
+        if n_ops > MAX_OPS:
+            refuse(f"more than {MAX_OPS} pickle opcodes (a genuine checkpoint has far fewer)")
+        kind, marked, below, pushes, in_place = _OPS[op.name]
+        if kind == _GET:
+            node = memo.get(arg)
+            if node is None:
+                refuse(f"memo index {arg} read before it is written")
+            stack.append(node)
+            continue
+        if kind == _PUT or kind == _MEMOIZE:
+            index = len(memo) if kind == _MEMOIZE else arg
+            if not isinstance(index, int) or index < 0 or index > n_ops:
+                refuse(f"memo index {index} out of range")
+            if not stack or stack[-1] is _MARK:
+                refuse("memo store of nothing")
+            memo[index] = stack[-1]
+            continue
+        if kind == _PUSH_MARK:
+            stack.append(_MARK)
+            continue
+        if kind == _DUP:
+            if not stack or stack[-1] is _MARK:
+                refuse("DUP of nothing")
+            stack.append(stack[-1])
+            continue
+        if kind == _POP:
+            if not stack:
+                refuse("POP of an empty stack")
+            stack.pop()
+            continue
+        if kind == _POP_MARK:
+            pop_to_mark()
+            continue
+        if kind == _NOTHING:
+            continue
+        if kind == _STOP:
+            pop(1)
+            continue
+
+        if marked:
+            sliced = pop_to_mark()
+            items = pop(below) + sliced if below else sliced
+        else:
+            items = pop(below) if below else []
+
+        keys = ()
+        if kind == _KEY_VALUE_PAIRS:
+            keys = items[1::2]
+        elif kind == _ADD_ITEMS:
+            keys = items[1:]
+        elif kind == _ALL_ITEMS:
+            keys = items
+        elif kind == _CALL and items and items[0].value in HASHING_CALLABLES:
+            keys = items[1:]
+        elif kind == _INST and tuple(str(arg).split(" ", 1)) in HASHING_CALLABLES:
+            keys = items
+        if keys:
+            hash_work += sum(k.size for k in keys)
+            if hash_work > MAX_HASH_WORK:
+                refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
+                       "(memo-shared nested tuples)")
+
+        if in_place:
+            node = items[0]
+            for n in items[1:]:
+                if n.depth >= node.depth:
+                    node.depth = n.depth + 1
+                node.size += n.size
+            node.size = min(_CAP, node.size)
+        elif kind == _STRING:
+            node = _Node(value=arg if isinstance(arg, str) and len(arg) <= 200 else None)
+        elif kind == _GLOBAL:
+            module, _, qualname = str(arg).partition(" ")
+            node = _Node(value=(module, qualname))
+        elif kind == _STACK_GLOBAL:
+            node = _Node(value=(items[0].value, items[1].value))
+        else:
+            node = _combine(items)
+        if node.depth > MAX_DEPTH:
+            refuse(f"objects nested more than {MAX_DEPTH} deep")
+        if pushes:
+            stack.append(node)
