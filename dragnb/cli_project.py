@@ -33,11 +33,13 @@ def add_project_parser(sub) -> None:
 def cmd_project(args) -> int:
     from tqdm import tqdm
 
-    from .cli import check_output_dir
+    from .fileio import writable_folder_for
     from .projection import load_image
     from .session import DragSession
 
-    check_output_dir(args.out)
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    writable_folder_for(args.out / "session.json", "--out")
     load_image(args.image, 8)  # a picture that cannot be used fails before the model loads
     if args.steps < 1 or args.tune_steps < 1:
         raise ValueError("--steps and --tune-steps must be >= 1")

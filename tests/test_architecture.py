@@ -32,7 +32,7 @@ ALLOWED = {
     "backends": {"drag", "stylegan"},
     "projection": {"backends", "drag", "stylegan"},
     "session": {"projection", "backends", "drag", "stylegan", "checkpoints"},
-    "toy": {"stylegan", "checkpoints", "session"},
+    "toy": {"stylegan", "checkpoints", "session", "projection"},
     "widgets": {"session", "projection", "backends", "drag", "checkpoints", "stylegan"},
     "bench": {"session", "backends", "drag", "checkpoints", "stylegan", "toy"},
 }

@@ -18,8 +18,9 @@ from . import picture as picture_mod
 from .model import default_backend, open_model
 
 
-class SessionFiles:
-    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read)."""
+class SessionFiles(picture_mod.PictureSessions):
+    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read); with
+    ``from_image`` and the picture state from :class:`~dragnb.session.picture.PictureSessions`."""
 
     # ------------------------------------------------------------------ recording
 

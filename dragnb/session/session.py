@@ -51,7 +51,6 @@ from ..drag.recording import Recording
 from .files import SessionFiles
 from .io import MAX_HISTORY
 from .model import check_backend, check_label, default_backend, open_model, seed_ws
-from .picture import PictureSessions
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
 
 
@@ -94,7 +93,7 @@ def _check_latent_space(latent_space) -> str:
     return latent_space
 
 
-class DragSession(SessionFiles, PictureSessions):
+class DragSession(SessionFiles):
     """Interactive DragGAN on one generated image.
 
     Args:
