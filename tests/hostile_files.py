@@ -79,6 +79,28 @@ def huge_generator_state_dict(top: int, channels: int = 1) -> dict[str, torch.Te
     return sd
 
 
+def nvidia_pickle_of(sd: dict[str, torch.Tensor]) -> bytes:
+    """An NVIDIA-style network pickle whose ``G_ema`` holds exactly the tensors ``sd`` (dotted names become
+    nested module records)."""
+    from nvidia_fakes import Rec, dump, module_state
+
+    def build(tree: dict, class_name: str) -> Rec:
+        tensors = {k: v for k, v in tree.items() if isinstance(v, torch.Tensor)}
+        buffers = {k: v for k, v in tensors.items() if k in ("w_avg", "noise_const")}
+        params = {k: v for k, v in tensors.items() if k not in buffers}
+        kids = {k: build(v, k) for k, v in tree.items() if isinstance(v, dict)}
+        return Rec(class_name, module_state(params, buffers, kids, {}))
+
+    root: dict = {}
+    for name, t in sd.items():
+        *path, leaf = name.split(".")
+        node = root
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = t
+    return dump({"G_ema": build(root, "Generator")}, 4)
+
+
 def deflate_zeros(n_mib: int) -> tuple[bytes, int]:
     """A raw deflate stream of ``n_mib`` MiB of zeros (about 1000x smaller) and its length, built in a blink:
     after a full flush the compressor's output for the same input repeats byte for byte."""
@@ -156,6 +178,20 @@ def torch_zip_declaring_storage(n_mib: int) -> bytes:
     return zip_bytes([("archive/data.pkl", pkl, zipfile.ZIP_STORED, len(pkl), zlib.crc32(pkl)),
                       ("archive/byteorder", b"little", zipfile.ZIP_STORED, 6, zlib.crc32(b"little")),
                       ("archive/data/0", stream, zipfile.ZIP_DEFLATED, usize, 0)])
+
+
+def colliding_keys_pickle(n: int, via_constructor: bool = False) -> bytes:
+    """A dict of ``n`` integer keys that all hash to 0 (multiples of 2**61 - 1): inserting them is quadratic.
+    ``via_constructor``: built by ``collections.OrderedDict([(key, None), ...])`` instead of SETITEMS."""
+    def long1(v):
+        raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+        return b"\x8a" + bytes([len(raw)]) + raw
+
+    keys = b"".join(long1(i * (2**61 - 1)) + b"N" for i in range(1, n + 1))
+    if via_constructor:
+        pairs = b"".join(long1(i * (2**61 - 1)) + b"N\x86" for i in range(1, n + 1))
+        return b"\x80\x02ccollections\nOrderedDict\n](" + pairs + b"e\x85R."
+    return b"\x80\x04}(" + keys + b"u."
 
 
 def many_objects_pickle(n: int) -> bytes:

@@ -11,6 +11,7 @@ import pytest
 import torch
 from hostile_files import (
     big_declared_bytes_pickle,
+    colliding_keys_pickle,
     deep_tuple_key_pickle,
     huge_generator_state_dict,
     many_containers_header,
@@ -18,6 +19,7 @@ from hostile_files import (
     many_objects_pickle,
     memo_index_pickle,
     native_config_only,
+    nvidia_pickle_of,
     shared_tuple_pickle,
     tensors_safetensors,
     torch_save_bytes,
@@ -87,6 +89,11 @@ def test_native_files_declaring_absurd_sizes_are_refused_before_allocating(hosti
     _check(hostile["native_absurd_sizes"])
 
 
+def _with_noise_inputs(sd: dict) -> dict:
+    """``sd`` plus the noise strengths NVIDIA's loader requires of every conv layer."""
+    return {**sd, **{k.replace(".weight", ".noise_strength"): torch.zeros(()) for k in sd if ".conv1.weight" in k}}
+
+
 @group
 def _huge_generators():
     files = {
@@ -98,7 +105,11 @@ def _huge_generators():
         # (no noise buffers), before the 4096 px generator's 180 MB of noise is allocated.
         "huge_4k.pt": torch_save_bytes(huge_generator_state_dict(4096)),
         "huge_4k.safetensors": tensors_safetensors(huge_generator_state_dict(4096)),
+        "huge_16k.pkl": nvidia_pickle_of(_with_noise_inputs(huge_generator_state_dict(16384))),
+        "huge_4k.pkl": nvidia_pickle_of(_with_noise_inputs(huge_generator_state_dict(4096))),
         "huge_16k_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(4, 4)}}),  # control: small
+        # no elements, but a dimension of 2**40 that once sized the w_avg made up for it
+        "empty_but_wide_ros.pt": torch_save_bytes({"g_ema": {"style.1.weight": torch.zeros(2**40, 0)}}),
     }
     for name, data in files.items():
         assert len(data) < 20_000, name
@@ -129,6 +140,8 @@ def _unpickler_bombs():
         "binbytes.pkl": big_declared_bytes_pickle(2**40),
         "deep_key.pkl": deep_tuple_key_pickle(300_000),  # hashing the key overflowed the C stack
         "wide_key.pkl": shared_tuple_pickle(14, 4, wrap=lambda t: {t: 1}),  # hashing it visits 4 ** 14 tuples
+        "colliding_keys.pkl": colliding_keys_pickle(100_000),  # 1.3 MB, minutes of dict inserts
+        "colliding_keys_ordereddict.pkl": colliding_keys_pickle(60_000, via_constructor=True),
     }
 
 

@@ -109,7 +109,7 @@ def extract_tf_generator(nets: tuple, source: str, budget: int = MAX_ELEMENTS) -
         sd[f"mapping.fc{i}.bias"] = _t(take(f"mapping/Dense{i}/bias", 1))
         i += 1
     if "mapping/LabelConcat/weight" in p:
-        w = take("mapping/LabelConcat/weight", 2)  # [c_dim, embed]
+        w = take("mapping/LabelConcat/weight", 2)  # [c_dim, embed]; non-empty, so embed is backed by data
         sd["mapping.embed.weight"] = _t(w.T)
         sd["mapping.embed.bias"] = torch.zeros(w.shape[1])
 

@@ -12,8 +12,9 @@ can still hurt the C unpickler itself:
 allocating its declared length first) and simulates the stack with one small record per object: its
 nesting depth and its unfolded size (how many nodes a recursive walk visits, memo sharing expanded). It
 refuses a memo index beyond the number of opcodes read (a genuine pickler numbers memo slots 0, 1, 2, ...),
-more than :data:`MAX_OPS` opcodes (each can allocate an object many times its size), nesting deeper than
-:data:`MAX_DEPTH`, and more than :data:`MAX_HASH_WORK` nodes hashed in total by the
+more than :data:`MAX_OPS` opcodes (each can allocate an object many times its size), more than
+:data:`MAX_OTHER_KEYS` dict keys or set items that are not strings or bytes (their hashes can be made to
+collide), nesting deeper than :data:`MAX_DEPTH`, and more than :data:`MAX_HASH_WORK` nodes hashed in total by the
 operations that hash (dict keys, set items, and the allowlisted ``set``/``frozenset``/``OrderedDict``/
 ``EasyDict`` constructors). Genuine checkpoint pickles nest about 30 deep and hash only short strings.
 """
@@ -31,6 +32,10 @@ MAX_HASH_WORK = 5_000_000
 # bounds what unpickling allocates beyond the file's own bytes (and the time this scan takes). Genuine
 # checkpoint pickles have under 50,000: their size is in a few hundred large tensor blobs.
 MAX_OPS = 250_000
+# Keys whose hash is not randomised (numbers, tuples, ...) can be chosen to collide, making each dict insert
+# linear: 100,000 of them (1.3 MB of pickle) take minutes. Genuine checkpoints key dicts by strings, plus a
+# few hundred small integers in optimizer states.
+MAX_OTHER_KEYS = 10_000
 _CAP = 1 << 62  # unfolded sizes saturate here (they can double at every opcode)
 
 # Callables on the allowlists that hash the items they are given.
@@ -40,6 +45,7 @@ HASHING_CALLABLES = {
 }
 
 _MARK = object()
+_RANDOM_HASH = object()  # the value of a string or bytes node too long to keep: hashed with a random key
 _TRUNCATION_WORDS = ("exhausted", "remain", "not enough data", "no newline found")
 
 # What the scan does per opcode, looked up once per opcode by name.
@@ -53,7 +59,7 @@ _KINDS = {
     "REDUCE": _CALL, "NEWOBJ": _CALL, "NEWOBJ_EX": _CALL, "OBJ": _CALL, "INST": _INST,
     "GLOBAL": _GLOBAL, "STACK_GLOBAL": _STACK_GLOBAL,
     **{n: _STRING for n in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-                            "BINSTRING", "STRING")},
+                            "BINSTRING", "STRING", "SHORT_BINBYTES", "BINBYTES", "BINBYTES8")},
 }
 _IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
 # Per opcode: (kind, takes the items above a MARK, items taken from below it (or from the stack), pushes a
@@ -112,6 +118,7 @@ def _scan(f, source) -> None:
     stack: list = []
     memo: dict[int, _Node] = {}
     hash_work = 0
+    other_keys = 0
     n_ops = 0
 
     def refuse(why):
@@ -191,10 +198,19 @@ def _scan(f, source) -> None:
         elif kind == _INST and tuple(str(arg).split(" ", 1)) in HASHING_CALLABLES:
             keys = items
         if keys:
-            hash_work += sum(k.size for k in keys)
+            for k in keys:
+                hash_work += k.size
+                if kind == _CALL:  # the argument tuple: whatever it holds may become keys
+                    other_keys += k.size - 1
+                elif kind == _INST:
+                    other_keys += k.size
+                elif not (k.value is _RANDOM_HASH or isinstance(k.value, str)):
+                    other_keys += 1
             if hash_work > MAX_HASH_WORK:
                 refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
                        "(memo-shared nested tuples)")
+            if other_keys > MAX_OTHER_KEYS:
+                refuse(f"more than {MAX_OTHER_KEYS} dict keys or set items that are not strings")
 
         if in_place:
             node = items[0]
@@ -204,7 +220,7 @@ def _scan(f, source) -> None:
                 node.size += n.size
             node.size = min(_CAP, node.size)
         elif kind == _STRING:
-            node = _Node(value=arg if isinstance(arg, str) and len(arg) <= 200 else None)
+            node = _Node(value=arg if isinstance(arg, str) and len(arg) <= 200 else _RANDOM_HASH)
         elif kind == _GLOBAL:
             module, _, qualname = str(arg).partition(" ")
             node = _Node(value=(module, qualname))

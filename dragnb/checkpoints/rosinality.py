@@ -148,13 +148,11 @@ def generator_from_rosinality(obj: dict, source: str, budget: int = MAX_ELEMENTS
                  budget, "g_ema and latent_avg")
     sd = {k.removeprefix("module."): as_tensor(v, k, source) for k, v in refs.items()}
     sd = _rosinality_to_nvidia(sd, source)
-    fcs = [int(m.group(1)) for k in sd if (m := re.fullmatch(r"mapping\.fc(\d{1,4})\.weight", k))]
-    if not fcs:
-        raise UnsupportedArchitectureError(f"{source}: no mapping network (style.*) in g_ema")
-    w_dim = sd[f"mapping.fc{max(fcs)}.weight"].shape[0]
-    sd["mapping.w_avg"] = torch.zeros(w_dim) if estimated else as_tensor(latent_avg, "latent_avg", source).reshape(-1)
-    # rosinality: lr_mlp 0.01, no conv clamp, skip architecture, z normalised (PixelNorm).
+    # rosinality: lr_mlp 0.01, no conv clamp, skip architecture, z normalised (PixelNorm). The config is
+    # inferred and checked before w_avg (of size w_dim, which only a checked config vouches for) is made.
     cfg = config_from_state_dict(sd, source, mapping_lr_multiplier=0.01, conv_clamp=None, architecture="skip")
+    sd["mapping.w_avg"] = (torch.zeros(cfg.w_dim) if estimated
+                           else as_tensor(latent_avg, "latent_avg", source).reshape(-1))
     G = generator_from_state_dict(sd, cfg, source, budget)
     if estimated:
         # No stored average: estimate it as rosinality's mean_latent does, with a fixed seed.

@@ -33,7 +33,6 @@ thread land between two steps.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,15 +42,15 @@ import numpy as np
 
 # numpy-only imports: torch, the checkpoints and the generator are imported where a torch model is used
 from ..backends import load_backend
-from ..backends.base import LATENT_SPACES
 from ..backends.ort_model import ArtifactModel
 from ..drag import geometry
 from ..drag.params import MAX_STEPS, DragParams, check_int, check_real
 from ..drag.recording import Recording
 from .files import SessionFiles
-from .io import MAX_HISTORY
+from .history import SessionHistory
 from .model import check_backend, check_label, default_backend, open_model, seed_ws
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
+from .settings import SessionSettings, check_latent_space, check_seed, durable
 
 
 @dataclass
@@ -70,30 +69,7 @@ class StepResult:
     distance: list[float] = field(default_factory=list)  # pixels from each handle to its target
 
 
-def _durable(edit):
-    """An edit that auto-saves (when the session has an ``autosave_dir``) before its call returns: once an edit
-    has returned, a crash does not lose it."""
-    @functools.wraps(edit)
-    def durable(self, *args, **kwargs):
-        with self._lock:
-            result = edit(self, *args, **kwargs)
-            self._autosave()
-            return result
-
-    return durable
-
-
-def _check_seed(seed) -> int:
-    return check_int("seed", seed, low=0, high=2**32 - 1)
-
-
-def _check_latent_space(latent_space) -> str:
-    if latent_space not in LATENT_SPACES:
-        raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
-    return latent_space
-
-
-class DragSession(SessionFiles):
+class DragSession(SessionSettings, SessionHistory, SessionFiles):
     """Interactive DragGAN on one generated image.
 
     Args:
@@ -118,9 +94,9 @@ class DragSession(SessionFiles):
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
                  autosave_dir=None, c=None, **params):
-        seed = _check_seed(seed)
+        seed = check_seed(seed)
         psi = check_real("truncation_psi", truncation_psi)
-        latent_space = _check_latent_space(latent_space)
+        latent_space = check_latent_space(latent_space)
         DragParams.check_names(params)  # before the (possibly slow) model load
         if backend is not None:
             check_backend(None, backend)
@@ -240,7 +216,7 @@ class DragSession(SessionFiles):
         self._close_drag()
         self._needs_init = True
 
-    @_durable
+    @durable
     def add_point(self, handle, target) -> int:
         """Add a pair; ``handle`` and ``target`` are (x, y) in image pixels. Returns the point index."""
         with self._lock:
@@ -249,7 +225,7 @@ class DragSession(SessionFiles):
             self._edited()
             return self._points.append(h, t)
 
-    @_durable
+    @durable
     def move_point(self, i, handle=None, target=None) -> None:
         """Move the handle and/or the target of point ``i`` (None leaves it)."""
         with self._lock:
@@ -262,20 +238,20 @@ class DragSession(SessionFiles):
             self._edited()
             pts.set(i, h, t, placed=handle is not None)
 
-    @_durable
+    @durable
     def remove_point(self, i) -> None:
         with self._lock:
             i = self._points.check_index(i)
             self._edited()
             self._points.delete(i)
 
-    @_durable
+    @durable
     def clear_points(self) -> None:
         with self._lock:
             self._edited()
             self._points.clear()
 
-    @_durable
+    @durable
     def set_mask(self, fixed) -> None:
         """``fixed``: bool array [H, W], True where the image must stay as it is."""
         if fixed is None:
@@ -289,71 +265,13 @@ class DragSession(SessionFiles):
             self._edited()
             self._mask = arr.copy()
 
-    @_durable
+    @durable
     def clear_mask(self) -> None:
         with self._lock:
             self._edited()
             self._mask = None
 
-    # ------------------------------------------------------------------ settings
-
-    def _checked_params(self, **changes) -> DragParams:
-        """The parameters with ``changes``, validated for this model (nothing changes on error)."""
-        raw = self._raw.replace(self.G, **changes)
-        if isinstance(self.G, ArtifactModel):
-            resolved = raw.resolved(self.G)
-            self.G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
-        return raw
-
-    @_durable
-    def set_params(self, **params) -> None:
-        """Change parameters (validated all together; on error nothing changes)."""
-        with self._lock:
-            raw = self._checked_params(**params)
-            old, new = self.params, raw.resolved(self.G).to_dict()
-            if raw == self._raw:
-                return
-            backend = self._backend
-            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "compat")):  # what a back-end is made for
-                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"],
-                                                          compat=new["compat"])
-                backend.set_state(self._backend.get_state())
-            self._close_drag()
-            self._backend, self._raw = backend, raw
-            # A new mode starts afresh too: its Adam rule begins with its own (empty) state.
-            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers", "compat")):
-                self._needs_init = True
-                self._image = None if new["noise_mode"] != old["noise_mode"] else self._image
-
-    @_durable
-    def set_seed(self, seed, truncation_psi=None) -> None:
-        """A new image: the latent of ``seed`` at ``truncation_psi`` (None: unchanged); points, mask, history and
-        recording are cleared."""
-        seed = _check_seed(seed)
-        psi = self.truncation_psi if truncation_psi is None else check_real("truncation_psi", truncation_psi)
-        with self._lock:
-            self._new_image(self._seed_ws(seed, psi), seed=seed, truncation_psi=psi)
-
-    def _new_image(self, ws: np.ndarray, **attributes) -> None:
-        """Start over on the seed latent ``ws`` (the open drag closed first, then ``attributes`` set on the session):
-        points, mask, history and recording cleared."""
-        self._close_drag()
-        for name, value in attributes.items():
-            setattr(self, name, value)
-        self._ws_seed = ws
-        self._points.clear()
-        self._mask = None
-        self._history.clear()
-        self.recording.clear()
-        self._n_steps = 0
-        self._restart(ws)
-
-    def set_class(self, c) -> None:
-        """A new image: the current seed with class label ``c`` (see the constructor); points, mask, history and
-        recording are cleared, as by :meth:`set_seed`. Nothing changes on a refused label."""
-        label = check_label(c, self.G.c_dim)
-        with self._lock:
-            self._new_image(self._seed_ws(self.seed, label=label), _label=label)
+    # ------------------------------------------------------------------ optimisation
 
     def _restart(self, ws: np.ndarray) -> None:
         p = self.params
@@ -361,63 +279,6 @@ class DragSession(SessionFiles):
         self._needs_init = True
         self._image = None
 
-    # ------------------------------------------------------------------ history
-
-    def _snapshot(self) -> dict:
-        return {
-            "state": self._backend.get_state(),
-            **self._points.copies(), "mask": self.mask,
-            "initial_rc": None if self._initial_rc is None else self._initial_rc.copy(),
-            "needs_init": self._needs_init, "n_steps": self._n_steps,
-        }
-
-    def _push_history(self, snap: dict) -> None:
-        self._history.append(snap)
-        del self._history[:-MAX_HISTORY]
-
-    def _restore(self, snap: dict) -> None:
-        self._backend.set_state(snap["state"])
-        self._points.restore(snap)
-        self._mask = snap["mask"]
-        self._initial_rc, self._needs_init, self._n_steps = snap["initial_rc"], snap["needs_init"], snap["n_steps"]
-        self._image = None
-        if int(snap["state"]["num_layers"]) != self.params["num_layers"]:
-            self._needs_init = True  # num_layers changed since: start afresh with the setting in force
-        if not self._needs_init:
-            self._recompute_refs()
-
-    def _close_drag(self) -> None:
-        if self._drag_open:
-            self._drag_open = False
-            if self._drag_steps:
-                self._autosave()
-            self._drag_steps = 0
-
-    def undo(self) -> bool:
-        """Back to the latent, optimizer state, points and mask before the last drag (or reset). False if none."""
-        with self._lock:
-            if not self._history:
-                return False
-            self._close_drag()
-            self._restore(self._history.pop())
-            self._autosave()
-            return True
-
-    def reset(self) -> None:
-        """Back to the seed image; handles return to where they were placed (undoable)."""
-        with self._lock:
-            self._close_drag()
-            pts = self._points
-            if self._n_steps == 0 and np.array_equal(pts.handles, pts.origins) and np.array_equal(
-                    self._backend.ws(), self._ws_seed):
-                return  # already at the seed image
-            self._push_history(self._snapshot())
-            pts.handles = pts.origins.copy()
-            self._n_steps = 0
-            self._restart(self._ws_seed)
-            self._autosave()
-
-    # ------------------------------------------------------------------ optimisation
 
     def _init_optimisation(self) -> None:
         """Restart from the current latent: fresh Adam, F0 and the reference features of the handles."""
@@ -533,34 +394,6 @@ class DragSession(SessionFiles):
         self._stop.set()
 
     # ------------------------------------------------------------------ for the workbench widget
-
-    @_durable
-    def set_latent_space(self, latent_space) -> None:
-        """Optimise in "w" or "w+" from the next step on, from the current latent (a new drag).
-
-        Going from "w+" to "w" after a drag starts the single w from the first optimised layer's w (the
-        back-end's "w" start), so the image can jump at that step.
-        """
-        _check_latent_space(latent_space)
-        with self._lock:
-            if latent_space != self.latent_space:
-                self._edited()
-                self.latent_space = latent_space
-
-    @_durable
-    def set_backend(self, backend) -> None:
-        """Switch the optimisation back-end ("torch" / "ort"). Latent and Adam state carry over (both back-ends
-        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once).
-        A session on ORT artifacts has no PyTorch back-end (ValueError)."""
-        check_backend(None, backend)
-        with self._lock:
-            if backend == self.backend_name:
-                return
-            check_backend(self.G, backend)
-            p = self.params
-            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
-            new.set_state(self._backend.get_state())
-            self._backend, self.backend_name = new, backend
 
     def tracking_features(self) -> tuple[np.ndarray, np.ndarray]:
         """What point tracking compares, for inspection (the workbench's internals view); one generator forward.
