@@ -25,7 +25,7 @@ def add_project_parser(sub) -> None:
                    help="back-end of the tuning and of later drags (ort: ONNX Runtime training)")
     p.add_argument("--latent-space", choices=("w+", "w"), default="w+")
     p.add_argument("--steps", type=int, default=200, help="projection iterations (default 200)")
-    p.add_argument("--tune-steps", type=int, default=100, help="tuning iterations (default 100)")
+    p.add_argument("--tune-steps", type=int, default=300, help="tuning iterations (default 300)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.set_defaults(func=cmd_project)
 

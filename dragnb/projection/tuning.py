@@ -54,9 +54,9 @@ class TuningStep:
 class TuningSettings:
     """The numbers that define a tuning run (identical on both back-ends)."""
 
-    num_steps: int = 100
-    lr: float = 3e-4                   # the paper's
-    locality_weight: float = 1.0       # the paper's regulizer_lambda
+    num_steps: int = 300
+    lr: float = 1e-2                   # the paper's 3e-4 suits 1024 px models; chosen on the bundled model
+    locality_weight: float = 0.1       # the paper's regulizer_lambda is 1; chosen on the bundled model
     alpha: float = 30.0                # the paper's regulizer_alpha: distance of the regulariser's latents
     psi: float = 0.5                   # truncation of the random w that gives the regulariser's direction
     lr_rampup: float = 0.1             # linear ramp-up of the learning rate over this first fraction of steps
@@ -184,7 +184,7 @@ class PivotalTuner:
         return self.tuned
 
 
-def tune(G, projection, num_steps: int = 100, callback=None, **kwargs):
+def tune(G, projection, num_steps: int = 300, callback=None, **kwargs):
     """Pivotal tuning from a :class:`~dragnb.projection.projector.Projection`: returns (tuned generator, PSNR).
     ``callback(step)`` sees every :class:`TuningStep`; returning True stops."""
     t = PivotalTuner(G, projection.ws, projection.target, projection.noise, num_steps=num_steps, **kwargs)

@@ -33,7 +33,7 @@ class PictureSessions:
 
     @classmethod
     def from_image(cls, model=None, image=None, tune: bool = False, *, backend=None, latent_space: str = "w+",
-                   projection_steps: int = 200, tuning_steps: int = 100, tuning_backend: str | None = None,
+                   projection_steps: int = 200, tuning_steps: int = 300, tuning_backend: str | None = None,
                    callback=None, autosave_dir=None, projection: dict | None = None, tuning: dict | None = None,
                    **params):
         """A session on ``image`` (a path, bytes, an array, a PIL image: see ``dragnb.projection.load_image``).

@@ -30,7 +30,7 @@ OOD = {
 }
 # Settings the acceptance numbers were measured with.
 PROJECTION_STEPS = 200
-TUNING = {"num_steps": 200, "lr": 1e-2, "locality_weight": 1.0}
+TUNING = {"num_steps": 300, "lr": 1e-2, "locality_weight": 0.1}
 
 
 def random_params(rng: np.random.Generator) -> dict:
