@@ -95,3 +95,24 @@ def test_cli_project(model_path, picture, tmp_path, capsys):
     (tmp_path / "bad.jpg").write_bytes(b"\xff\xd8\xff" + b"x" * 20)
     assert main(["project", str(tmp_path / "bad.jpg"), "--model", str(model_path), "--out", str(tmp_path / "o")]) == 2
     assert "error" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_workbench_open_image(model_path, picture):
+    pytest.importorskip("ipycanvas")
+    from dragnb import Workbench
+
+    wb = Workbench(model=str(model_path))
+    drawn = wb.frames
+    wb.open_image(str(picture), tune=True, **FAST)
+    assert wb.wait(120) and wb.last_error is None
+    assert wb.session.picture["tuned"] and "opened the picture" in wb.message.value
+    assert np.array_equal(wb.last_image, wb.session.image) and wb.frames == drawn
+    before = wb.session
+    wb._picture.path.value = ""
+    wb._picture.open_button.click()  # neither an upload nor a path: one error line, the session stays
+    assert "choose a picture" in str(wb.last_error) and wb.session is before
+    wb._picture.path.value = "/nonexistent/picture.png"
+    wb._picture.open_button.click()
+    assert isinstance(wb.last_error, ImageError) and wb.session is before
+    with pytest.raises(ImageError):
+        wb.open_image(b"not a picture")
