@@ -96,6 +96,34 @@ def tuned_copy(G, noise: dict[str, np.ndarray] | None = None):
     return T
 
 
+class OrtAdam:
+    """Adam as ONNX Runtime's training optimizer computes it (``AdamWOptimizer``, adam_mode 1, no weight decay):
+    ``p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``. ``torch.optim.Adam`` adds eps to the
+    bias-corrected ``sqrt(v)`` instead, which changes the update of every weight whose gradient is near eps (many
+    biases here, at a learning rate of 1e-2), so the two back-ends would part ways from the first step."""
+
+    def __init__(self, params, betas=ADAM_BETAS, eps=ADAM_EPS):
+        self.params, self.betas, self.eps, self.t = list(params), betas, eps, 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self, lr: float) -> None:
+        self.t += 1
+        b1, b2 = self.betas
+        size = lr * (1 - b2**self.t) ** 0.5 / (1 - b1**self.t)
+        for p, m, v in zip(self.params, self.m, self.v):
+            if p.grad is None:
+                continue
+            m.mul_(b1).add_(p.grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
+            p.addcdiv_(m, v.sqrt().add_(self.eps), value=-size)
+
+
 def trainable_parameters(synthesis) -> list[tuple[str, torch.nn.Parameter]]:
     """(name, parameter) of what tuning trains: every synthesis parameter but the noise strengths (the noise
     maps stay the projection's; a strength near 0 that Adam moved by its learning rate would add noise)."""
@@ -131,7 +159,7 @@ class PivotalTuner:
         self.tuned = tuned_copy(G, noise)
         self.reg_ws, self.reg_images = locality_batch(self.tuned, self.pivot, s, noise_mode)
         self._params = [p for _, p in trainable_parameters(self.tuned.synthesis)]
-        self._opt = torch.optim.Adam(self._params, lr=s.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+        self._opt = OrtAdam(self._params)
         self._stop = threading.Event()
         self._step = 0
         self.history: list[float] = []
@@ -161,11 +189,9 @@ class PivotalTuner:
         reg_img = self.tuned.synthesis(torch.from_numpy(self.reg_ws[i : i + 1]), noise_mode=self.noise_mode)
         reg = self.reg_loss(reg_img, torch.from_numpy(self.reg_images[i : i + 1]))[0]
         total = recon + s.locality_weight * reg
-        for g in self._opt.param_groups:
-            g["lr"] = s.lr_at(i)
-        self._opt.zero_grad(set_to_none=True)
+        self._opt.zero_grad()
         total.backward()
-        self._opt.step()
+        self._opt.step(s.lr_at(i))
         last = i == s.num_steps - 1
         image = to_uint8(img) if last or i % s.render_every == 0 else None
         out = TuningStep(i, float(total.detach()), float(recon.detach()), float(reg.detach()), psnr(img, target),
