@@ -70,5 +70,7 @@ def cmd_project(args) -> int:
     line = f"projection PSNR {s.picture['projection_psnr']:.2f} dB"
     if s.picture["tuned"]:
         line += f", after tuning ({s.picture['tuning_backend']}) {s.picture['psnr']:.2f} dB"
+    elif "tuned_psnr" in s.picture:
+        line += f"; tuning reached {s.picture['tuned_psnr']:.2f} dB only (more --tune-steps?): kept the projection"
     print(f"{line} ({seconds:.1f} s); wrote {args.out}/projected.png, target.png, projection.json, session.json")
     return 0

@@ -13,7 +13,7 @@ from dragnb.session.io import SessionFileError
 from dragnb.session.picture import DELTA_FILE
 from tests.conftest import make_tiny_generator
 
-FAST = dict(projection_steps=8, tuning_steps=4, projection={"w_avg_samples": 200})
+FAST = dict(projection_steps=8, tuning_steps=4, projection={"w_avg_samples": 200}, tuning={"lr": 1e-3})
 
 
 @pytest.fixture(scope="module")

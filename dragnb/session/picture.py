@@ -41,7 +41,9 @@ class PictureSessions:
         Args:
             model: as for ``DragSession`` (a PyTorch model: name, checkpoint path or Generator).
             tune: pivotal tuning of the synthesis weights after the projection (PSNR up, the picture's own details
-                kept; the session then drags the tuned generator).
+                kept; the session then drags the tuned generator). A tuning that ends below the projection's PSNR
+                (too few steps for its learning rate) is discarded: ``picture["tuned"]`` False, ``"tuned_psnr"``
+                says what it reached.
             backend: the drag back-end ("torch" / "ort"), as for ``DragSession``.
             latent_space: of the projection and of the drags ("w+" or "w").
             tuning_backend: "torch" or "ort" (ONNX Runtime training of the weights); None = ``backend`` or "torch".
@@ -135,7 +137,9 @@ def _tune(G, proj, tune, steps, tuning_backend, callback, kwargs):
     for s in t.run():
         if callback is not None and callback("tune", s):
             break
-    T = t.generator()
-    info.update(tuned=True, tuning_backend=tuning_backend, tuning_steps=len(t.history),
-                psnr=round(psnr(t.render(), proj.target), 3))
-    return T, info
+    tuned_psnr = psnr(t.render(), proj.target)
+    info.update(tuning_backend=tuning_backend, tuning_steps=len(t.history), tuned_psnr=round(tuned_psnr, 3))
+    if tuned_psnr < proj.psnr:  # too few steps for the learning rate: keep the projection, say so
+        return tuned_copy(G, proj.noise), info
+    info.update(tuned=True, psnr=round(tuned_psnr, 3))
+    return t.generator(), info
