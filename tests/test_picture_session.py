@@ -116,3 +116,10 @@ def test_workbench_open_image(model_path, picture):
     assert isinstance(wb.last_error, ImageError) and wb.session is before
     with pytest.raises(ImageError):
         wb.open_image(b"not a picture")
+
+
+def test_portrait_model(picture):
+    """A 2:1 model (64 high, 32 wide): the picture is cropped to a portrait and the session has that size."""
+    G = make_tiny_generator(img_width=32)
+    s = DragSession.from_image(G, picture, tune=True, **FAST)
+    assert s.image.shape == (64, 32, 3) and s.picture["projection_steps"] == 8
