@@ -1,4 +1,4 @@
-"""dragnb: a JupyterLab workbench for StyleGAN2 and DragGAN, with PyTorch and ONNX Runtime back-ends.
+"""dragnb: a JupyterLab workbench for StyleGAN2 / StyleGAN3 and DragGAN, with PyTorch and ONNX Runtime back-ends.
 
 Public API::
 
@@ -15,8 +15,9 @@ from .lazy import lazy_attributes
 __version__ = "0.1.0"
 
 __all__ = [
-    "CheckpointError", "DragSession", "Generator", "GeneratorConfig", "Workbench", "load_generator",
-    "save_generator", "z_from_seed", "__version__", "project", "load_image",
+    "CheckpointError", "DragSession", "Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator",
+    "Workbench", "load_generator", "save_generator", "z_from_seed", "__version__", "project",
+    "load_image",
 ]
 
 
@@ -28,6 +29,8 @@ _LAZY = {
     "save_generator": ".checkpoints",
     "Generator": ".stylegan",
     "GeneratorConfig": ".stylegan",
+    "StyleGAN3Config": ".stylegan",
+    "StyleGAN3Generator": ".stylegan",
     "z_from_seed": ".stylegan",
     "DragSession": ".session",
     "project": ".projection",

@@ -50,8 +50,8 @@ _PKG = Path(__file__).resolve().parent.parent
 # Source files whose code ends up in an artifact folder: in the exported graphs (geometry.py: the resize taps
 # are graph constants), or copied there as the torch-free runtime (RUNTIME_FILES).
 GRAPH_SOURCES = ("drag/core.py", "drag/geometry.py", "stylegan/ops.py", "stylegan/networks.py",
-                 "backends/ort_export.py", "backends/ort_graph.py", "backends/onnx_export.py",
-                 *RUNTIME_FILES.values())
+                 "stylegan/sg3.py", "stylegan/sg3_ops.py", "backends/ort_export.py", "backends/ort_graph.py",
+                 "backends/onnx_export.py", *RUNTIME_FILES.values())
 _STAGES = 6  # progress-bar steps: export, artifacts, tail, mapping, CPU-optimised copies, manifest
 
 log = logging.getLogger(__name__)

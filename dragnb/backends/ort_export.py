@@ -56,6 +56,8 @@ from .ort_graph import (  # noqa: F401  (count_markers: part of this module's AP
     add_marker_function,
     check_markers,
     conv_export_hook,
+    conv_transpose_export_hook,
+    conv_transpose_inference_hook,
     count_markers,
     drop_output,
     fold_constants,
@@ -242,9 +244,11 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     """Export :class:`DragStep` (``compat="official"``: :class:`OfficialDragStep`) to ``path`` (with the marker
     function attached); returns the marker count.
 
-    ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` (a convolution as gradient, see above);
-    ``fold``: fold the weight-only subgraphs into constants (:func:`fold_constants`). Both are optimisations
-    (False reproduces the plain graph, for measurements). Raises :class:`MarkerMismatch` if the graph does not
+    ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` and the up-sampling transposed convolutions
+    as ``dragnb.conv::ConvT{k}S2`` (each with a convolution as gradient, see ``ort_graph.py``; False: ORT's
+    ConvGrad and the polyphase form of ``ops.conv3x3_up2``); ``fold``: fold the weight-only subgraphs into
+    constants (:func:`fold_constants`). Both are optimisations (False reproduces the plain graph, for
+    measurements). Raises :class:`MarkerMismatch` if the graph does not
     hold one marker per traced ``stop_gradient``.
     """
     if noise_mode not in EXPORT_NOISE_MODES:
@@ -255,12 +259,13 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     with _EXPORT_LOCK:
         before = StopGradient.emitted
         ops.conv_export_hook = conv_export_hook if conv_gradient else None
+        ops.conv_transpose_export_hook = conv_transpose_export_hook if conv_gradient else None
         try:
             _torch_export(step, example_step_inputs(G, feature_block, compat=compat), path, inputs, outputs,
                           {k: v for k, v in _DYNAMIC.items() if k in inputs or k in outputs}, training=True,
                           custom=[MARKER_DOMAIN] * marker + [CONV_DOMAIN] * conv_gradient)
         finally:
-            ops.conv_export_hook = None
+            ops.conv_export_hook = ops.conv_transpose_export_hook = None
         expected = StopGradient.emitted - before
     model = onnx.load(os.fspath(path))
     if fold:
@@ -288,8 +293,12 @@ def export_tail(G: Generator, feature_block: int, path, noise_mode: str = "const
     if _has_partial_image(G, feature_block):
         args.append(torch.zeros(1, G.img_channels, h, w))
         names.append("block_img")
-    with torch.no_grad():
-        _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
+    with _EXPORT_LOCK, torch.no_grad():
+        ops.conv_transpose_export_hook = conv_transpose_inference_hook  # only run, never differentiated
+        try:
+            _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
+        finally:
+            ops.conv_transpose_export_hook = None
     return names
 
 
@@ -454,6 +463,7 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "noise_mode": noise_mode,
         "opset": OPSET,
         "num_ws": G.num_ws,
+        "num_blocks": G.num_blocks,  # StyleGAN2: 4 px .. image height; StyleGAN3: layers L0 .. ToRGB
         "w_dim": G.w_dim,
         "z_dim": G.z_dim,
         "image_shape": [G.img_channels, G.img_resolution, G.img_width],

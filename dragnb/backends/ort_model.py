@@ -57,7 +57,8 @@ class ArtifactModel:
         self.z_dim, self.w_dim, self.c_dim = int(cfg["z_dim"]), int(cfg["w_dim"]), int(gen["c_dim"])
         self.num_ws = int(cfg["num_ws"])
         _, self.img_resolution, self.img_width = (int(v) for v in cfg["image_shape"])  # [C, H, W]
-        self.num_blocks = int(math.log2(self.img_resolution)) - 1  # blocks 4, 8, ..., img_resolution px
+        # Folders written before the manifest said it hold StyleGAN2 models: blocks 4, 8, ..., img_resolution px.
+        self.num_blocks = int(cfg.get("num_blocks", int(math.log2(self.img_resolution)) - 1))
         self.feature_block, self.noise_mode = int(cfg["feature_block"]), str(cfg["noise_mode"])
         self.compat = str(cfg.get("compat", "dragnb"))
         # The exported model's resolved drag defaults (they include the exported feature block and noise mode).

@@ -129,8 +129,7 @@ class TorchBackend(Backend):
     def features(self):
         with torch.no_grad():
             feat, img = self._forward(self._full_ws(self._latent), render_image=True)
-            feat = feat.full()
-        return image_to_uint8(img.cpu().numpy()), feat.cpu().numpy().astype(np.float32)
+        return image_to_uint8(img.cpu().numpy()), self._full_map(feat)
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
              l1_tracking, lr, render_image, return_features=False, reg=0.0):
@@ -167,8 +166,15 @@ class TorchBackend(Backend):
             tracked_rc=tracked.cpu().numpy().astype(np.int64), distance=dist.detach().cpu().numpy().astype(np.float32),
             converged=converged,
             image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
-            features=feat.full().detach().cpu().numpy().astype(np.float32) if return_features else None,
+            features=self._full_map(feat) if return_features else None,
         )
+
+    @staticmethod
+    @torch.no_grad()
+    def _full_map(feat: core.ResizedFeatures) -> np.ndarray:
+        """The features [C, H, W] as numpy, without a copy (the map is made for the caller and held by nobody
+        else): at 1024 px it is 1 GiB."""
+        return np.asarray(feat.full().detach().cpu().numpy(), np.float32)
 
     def _mask_tensors(self, fixed, f0_fixed) -> tuple[torch.Tensor, torch.Tensor]:
         """(fixed, F0 * fixed) as tensors, made once per array object (the session passes the same arrays every

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from .config import BUNDLED_NAME, FFHQ512, check_at_least
+from .config import BUNDLED_NAME, FFHQ512, SG3T512, check_at_least
 
 
 def add_bench_parser(sub) -> None:
     p = sub.add_parser("bench", help="time the PyTorch and ORT back-ends side by side; print ratios, write JSON")
     p.add_argument("--model", action="append", default=None,
-                   help=f"{BUNDLED_NAME}, {FFHQ512} (random weights) or a checkpoint path; repeat for several "
-                        f"(default: {BUNDLED_NAME} and {FFHQ512})")
+                   help=f"{BUNDLED_NAME}, {FFHQ512}, {SG3T512} (random weights) or a checkpoint path; repeat for "
+                        f"several (default: {BUNDLED_NAME} and {FFHQ512})")
     p.add_argument("--threads", type=int, default=None, help="threads of both back-ends (default: torch's default)")
     p.add_argument("--steps", type=int, default=None,
                    help="timed steps per back-end (default 40; 5 for models of 256 px and more)")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import BUNDLED_NAME, FFHQ512, FFHQ512_CONFIG
+from .config import BUNDLED_NAME, FFHQ512, FFHQ512_CONFIG, SG3T512, SG3T512_CONFIG
 
 
 def load_model(spec: str):
     """(generator, description) for ``spec``: "toyfaces" (the bundled model, or a random stand-in with its
-    architecture where its weights file is missing), "ffhq512" (random weights) or a checkpoint path."""
+    architecture where its weights file is missing), "ffhq512", "sg3t512" (random weights) or a checkpoint path."""
     import torch
 
     from ..checkpoints import BUNDLED, load_generator
@@ -27,6 +27,12 @@ def load_model(spec: str):
         torch.manual_seed(0)
         G = Generator(GeneratorConfig(**FFHQ512_CONFIG))
         return G.eval().requires_grad_(False), "FFHQ-512 architecture (StyleGAN2-ADA), random weights"
+    if spec == SG3T512:
+        from ..stylegan.sg3 import StyleGAN3Config, StyleGAN3Generator
+
+        torch.manual_seed(0)
+        G = StyleGAN3Generator(StyleGAN3Config(**SG3T512_CONFIG))
+        return G.eval().requires_grad_(False), "StyleGAN3-T 512 architecture, random weights"
     return load_generator(spec).eval().requires_grad_(False), f"checkpoint {spec}"
 
 

@@ -24,7 +24,7 @@ def check_output_file(path: str | os.PathLike, suffix: str | None = None) -> Pat
 
 
 def summarize(G) -> dict:
-    """Resolution, num_ws, per-block channels and architecture of a Generator (JSON-friendly)."""
+    """Resolution, num_ws, per-block (StyleGAN3: per-layer) channels and architecture of a Generator (JSON)."""
     cfg = G.cfg
     return {
         "resolution": [cfg.img_resolution, cfg.width],  # [height, width]
@@ -32,7 +32,9 @@ def summarize(G) -> dict:
         "z_dim": cfg.z_dim,
         "w_dim": cfg.w_dim,
         "c_dim": cfg.c_dim,
-        "channels": {r: cfg.channels(r) for r in cfg.block_resolutions},
+        # StyleGAN2: per block resolution; StyleGAN3: per synthesis layer (its name says size and channels).
+        "channels": ({sp.name: sp.out_channels for sp in cfg.layer_specs()} if cfg.architecture == "stylegan3"
+                     else {r: cfg.channels(r) for r in cfg.block_resolutions}),
         "architecture": cfg.architecture,
         "mapping_layers": cfg.mapping_layers,
         "conv_clamp": cfg.conv_clamp,

@@ -38,7 +38,10 @@ import os
 
 import torch
 
+from ..stylegan.build import build_generator
 from ..stylegan.networks import ARCHITECTURES, GeneratorConfig
+from ..stylegan.sg3 import ARCHITECTURE as STYLEGAN3
+from ..stylegan.sg3 import StyleGAN3Config
 from .errors import CheckpointError, InvalidValueError, LimitExceededError, brief
 
 MAX_RESOLUTION = 4096
@@ -55,6 +58,8 @@ MAX_ELEMENTS = 500_000_000
 MAX_TENSORS = 10_000       # entries of a state dict (a 1024 px StyleGAN2 has about 300)
 MAX_NAME = 200             # characters of a tensor name (real ones are under 50)
 MAX_NDIM = 8
+MAX_SG3_LAYERS = 64       # synthesis layers of a StyleGAN3 (NVIDIA's have 14)
+MAX_SG3_FILTER = 64       # taps of its FIR filters (6 in every release)
 
 
 # A rule returns None for an accepted value, else (error class, what is wrong).
@@ -157,10 +162,36 @@ def checked_config(d, source) -> GeneratorConfig:
     return cfg
 
 
-def expected_shapes(cfg: GeneratorConfig) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of ``Generator(cfg).state_dict()``, by arithmetic (nothing is allocated).
+def checked_any_config(d, source):
+    """:func:`checked_config` for a StyleGAN2 config dict, :func:`checked_stylegan3_config` for a StyleGAN3 one."""
+    if isinstance(d, dict) and d.get("architecture") == STYLEGAN3:
+        return checked_stylegan3_config(d, source)
+    return checked_config(d, source)
+
+
+def checked_stylegan3_config(d: dict, source) -> StyleGAN3Config:
+    """A :class:`StyleGAN3Config` from ``d`` within the limits of the table above (StyleGAN3Config itself refuses
+    hyper-parameters that give no valid layer geometry)."""
+    for name, hi in (("z_dim", MAX_DIM), ("w_dim", MAX_DIM), ("c_dim", MAX_C_DIM), ("img_resolution", MAX_RESOLUTION),
+                     ("img_channels", MAX_IMG_CHANNELS), ("mapping_layers", MAX_MAPPING_LAYERS),
+                     ("channel_max", MAX_CHANNELS), ("channel_base", MAX_CHANNEL_BASE),
+                     ("num_layers", MAX_SG3_LAYERS), ("filter_size", MAX_SG3_FILTER)):
+        v = d.get(name)
+        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v <= hi):
+            raise LimitExceededError(f"{source}: StyleGAN3 config {name} must be in [0, {hi}], got {brief(v)}")
+    try:
+        return StyleGAN3Config.from_dict(d)
+    except (TypeError, ValueError, KeyError, ArithmeticError) as e:
+        raise CheckpointError(f"{source}: invalid StyleGAN3 config: {brief(str(e))}") from None
+
+
+def expected_shapes(cfg, budget: int = MAX_ELEMENTS) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of the generator's ``state_dict()`` for ``cfg``: by arithmetic for StyleGAN2 (nothing is
+    allocated); for StyleGAN3 see :func:`_stylegan3_shapes`.
 
     Mirrors ``dragnb.stylegan.networks``; ``tests/test_checkpoint_limits.py`` compares the two."""
+    if isinstance(cfg, StyleGAN3Config):
+        return _stylegan3_shapes(cfg, budget)
     shapes: dict[str, tuple[int, ...]] = {}
     w = cfg.w_dim
 
@@ -203,6 +234,18 @@ def expected_shapes(cfg: GeneratorConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _stylegan3_shapes(cfg: StyleGAN3Config, budget: int) -> dict[str, tuple[int, ...]]:
+    """The state-dict shapes of a StyleGAN3 generator. Its filter design needs real tensors, so it is built on the
+    CPU, but only after its size, from the layer specs by arithmetic, fits ``budget`` elements."""
+    w = cfg.w_dim
+    n = sum(sp.out_channels * sp.in_channels * sp.conv_kernel**2 + (w + 1) * sp.in_channels + sp.out_channels
+            for sp in cfg.layer_specs())
+    n += cfg.mapping_layers * (max(cfg.z_dim, w) + 1) * w + cfg.c_dim * w
+    if n > budget:
+        raise LimitExceededError(f"a StyleGAN3 of about {n} weights, more than the file can hold ({budget}); refused")
+    return {k: tuple(v.shape) for k, v in build_generator(cfg).state_dict().items()}
+
+
 def element_budget(path) -> int:
     """How many tensor elements a file of this size may hold (see the module docstring)."""
     try:
@@ -241,11 +284,11 @@ def check_budget(shapes, source, budget: int, what: str = "the tensors") -> None
         )
 
 
-def check_tensor_shapes(sd: dict, cfg: GeneratorConfig, source, budget: int = MAX_ELEMENTS,
+def check_tensor_shapes(sd: dict, cfg, source, budget: int = MAX_ELEMENTS,
                         error: type[CheckpointError] = CheckpointError) -> None:
     """``sd`` (tensors or records with ``.shape``) has exactly ``Generator(cfg)``'s names and shapes (else
     ``error``), and the generator fits the element budget; raises before anything is allocated."""
-    expected = expected_shapes(cfg)
+    expected = expected_shapes(cfg, budget)
     check_budget(expected.values(), source, budget, "the generator's tensors")
     missing = sorted(set(expected) - set(sd))
     unexpected = sorted(set(sd) - set(expected))

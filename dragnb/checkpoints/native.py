@@ -2,7 +2,8 @@
 
 safetensors stores raw tensors plus a JSON header and can hold no code, so loading never executes
 anything from the file. Layout of the metadata (all strings, as safetensors requires):
-``{"format": "dragnb-generator", "format_version": "1", "config": <GeneratorConfig as JSON>}``, plus an
+``{"format": "dragnb-generator", "format_version": "1", "config": <the config as JSON>}`` (a ``GeneratorConfig``,
+or a ``StyleGAN3Config``, told apart by its ``architecture`` field, ``"stylegan3"``), plus an
 optional ``"drag_defaults": <JSON object>``: DragGAN parameters tuned for this model (e.g. the bundled
 128 px ``toyfaces``: ``{"feature_block": 4, "tolerance": 1.5, ...}``). :func:`load_native` puts them in
 ``G.drag_defaults`` (``{}`` when absent); ``DragSession`` applies them over its own defaults and under
@@ -23,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..fileio import atomic_write
+from ..stylegan.build import build_generator
 from ..stylegan.networks import Generator
 from .errors import (
     CheckpointError,
@@ -32,7 +34,7 @@ from .errors import (
     brief,
     loader_boundary,
 )
-from .limits import MAX_NDIM, MAX_TENSORS, check_finite, check_tensor_shapes, checked_config, element_budget
+from .limits import MAX_NDIM, MAX_TENSORS, check_finite, check_tensor_shapes, checked_any_config, element_budget
 
 FORMAT_NAME = "dragnb-generator"
 FORMAT_VERSION = "1"
@@ -206,14 +208,14 @@ def load_native(path: str | os.PathLike) -> Generator:
         raise CheckpointError(f"{path}: unsupported dragnb format version {brief(meta.get('format_version'))}")
     if "config" not in meta:
         raise CheckpointError(f"{path}: invalid generator config: missing")
-    cfg = checked_config(_json_entry(path, meta, "config", "{}"), path)
+    cfg = checked_any_config(_json_entry(path, meta, "config", "{}"), path)
     drag_defaults = _json_entry(path, meta, "drag_defaults", "{}")
     if not isinstance(drag_defaults, dict):
         raise CheckpointError(f"{path}: drag_defaults must be a JSON object, got {type(drag_defaults).__name__}")
     check_tensor_shapes(entries, cfg, path, element_budget(path))
     tensors = {k: r.materialize() for k, r in entries.items()}
     check_finite(tensors, path)
-    G = Generator(cfg)
+    G = build_generator(cfg)
     G.load_state_dict(tensors, strict=True)
     G.drag_defaults = drag_defaults
     return G.eval().requires_grad_(False)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from ..stylegan.networks import GeneratorConfig
+from ..stylegan.sg3 import StyleGAN3Config
 
 
 @dataclass
@@ -18,5 +19,5 @@ class NvidiaNetwork:
     """G_ema read from a pickle: tensors under our names, the inferred config, the NVIDIA class name."""
 
     state_dict: dict[str, torch.Tensor]
-    config: GeneratorConfig
+    config: GeneratorConfig | StyleGAN3Config
     class_name: str

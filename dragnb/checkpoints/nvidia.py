@@ -225,7 +225,7 @@ def _text(value, what: str, source, optional: bool = True):
 
 def extract_generator(G: PersistentObject, source: str, progress: bool = False,
                       budget: int = MAX_ELEMENTS) -> NvidiaNetwork:
-    """Tensors (our names) and :class:`GeneratorConfig` of an NVIDIA StyleGAN2 ``G_ema`` record.
+    """Tensors (our names) and config of an NVIDIA ``G_ema`` record (StyleGAN3 ones: ``nvidia_sg3.py``).
 
     The config (inferred from shapes and attributes) is checked and compared with the tensors' shapes, and
     the generator's size with ``budget`` elements, before any tensor is materialised."""
@@ -233,10 +233,9 @@ def extract_generator(G: PersistentObject, source: str, progress: bool = False,
     modules: dict[str, PersistentObject] = {}
     _walk(G, "", refs, modules, source)
     if _is_stylegan3(modules):
-        raise UnsupportedArchitectureError(
-            f"{source}: this is a StyleGAN3 (alias-free) network; dragnb runs StyleGAN2 generators only. "
-            "Use a StyleGAN2 checkpoint (e.g. the stylegan2-*.pkl files of the StyleGAN3 release)."
-        )
+        from .nvidia_sg3 import extract_stylegan3
+
+        return NvidiaNetwork(*extract_stylegan3(G, refs, modules, source, progress, budget), G.class_name)
     if "mapping" not in modules or "synthesis" not in modules:
         raise UnsupportedArchitectureError(
             f"{source}: G_ema ({brief(G.class_name)}) has no mapping/synthesis networks")
@@ -321,7 +320,7 @@ def read_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Nvidi
 
 @loader_boundary
 def load_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Generator:
-    """An NVIDIA StyleGAN2 network pickle -> our Generator (eval mode, no grad); any file it cannot load
-    raises :class:`CheckpointError`."""
+    """An NVIDIA StyleGAN2 or StyleGAN3 network pickle -> our Generator (eval mode, no grad); any file it cannot
+    load raises :class:`CheckpointError`."""
     net = read_nvidia_pickle(path, progress)
     return generator_from_state_dict(net.state_dict, net.config, str(path), element_budget(path))

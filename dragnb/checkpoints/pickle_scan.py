@@ -75,6 +75,8 @@ _OPS = {
     )
     for op in pickletools.opcodes
 }
+# The kinds whose opcodes hash some of their operands.
+_HASHING_KINDS = frozenset({_KEY_VALUE_PAIRS, _ADD_ITEMS, _ALL_ITEMS, _CALL, _INST})
 
 
 class _Node:
@@ -97,12 +99,48 @@ def _combine(items: list) -> _Node:
     return _Node(depth + 1, min(_CAP, size))
 
 
+def _grow(items: list) -> _Node:
+    """APPEND, SETITEM, BUILD and friends: the object below the new items now holds them too."""
+    node = items[0]
+    for n in items[1:]:
+        if n.depth >= node.depth:
+            node.depth = n.depth + 1
+        node.size += n.size
+    node.size = min(_CAP, node.size)
+    return node
+
+
+def _new_node(kind: int, items: list, arg) -> _Node:
+    """The object an opcode pushes: strings and globals keep their value (later opcodes look at it)."""
+    if kind == _STRING:
+        return _Node(value=arg if isinstance(arg, str) and len(arg) <= 200 else _RANDOM_HASH)
+    if kind == _GLOBAL:
+        module, _, qualname = str(arg).partition(" ")
+        return _Node(value=(module, qualname))
+    if kind == _STACK_GLOBAL:
+        return _Node(value=(items[0].value, items[1].value))
+    return _combine(items)
+
+
+def _hashed_items(kind: int, items: list, arg) -> list:
+    """The items an opcode of a hashing kind hashes: dict keys, set items, or a hashing callable's arguments."""
+    if kind == _KEY_VALUE_PAIRS:
+        return items[1::2]
+    if kind == _ADD_ITEMS:
+        return items[1:]
+    if kind == _ALL_ITEMS:
+        return items
+    if kind == _CALL:
+        return items[1:] if items and items[0].value in HASHING_CALLABLES else []
+    return items if tuple(str(arg).split(" ", 1)) in HASHING_CALLABLES else []  # _INST
+
+
 def scan_pickle(f: io.BufferedIOBase | io.BytesIO, source) -> None:
     """Scan one pickle from the current position of ``f`` up to its STOP (see the module docstring); the
     position is restored. Raises :class:`CheckpointError` (``TruncatedFileError`` for a cut-off pickle)."""
     start = f.tell()
     try:
-        _scan(f, source)
+        _Scanner(source).run(f)
     except CheckpointError:
         raise
     except Exception as e:  # noqa: BLE001 - genops reports malformed data with ValueError and friends
@@ -114,121 +152,126 @@ def scan_pickle(f: io.BufferedIOBase | io.BytesIO, source) -> None:
         f.seek(start)
 
 
-def _scan(f, source) -> None:
-    stack: list = []
-    memo: dict[int, _Node] = {}
-    hash_work = 0
-    other_keys = 0
-    n_ops = 0
+class _Scanner:
+    """The simulated stack and memo of one pickle, and the running totals that the limits bound."""
 
-    def refuse(why):
-        raise CheckpointError(f"{source}: refused to unpickle: {why}")
+    __slots__ = ("source", "stack", "memo", "n_ops", "hash_work", "other_keys", "moves")
 
-    def pop_to_mark() -> list:
+    def __init__(self, source):
+        self.source = source
+        self.stack: list = []
+        self.memo: dict[int, _Node] = {}
+        self.n_ops = self.hash_work = self.other_keys = 0
+        # Opcodes that only move or drop existing objects, by kind: one dict lookup per opcode sends them to
+        # their handler, and tells the rest (those that make or fill an object) to take the general path.
+        self.moves = {
+            _GET: self.get, _PUT: self.put, _MEMOIZE: self.memoize, _PUSH_MARK: self.push_mark, _DUP: self.dup,
+            _POP: self.pop_top, _POP_MARK: self.pop_mark, _NOTHING: self.nothing, _STOP: self.stop,
+        }
+
+    def refuse(self, why):
+        raise CheckpointError(f"{self.source}: refused to unpickle: {why}")
+
+    def run(self, f) -> None:
+        stack, moves = self.stack, self.moves
+        for op, arg, _pos in pickletools.genops(f):
+            self.n_ops += 1
+            if self.n_ops > MAX_OPS:
+                self.refuse(f"more than {MAX_OPS} pickle opcodes (a genuine checkpoint has far fewer)")
+            kind, marked, below, pushes, in_place = _OPS[op.name]
+            move = moves.get(kind)
+            if move is not None:
+                move(arg)
+                continue
+            items = self.take(marked, below)
+            if kind in _HASHING_KINDS:
+                self.count_hashing(kind, _hashed_items(kind, items, arg))
+            node = _grow(items) if in_place else _new_node(kind, items, arg)
+            if node.depth > MAX_DEPTH:
+                self.refuse(f"objects nested more than {MAX_DEPTH} deep")
+            if pushes:
+                stack.append(node)
+
+    # Stack and memo bookkeeping, one handler per kind of opcode that makes nothing.
+
+    def get(self, index) -> None:
+        node = self.memo.get(index)
+        if node is None:
+            self.refuse(f"memo index {index} read before it is written")
+        self.stack.append(node)
+
+    def put(self, index) -> None:
+        # A genuine pickler numbers memo slots 0, 1, 2, ...: an index beyond the opcodes read so far would
+        # only serve to make the C unpickler size its memo table for it.
+        if not isinstance(index, int) or index < 0 or index > self.n_ops:
+            self.refuse(f"memo index {index} out of range")
+        if not self.stack or self.stack[-1] is _MARK:
+            self.refuse("memo store of nothing")
+        self.memo[index] = self.stack[-1]
+
+    def memoize(self, _arg) -> None:
+        self.put(len(self.memo))
+
+    def push_mark(self, _arg) -> None:
+        self.stack.append(_MARK)
+
+    def dup(self, _arg) -> None:
+        if not self.stack or self.stack[-1] is _MARK:
+            self.refuse("DUP of nothing")
+        self.stack.append(self.stack[-1])
+
+    def pop_top(self, _arg) -> None:
+        if not self.stack:
+            self.refuse("POP of an empty stack")
+        self.stack.pop()
+
+    def pop_mark(self, _arg) -> None:
+        self.pop_to_mark()
+
+    def nothing(self, _arg) -> None:
+        pass
+
+    def stop(self, _arg) -> None:
+        self.pop(1)
+
+    def pop_to_mark(self) -> list:
+        stack = self.stack
         for k in range(len(stack) - 1, -1, -1):
             if stack[k] is _MARK:
                 items = stack[k + 1 :]
                 del stack[k:]
                 return items
-        refuse("a pickle opcode without its MARK")
+        self.refuse("a pickle opcode without its MARK")
 
-    def pop(n: int) -> list:
-        items = stack[-n:]
+    def pop(self, n: int) -> list:
+        items = self.stack[-n:]
         if len(items) < n or _MARK in items:
-            refuse("the pickle's stack underflows")
-        del stack[-n:]
+            self.refuse("the pickle's stack underflows")
+        del self.stack[-n:]
         return items
 
-    for op, arg, _pos in pickletools.genops(f):
-        n_ops += 1
-        if n_ops > MAX_OPS:
-            refuse(f"more than {MAX_OPS} pickle opcodes (a genuine checkpoint has far fewer)")
-        kind, marked, below, pushes, in_place = _OPS[op.name]
-        if kind == _GET:
-            node = memo.get(arg)
-            if node is None:
-                refuse(f"memo index {arg} read before it is written")
-            stack.append(node)
-            continue
-        if kind == _PUT or kind == _MEMOIZE:
-            index = len(memo) if kind == _MEMOIZE else arg
-            if not isinstance(index, int) or index < 0 or index > n_ops:
-                refuse(f"memo index {index} out of range")
-            if not stack or stack[-1] is _MARK:
-                refuse("memo store of nothing")
-            memo[index] = stack[-1]
-            continue
-        if kind == _PUSH_MARK:
-            stack.append(_MARK)
-            continue
-        if kind == _DUP:
-            if not stack or stack[-1] is _MARK:
-                refuse("DUP of nothing")
-            stack.append(stack[-1])
-            continue
-        if kind == _POP:
-            if not stack:
-                refuse("POP of an empty stack")
-            stack.pop()
-            continue
-        if kind == _POP_MARK:
-            pop_to_mark()
-            continue
-        if kind == _NOTHING:
-            continue
-        if kind == _STOP:
-            pop(1)
-            continue
-
+    def take(self, marked: bool, below: int) -> list:
+        """The operands of an opcode that makes or fills an object: those above its MARK (if it takes a
+        MARK), after ``below`` more from under the MARK (or from the top of the stack)."""
         if marked:
-            sliced = pop_to_mark()
-            items = pop(below) + sliced if below else sliced
-        else:
-            items = pop(below) if below else []
+            sliced = self.pop_to_mark()
+            return self.pop(below) + sliced if below else sliced
+        return self.pop(below) if below else []
 
-        keys = ()
-        if kind == _KEY_VALUE_PAIRS:
-            keys = items[1::2]
-        elif kind == _ADD_ITEMS:
-            keys = items[1:]
-        elif kind == _ALL_ITEMS:
-            keys = items
-        elif kind == _CALL and items and items[0].value in HASHING_CALLABLES:
-            keys = items[1:]
-        elif kind == _INST and tuple(str(arg).split(" ", 1)) in HASHING_CALLABLES:
-            keys = items
-        if keys:
-            for k in keys:
-                hash_work += k.size
-                if kind == _CALL:  # the argument tuple: whatever it holds may become keys
-                    other_keys += k.size - 1
-                elif kind == _INST:
-                    other_keys += k.size
-                elif not (k.value is _RANDOM_HASH or isinstance(k.value, str)):
-                    other_keys += 1
-            if hash_work > MAX_HASH_WORK:
-                refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
-                       "(memo-shared nested tuples)")
-            if other_keys > MAX_OTHER_KEYS:
-                refuse(f"more than {MAX_OTHER_KEYS} dict keys or set items that are not strings")
-
-        if in_place:
-            node = items[0]
-            for n in items[1:]:
-                if n.depth >= node.depth:
-                    node.depth = n.depth + 1
-                node.size += n.size
-            node.size = min(_CAP, node.size)
-        elif kind == _STRING:
-            node = _Node(value=arg if isinstance(arg, str) and len(arg) <= 200 else _RANDOM_HASH)
-        elif kind == _GLOBAL:
-            module, _, qualname = str(arg).partition(" ")
-            node = _Node(value=(module, qualname))
-        elif kind == _STACK_GLOBAL:
-            node = _Node(value=(items[0].value, items[1].value))
-        else:
-            node = _combine(items)
-        if node.depth > MAX_DEPTH:
-            refuse(f"objects nested more than {MAX_DEPTH} deep")
-        if pushes:
-            stack.append(node)
+    def count_hashing(self, kind: int, keys: list) -> None:
+        """Add what hashing ``keys`` costs to the totals, refusing once a limit is passed."""
+        if not keys:
+            return
+        for k in keys:
+            self.hash_work += k.size
+            if kind == _CALL:  # the argument tuple: whatever it holds may become keys
+                self.other_keys += k.size - 1
+            elif kind == _INST:
+                self.other_keys += k.size
+            elif not (k.value is _RANDOM_HASH or isinstance(k.value, str)):
+                self.other_keys += 1
+        if self.hash_work > MAX_HASH_WORK:
+            self.refuse(f"its dict keys and set items would take more than {MAX_HASH_WORK} steps to hash "
+                        "(memo-shared nested tuples)")
+        if self.other_keys > MAX_OTHER_KEYS:
+            self.refuse(f"more than {MAX_OTHER_KEYS} dict keys or set items that are not strings")

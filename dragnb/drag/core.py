@@ -123,8 +123,19 @@ class ResizedFeatures:
             return self.x
         r0, r1, wr0, wr1 = self._rows
         c0, c1, wc0, wc1 = self._cols
-        t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
-        return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        if torch.onnx.is_in_onnx_export() or (self.x.requires_grad and torch.is_grad_enabled()):
+            t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
+            return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        # Without autograd: the same operations, a few channels at a time into the output, so that the
+        # temporaries stay small (whole-map temporaries cost seconds for a 1024 px map: 1 GiB each).
+        c, hh, ww = self.shape
+        out = self.x.new_empty(self.shape)
+        step = max(1, (1 << 20) // (hh * ww))
+        for k in range(0, c, step):
+            xs = self.x[k:k + step]
+            t = wr0[:, None] * xs[:, r0, :] + wr1[:, None] * xs[:, r1, :]
+            torch.add(wc0 * t[:, :, c0], wc1 * t[:, :, c1], out=out[k:k + step])
+        return out
 
 
 def features_at(feat, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
@@ -224,20 +235,31 @@ def motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = to
     Returns:
         (loss scalar, per-point loss [P], distance to target [P]).
     """
-    c, h, w = feat.shape
-    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
-    dist = direction.square().sum(1).sqrt()  # [P]
-    active = (dist > 1).to(dist.dtype)
-    unit = direction / (dist[:, None] + 1e-7)
+    _, h, w = feat.shape
+    unit, dist, active = _directions(handles_rc, targets_rc)
     pix = handles_rc[:, None, :] + disk[None, :, :]  # [P, K, 2]
     valid = _in_image(pix, h, w).to(dist.dtype)  # [P, K]
     pix = _clamp_rc(pix, h, w)
-    f_orig = features_at(detached(feat, stop_gradient), pix[..., 0], pix[..., 1], merged=True)  # [P, K, C]
-    shifted = pix.to(dist.dtype) + unit[:, None, :]
-    f_shift = sample_bilinear_zeros(feat, shifted[..., 0], shifted[..., 1])  # [P, K, C]
-    per_pix = (f_shift - f_orig).abs() * valid[..., None]  # [P, K, C]
-    per_point = per_pix.sum(dim=(1, 2)) / (c * valid.sum(1).clamp(min=1))
+    per_point = _disk_term(feat, pix, valid, unit, stop_gradient, lambda rows, cols: (rows, cols))
     return (per_point * active).sum(), per_point, dist
+
+
+def _directions(handles_rc, targets_rc):
+    """(unit direction float [P, 2], distance to target [P], 1.0 where a point is farther than 1 px, else 0)."""
+    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
+    dist = direction.square().sum(1).sqrt()  # [P]
+    return direction / (dist[:, None] + 1e-7), dist, (dist > 1).to(dist.dtype)
+
+
+def _disk_term(feat, pix, weight, unit, stop_gradient: Callable, warp: Callable) -> torch.Tensor:
+    """Per point: the mean over the disk pixels ``pix`` [P, K, 2] (weighted by ``weight`` [P, K], 0 or 1) and the
+    channels of ``|F(warp(q + d)) - sg(F(q))|``, bilinear with zeros outside -> [P]."""
+    c = feat.shape[0]
+    f_orig = features_at(detached(feat, stop_gradient), pix[..., 0], pix[..., 1], merged=True)  # [P, K, C]
+    shifted = pix.to(unit.dtype) + unit[:, None, :]
+    f_shift = sample_bilinear_zeros(feat, *warp(shifted[..., 0], shifted[..., 1]))  # [P, K, C]
+    per_pix = (f_shift - f_orig).abs() * weight[..., None]  # [P, K, C]
+    return per_pix.sum(dim=(1, 2)) / (c * weight.sum(1).clamp(min=1))
 
 
 def official_disk(handles_rc, box, coords, radius, h: int, w: int):
@@ -288,17 +310,11 @@ def official_motion_loss(feat, handles_rc, targets_rc, box, coords, radius,
     Returns:
         (loss scalar, per-point loss [P], distance to target [P]).
     """
-    c, h, w = feat.shape
-    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
-    dist = direction.square().sum(1).sqrt()  # [P]
-    active = (dist > 1).to(dist.dtype)
-    unit = direction / (dist[:, None] + 1e-7)
+    _, h, w = feat.shape
+    unit, dist, active = _directions(handles_rc, targets_rc)
     pix, keep = official_disk(handles_rc, box, coords, radius, h, w)
-    f_orig = features_at(detached(feat, stop_gradient), pix[..., 0], pix[..., 1], merged=True)  # [P, K, C]
-    shifted = pix.to(dist.dtype) + unit[:, None, :]
-    f_shift = sample_bilinear_zeros(feat, _through_grid(shifted[..., 0], h), _through_grid(shifted[..., 1], w))
-    per_pix = (f_shift - f_orig).abs() * keep[..., None]  # [P, K, C]
-    per_point = per_pix.sum(dim=(1, 2)) / (c * keep.sum(1).clamp(min=1))
+    per_point = _disk_term(feat, pix, keep, unit, stop_gradient,
+                           lambda rows, cols: (_through_grid(rows, h), _through_grid(cols, w)))
     return (per_point * active).sum(), per_point, dist
 
 
@@ -311,6 +327,10 @@ def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
     """
     c, h, w = feat.shape
     pix = torch.nonzero(fixed)  # [N, 2] (row, col)
+    if pix.shape[0] == 0 and not torch.onnx.is_in_onnx_export():
+        # No fixed pixel (no mask: [1, 1] zeros): exactly 0, without gathers whose zero gradient autograd would
+        # still compute over the whole feature block.
+        return fixed.new_zeros(())
     rows, cols = pix[:, 0], pix[:, 1]
     weight = fixed.reshape(-1)[rows * fixed.shape[1] + cols]  # [N]
     f = features_at(feat, rows, cols)  # [N, C]

@@ -193,6 +193,13 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         return self._n_steps
 
     @property
+    def needs_f0(self) -> bool:
+        """True when the next step first restarts the optimisation (after an edit, a new seed, a reset or undo):
+        it computes F0, the features of the current latent (one generator forward more, and the resized
+        [C, H, W] map: 1 GiB at 1024 px), before its own forward, so it takes about twice a later step's time."""
+        return self._needs_init
+
+    @property
     def can_undo(self) -> bool:
         return bool(self._history)
 

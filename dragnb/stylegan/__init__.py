@@ -1,15 +1,14 @@
-"""The StyleGAN2 generator (PyTorch) and the ORT-differentiable ops it is built from.
+"""The StyleGAN2 and StyleGAN3 generators (PyTorch) and the ORT-differentiable ops they are built from.
 
 The names below are imported on first use, so that ``dragnb.stylegan.conventions`` (numpy only) loads without
 torch.
 """
 
-__all__ = ["Generator", "GeneratorConfig", "z_from_seed"]
+from ..lazy import lazy_attributes
 
+__all__ = ["Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator", "z_from_seed"]
 
-def __getattr__(name):
-    if name in __all__:
-        from . import networks
+_LAZY = {"Generator": ".networks", "GeneratorConfig": ".networks", "z_from_seed": ".networks",
+         "StyleGAN3Config": ".sg3", "StyleGAN3Generator": ".sg3"}
 
-        return getattr(networks, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

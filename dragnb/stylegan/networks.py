@@ -5,8 +5,8 @@ Parameter names equal the G_ema names of NVIDIA's pickles (minus the derived ``r
 buffers), so foreign checkpoints load with a plain ``load_state_dict``. Raw parameters are stored
 unscaled; equalised-learning-rate gains are applied in ``forward``.
 
-Every op between the ws and the features is one ONNX Runtime's CPU training build can differentiate
-(see ``ops.py``): no ConvTranspose, Resize or GridSample.
+In an ONNX export, every op between the ws and the features is one ONNX Runtime's CPU training build can
+differentiate (see ``ops.py``): no ConvTranspose gradient, Resize or GridSample.
 """
 
 from __future__ import annotations
@@ -89,8 +89,30 @@ class GeneratorConfig:
 # Layers
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None):
-    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped."""
+def inplace_ok(*tensors: torch.Tensor) -> bool:
+    """Whether the ops that follow may overwrite a fresh activation in place: no ONNX export (whose graphs keep
+    the out-of-place ops) and no autograd through ``tensors``. Same numbers either way; in place, the large
+    activations of the render tail are not allocated (and page-faulted) anew for every elementwise op."""
+    if torch.onnx.is_in_onnx_export():
+        return False
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None,
+             inplace: bool = False):
+    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped.
+
+    ``inplace``: overwrite ``x`` (a fresh activation; see :func:`inplace_ok`)."""
+    if inplace:
+        if b is not None:
+            x.add_(b.reshape([1, -1] + [1] * (x.ndim - 2)))
+        if lrelu:
+            F.leaky_relu_(x, 0.2)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+        return x
     if b is not None:
         x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
     if lrelu:
@@ -114,7 +136,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):  # [N, in] -> [N, out]
-        y = x @ (self.weight * self.weight_gain).t()
+        g = self.weight_gain
+        y = x @ ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g).t()
         return bias_act(y, self.bias * self.bias_gain, self.lrelu, LRELU_GAIN if self.lrelu else 1.0, None)
 
 
@@ -174,14 +197,14 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     k = weight.shape[-1]
     x = x * styles[:, :, None, None]
     if up:
-        # A stride-2 transposed conv as one polyphase conv + pixel shuffle (ops.conv3x3_up2): no ConvTranspose.
+        # A stride-2 transposed conv + FIR; exported without ConvTranspose's gradient (ops.conv3x3_up2).
         y = ops.conv3x3_up2(x, weight, resample_filter)
     else:
         y = ops.conv2d(x, weight, padding=k // 2)
     if demodulate:
-        w2 = weight.square().sum(dim=[2, 3])  # [Cout, Cin]
+        w2 = ops.frozen_derived(weight, "demod", lambda w: w.square().sum(dim=[2, 3]))  # [Cout, Cin]
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
-        y = y * dcoefs[:, :, None, None]
+        y = y.mul_(dcoefs[:, :, None, None]) if inplace_ok(y, dcoefs) else y * dcoefs[:, :, None, None]
     return y
 
 
@@ -201,13 +224,16 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise_mode="const", gain=1.0):
         styles = self.affine(w)  # [N, Cin]
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
+        inplace = inplace_ok(x, self.noise_strength, self.bias)
+        noise = None
         if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            noise = self.noise_const * self.noise_strength
         elif noise_mode == "random":
-            n = x.shape[0]
-            x = x + torch.randn([n, 1, *x.shape[2:]], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, *x.shape[2:]], device=x.device) * self.noise_strength
+        if noise is not None:
+            x = x.add_(noise) if inplace else x + noise
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp)
+        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp, inplace=inplace)
 
 
 class ToRGBLayer(nn.Module):
@@ -224,7 +250,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, False, 1.0, self.conv_clamp)
+        return bias_act(x, self.bias, False, 1.0, self.conv_clamp, inplace=inplace_ok(x, self.bias))
 
 
 class SkipLayer(nn.Module):
@@ -237,7 +263,8 @@ class SkipLayer(nn.Module):
         self.register_buffer("resample_filter", resample_filter, persistent=False)
 
     def forward(self, x, gain=1.0):
-        x = ops.conv2d(x, self.weight * self.weight_gain)
+        g = self.weight_gain
+        x = ops.conv2d(x, ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g))
         return ops.upsample2d(x, self.resample_filter) * gain
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 
 from ..drag import geometry
-from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, scaled_rgba
+from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, put_image
 
 MAX_SIDE = 256  # PCA and the distance map are computed on features strided to at most this many pixels
 
@@ -80,13 +80,15 @@ class InternalsView(widgets.VBox):
         panel: size of each panel's longer side, canvas pixels.
     """
 
-    GAP = 8  # canvas pixels between the panels
+    GAP = 8      # canvas pixels between the panels
+    TITLE = 18   # canvas pixels above the panels: their titles
+    BAR = 26     # canvas pixels below them: the distance map's colour bar and its labels
 
     def __init__(self, width: int, height: int, panel: int = 256):
         self.width, self.height = width, height
         s = panel / max(width, height)
-        self.maps = (CanvasMap(s), CanvasMap(s, ox=width * s + self.GAP))  # features, distance
-        cw, ch = round(2 * width * s + self.GAP), round(height * s)
+        self.maps = (CanvasMap(s, oy=self.TITLE), CanvasMap(s, ox=width * s + self.GAP, oy=self.TITLE))
+        cw, ch = round(2 * width * s + self.GAP), round(self.TITLE + height * s + self.BAR)
         self.canvas = Canvas(width=cw, height=ch, layout=widgets.Layout(width=f"{cw}px", height=f"{ch}px"))
         self.point = widgets.Dropdown(description="point", options=[], layout=widgets.Layout(width="160px"))
         self.caption = widgets.HTML()
@@ -125,15 +127,16 @@ class InternalsView(widgets.VBox):
         i = self.point.value
         with hold_canvas():
             self.canvas.clear()
-            self.canvas.put_image_data(scaled_rgba(rgb, fmap.scale * k), fmap.ox, fmap.oy)
+            put_image(self.canvas, rgb, fmap.scale * k, fmap.ox, fmap.oy)
             for j, (h, t) in enumerate(zip(handles, targets)):
                 self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i, official=official)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
+            self._titles(i if i is not None and i < len(handles) else None)
             if i is not None and i < len(handles):
                 dist = distance_map(small, ref_feats[i], l1)
                 close = -dist
-                self.canvas.put_image_data(scaled_rgba(colormap(close, np.percentile(close, 2), close.max()),
-                                                       dmap.scale * k), dmap.ox, dmap.oy)
+                put_image(self.canvas, colormap(close, np.percentile(close, 2), close.max()), dmap.scale * k,
+                          dmap.ox, dmap.oy)
                 self._draw_window(dmap, handles[i], r2, "white", 2)
                 nxt = next_position(features, ref_feats[i], handles[i], r2, l1)
                 cx, cy = dmap.to_canvas(*nxt)
@@ -144,6 +147,28 @@ class InternalsView(widgets.VBox):
                 caption += (f" &nbsp;|&nbsp; point {i}: {'L1' if l1 else 'L2'} distance to its reference feature "
                             f"(bright = close); next tracked position ({nxt[0]:.0f}, {nxt[1]:.0f})")
         self.caption.value = f"<small>{caption}</small>"
+
+    def _titles(self, point: int | None) -> None:
+        """Each panel's title above it; under the distance map, its colour bar (far dark, close bright)."""
+        c, (fmap, dmap) = self.canvas, self.maps
+        c.font, c.fill_style = "12px sans-serif", "#333"
+        c.fill_text("features (first 3 principal components as RGB)", fmap.ox, 13)
+        c.fill_text("tracking distance" + ("" if point is None else f" (point {point}, to its reference)"),
+                    dmap.ox, 13)
+        if point is None:
+            return
+        top, w = dmap.oy + self.height * dmap.scale + 4, self.width * dmap.scale
+        ramp = colormap(np.linspace(0, 1, 256)[None, :].repeat(2, 0), 0, 1)
+        c.save()
+        c.translate(dmap.ox, top)
+        c.scale(w / 256, 5)
+        c.put_image_data(np.concatenate([ramp, np.full(ramp.shape[:2] + (1,), 255, np.uint8)], 2), 0, 0)
+        c.restore()
+        c.font, c.fill_style = "11px sans-serif", "#333"
+        c.fill_text("far", dmap.ox, top + 21)
+        c.text_align = "right"
+        c.fill_text("close (where tracking moves the handle)", dmap.ox + w, top + 21)
+        c.text_align = "left"
 
     def _draw_window(self, m: CanvasMap, h, r2: int, color: str, width: float) -> None:
         x0, y0 = max(h[0] - r2, 0), max(h[1] - r2, 0)
