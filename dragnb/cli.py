@@ -3,6 +3,7 @@
     dragnb generate --seed 3 --out face.png
     dragnb drag --seed 3 --points "30,32->38,32; 20,20->20,14" --steps 200 --out runs/face3
     dragnb drag --model net.safetensors --compat official --points "60,50->72,59" --out runs/as_official
+    dragnb project photo.png --model toyfaces --out runs/photo --tune   # a picture into a session (cli_project)
     dragnb bench --model toyfaces --json bench.json       # PyTorch vs ONNX Runtime, side by side
 
 Each command is one ``add_<name>_parser(subparsers)`` function that registers its arguments and sets
@@ -24,6 +25,7 @@ from .bench.cli import add_bench_parser  # the measurement code is imported only
 from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser, check_output_file
 from .checkpoints.download import add_download_parser
+from .cli_project import add_project_parser
 from .fileio import writable_folder_for
 
 # ----------------------------------------------------------------------------
@@ -177,7 +179,8 @@ def cmd_drag(args) -> int:
 # ----------------------------------------------------------------------------
 
 # One function per command; add yours here (e.g. add_convert_parser, add_bench_parser).
-PARSERS = [add_generate_parser, add_drag_parser, add_convert_parser, add_download_parser, add_bench_parser]
+PARSERS = [add_generate_parser, add_drag_parser, add_project_parser, add_convert_parser, add_download_parser,
+           add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,11 +14,13 @@ import numpy as np
 from ..backends.ort_model import ArtifactModel
 from ..drag.recording import draw_points
 from . import io
+from . import picture as picture_mod
 from .model import default_backend, open_model
 
 
-class SessionFiles:
-    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read)."""
+class SessionFiles(picture_mod.PictureSessions):
+    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read); with
+    ``from_image`` and the picture state from :class:`~dragnb.session.picture.PictureSessions`."""
 
     # ------------------------------------------------------------------ recording
 
@@ -72,6 +74,7 @@ class SessionFiles:
                     save_generator(self.G, wpath)
                     self._weights_saved.add(str(wpath.resolve()))
                 model = {"file": wpath.name}
+            model = self._save_picture(jpath, model)
             return io.write_session(path, io.SavedSession(
                 model=model, image_size=[self.H, self.W], seed=self.seed, truncation_psi=self.truncation_psi,
                 backend=self.backend_name, latent_space=self.latent_space, params=self._raw.to_dict(),
@@ -101,11 +104,20 @@ class SessionFiles:
             G = _open_saved_model(jpath, model)
         else:
             G, _ = open_model(model)
+        base, picture = G, None
+        if "delta" in saved.model:  # a session from a picture: the tuned weights are a delta of the base model
+            try:
+                G, delta, info = picture_mod.open_with_delta(jpath, base, saved.model)
+            except ValueError as e:
+                raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
+            picture = (delta, info)
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
                     latent_space=saved.latent_space, c=saved.c, **saved.params)
             s._adopt(saved, model, weights)
+            if picture is not None:
+                s._base_G, (s._delta, s.picture) = base, picture
         except (ValueError, TypeError) as e:  # a value the API refuses came from the file
             raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
         if autosave_dir is not None:  # only now: the folder may be the one just read

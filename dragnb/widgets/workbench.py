@@ -38,6 +38,7 @@ from .drawing import CanvasMap, put_image
 from .history import History
 from .internals import InternalsView
 from .jobs import Jobs, run_loop
+from .picture import PictureControls, open_image
 from .pointer import Pointer
 
 MAX_TRAIL = 1000         # positions kept per handle trail
@@ -97,6 +98,9 @@ class Workbench(widgets.VBox):
         for name, w in self._controls.widgets().items():
             setattr(self, name, w)
         self._panel = self._controls.panel()
+        self._picture = PictureControls()  # "Open image" (widgets/picture.py)
+        self._panel.children = (*self._panel.children, self._picture.box())
+        self._picture.open_button.on_click(self._guarded(lambda _b: self.open_image()))
         self._pointer = Pointer(self)
         connect(self)
         self._attach(session if session is not None else DragSession(model=model, **session_args))
@@ -414,6 +418,11 @@ class Workbench(widgets.VBox):
             self._in_internals = False
 
     # ------------------------------------------------------------------ files
+
+    def open_image(self, source=None, tune: bool | None = None, **kwargs) -> None:
+        """Project a picture (default: the uploaded one, else the path field) into the model, tune it if asked
+        (default: the tune box), show it live, then drag it (in the background; see ``widgets/picture.py``)."""
+        open_image(self, source, tune, **kwargs)
 
     def save_png(self) -> Path:
         """The current image as ``<save as>.png`` (no overlays)."""
