@@ -26,8 +26,22 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 LRELU_GAIN = math.sqrt(2.0)
 
 
+class DictConfig:
+    """A config dataclass that round-trips through a JSON object (the metadata of dragnb's safetensors files)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(DictConfig):
     """Hyper-parameters of a StyleGAN2 generator; saved as JSON next to the weights."""
 
     z_dim: int = 512                      # input latent (Z) size
@@ -73,16 +87,6 @@ class GeneratorConfig:
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeneratorConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------
@@ -314,6 +318,28 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+def blocks_forward(net, ws, noise_mode, feature_block, stop_after_block, return_features):
+    """The forward of a synthesis network ``net`` made of ``net.num_blocks`` feature blocks run one at a time by
+    ``net.run_blocks``: arguments and result as ``SynthesisNetwork.forward`` (StyleGAN3's shares it)."""
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+    if ws.ndim != 3 or ws.shape[1] != net.num_ws:
+        raise ValueError(f"ws must have shape [N, {net.num_ws}, w_dim], got {list(ws.shape)}")
+    n = net.num_blocks
+    for name, v in (("stop_after_block", stop_after_block), ("feature_block", feature_block)):
+        if v is not None and not 0 <= v < n:
+            raise ValueError(f"{name} must be in [0, {n}), got {v}")
+    last = n - 1 if stop_after_block is None else stop_after_block
+    x = img = feat = None
+    for i in range(last + 1):
+        x, img = net.run_blocks(ws, i, i + 1, x, img, noise_mode, render_rgb=(i != stop_after_block))
+        if i == feature_block:
+            feat = x
+    if return_features or feature_block is not None:
+        return img, feat
+    return img
+
+
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, C, H, W] in about [-1, 1]."""
 
@@ -327,6 +353,15 @@ class SynthesisNetwork(nn.Module):
 
     def block(self, i: int) -> SynthesisBlock:
         return getattr(self, f"b{self.block_resolutions[i]}")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_resolutions)
+
+    def feature_shape(self, block: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the output of block ``block``."""
+        res, cfg = self.block_resolutions[block], self.cfg
+        return cfg.channels(res), res, res * cfg.width // cfg.img_resolution
 
     def block_ws_offsets(self) -> list[int]:
         """Index of the first w each block uses (a block's torgb shares its w with the next conv0)."""
@@ -349,24 +384,7 @@ class SynthesisNetwork(nn.Module):
         Returns:
             image [N, C, H, W], or (image | None, features [N, C_f, h_f, w_f]).
         """
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, w_dim], got {list(ws.shape)}")
-        n_blocks = len(self.block_resolutions)
-        if stop_after_block is not None and not 0 <= stop_after_block < n_blocks:
-            raise ValueError(f"stop_after_block must be in [0, {n_blocks}), got {stop_after_block}")
-        if feature_block is not None and not 0 <= feature_block < n_blocks:
-            raise ValueError(f"feature_block must be in [0, {n_blocks}), got {feature_block}")
-        x = img = feat = None
-        last = n_blocks - 1 if stop_after_block is None else stop_after_block
-        for i in range(last + 1):
-            x, img = self.run_blocks(ws, i, i + 1, x, img, noise_mode, render_rgb=(i != stop_after_block))
-            if i == feature_block:
-                feat = x
-        if return_features or feature_block is not None:
-            return img, feat
-        return img
+        return blocks_forward(self, ws, noise_mode, feature_block, stop_after_block, return_features)
 
     def run_blocks(self, ws, start, stop, x=None, img=None, noise_mode="const", render_rgb=True):
         """Run blocks ``start`` .. ``stop - 1`` from the block input ``x`` and partial image ``img``.
@@ -396,16 +414,21 @@ class Generator(nn.Module):
         self.img_resolution, self.img_channels, self.img_width = cfg.img_resolution, cfg.img_channels, cfg.width
         self.num_ws = cfg.num_ws
         self.mapping = MappingNetwork(cfg)
-        self.synthesis = SynthesisNetwork(cfg)
+        self.synthesis = self.make_synthesis(cfg)
+
+    @staticmethod
+    def make_synthesis(cfg) -> nn.Module:
+        """The synthesis network of ``cfg`` (subclasses of other architectures return theirs)."""
+        return SynthesisNetwork(cfg)
 
     @property
     def num_blocks(self) -> int:
-        return len(self.cfg.block_resolutions)
+        """Feature blocks DragGAN can take features from (StyleGAN2: synthesis blocks; StyleGAN3: layers)."""
+        return self.synthesis.num_blocks
 
     def feature_shape(self, block: int) -> tuple[int, int, int]:
-        """(channels, height, width) of the output of synthesis block ``block``."""
-        res = self.cfg.block_resolutions[block]
-        return self.cfg.channels(res), res, res * self.cfg.width // self.cfg.img_resolution
+        """(channels, height, width) of the output of feature block ``block``."""
+        return self.synthesis.feature_shape(block)
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const"):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
