@@ -126,11 +126,15 @@ def test_saved_session_loads_on_cpu_and_continues_identically(tiny_model_path, t
 
 
 @pytest.mark.parametrize("device", ["tpu", "", *MISSING])
-@pytest.mark.parametrize("command", ["generate", "drag"])
+@pytest.mark.parametrize("command", ["generate", "drag", "bench"])
 def test_cli_bad_device_exits_2_with_one_line(tiny_model_path, tmp_path, capsys, command, device):
     args = ["--model", str(tiny_model_path), "--device", device]
-    args += ["--out", str(tmp_path / "x.png")] if command == "generate" else \
-        ["--points", "36,30->44,30", "--steps", "1", "--out", str(tmp_path / "run")]
+    if command == "generate":
+        args += ["--out", str(tmp_path / "x.png")]
+    elif command == "drag":
+        args += ["--points", "36,30->44,30", "--steps", "1", "--out", str(tmp_path / "run")]
+    else:
+        args += ["--json", str(tmp_path / "run" / "bench.json")]
     assert main([command, *args]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "device" in err and "Traceback" not in err
