@@ -139,3 +139,26 @@ def test_cli_bad_device_exits_2_with_one_line(tiny_model_path, tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "device" in err and "Traceback" not in err
     assert not (tmp_path / "x.png").exists() and not (tmp_path / "run").exists()
+
+
+def test_a_device_move_carries_the_drag_over(tiny_generator, monkeypatch):
+    """set_device rebuilds the PyTorch back-end from the old one's numpy state: the drag continues as if never
+    moved. (On a CPU-only machine the move is cpu -> cpu, forced past the "same device" shortcut.)"""
+    def fresh():
+        s = DragSession(tiny_generator, seed=4, device="cpu", tolerance=0.5)
+        s.add_point(handle=DRAG[0], target=DRAG[1])
+        return s
+
+    a, b = fresh(), fresh()
+    ref = [a.step() for _ in range(5)]
+    got = [b.step() for _ in range(2)]
+    old_backend = b._backend
+    with monkeypatch.context() as m:
+        m.setattr(DragSession, "device", property(lambda s: "elsewhere"))
+        b.set_device("cpu")
+    assert b._backend is not old_backend and b.device == "cpu"
+    got += [b.step() for _ in range(3)]
+    for r, q in zip(ref, got):
+        assert (r.loss, r.handle_points, r.distance) == (q.loss, q.handle_points, q.distance)
+        np.testing.assert_array_equal(r.image, q.image)
+    np.testing.assert_array_equal(a.ws, b.ws)
