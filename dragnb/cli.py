@@ -89,6 +89,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--truncation-psi", type=float, default=0.7, help="truncation toward the mean w (default 0.7)")
     p.add_argument("--class", dest="label", type=int, default=None,
                    help="class index of a conditional model (default: the all-zeros label, as the official DragGAN)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a working CUDA GPU, else the CPU), cpu, cuda, cuda:N or mps (default auto); "
+                        "an ORT artifact folder takes auto only")
 
 
 # ----------------------------------------------------------------------------
@@ -106,7 +109,8 @@ def cmd_generate(args) -> int:
     from .session import DragSession
 
     check_output_file(args.out)  # before the model load: a bad path must not cost the load
-    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, c=args.label)
+    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, c=args.label,
+                    device=args.device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     s.export_png(args.out)
     print(f"wrote {args.out} ({s.W}x{s.H}, seed {args.seed})")
@@ -147,7 +151,7 @@ def cmd_drag(args) -> int:
     given = {"lr": args.lr, "r1": args.r1, "feature_block": args.feature_block, "compat": args.compat}
     params = {k: v for k, v in given.items() if v is not None}
     s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, backend=args.backend,
-                    latent_space=args.latent_space, c=args.label, **params)
+                    latent_space=args.latent_space, c=args.label, device=args.device, **params)
     for h, t in pairs:
         s.add_point(handle=h, target=t)
     if args.mask is not None:
@@ -169,7 +173,8 @@ def cmd_drag(args) -> int:
     last = results[-1]
     ms = np.mean([r.ms for r in results])
     print(f"steps: {len(results)} ({'converged' if last.converged else 'not converged'}, "
-          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({s.backend_name}, {s.params['compat']} mode)")
+          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({s.backend_name} on {s.device}, "
+          f"{s.params['compat']} mode)")
     for i, (h, t, d) in enumerate(zip(last.handle_points, last.target_points, last.distance)):
         print(f"  point {i}: handle ({h[0]:g}, {h[1]:g}) -> target ({t[0]:g}, {t[1]:g}): {d:.2f} px")
     print(f"wrote {args.out}/final.png, drag.gif, session.json")

@@ -24,7 +24,8 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS = {("dragnb/toy/train.py", "train")}  # the training script keeps its one loop
 # What each package may import from dragnb (besides itself and the leaf modules below).
-LEAVES = {"dragnb", "dragnb.fileio", "dragnb.lazy", "dragnb.testing", "dragnb.viz"}  # dragnb: __version__, lazy names
+# dragnb: __version__, lazy names
+LEAVES = {"dragnb", "dragnb.devices", "dragnb.fileio", "dragnb.lazy", "dragnb.testing", "dragnb.viz"}
 ALLOWED = {
     "stylegan": set(),
     "checkpoints": {"stylegan"},

@@ -786,3 +786,24 @@ def test_a_converged_step_reports_the_last_real_loss(wb):
     wb.reset_image()
     wb.step()  # converged at once: no loss yet
     assert "loss -" in wb.status.value and wb._losses == []
+
+
+def test_device_dropdown_offers_what_works_and_switches(wb):
+    """The device is shown and switchable like the back-end; on a CPU-only machine the CPU is all it offers, and a
+    refused device leaves the session and the dropdown as they were."""
+    import torch
+
+    assert wb.device.value == wb.session.device == "cpu"
+    if not torch.cuda.is_available():
+        assert list(wb.device.options) == ["cpu"]
+    wb.add_point((20, 30), (35, 30))
+    wb.step()
+    ws = wb.session.ws
+    wb.device.options = ["cpu", "cuda:7"]  # as if offered, then gone: the switch is refused
+    wb.device.value = "cuda:7"
+    assert wb.wait(60)
+    assert isinstance(wb.last_error, ValueError) and "cuda:7" in str(wb.last_error)
+    assert wb.session.device == "cpu" and wb.device.value == "cpu"
+    np.testing.assert_array_equal(wb.session.ws, ws)
+    r = wb.step()
+    assert r.step == 1

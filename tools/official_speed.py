@@ -113,7 +113,8 @@ def dragnb_worker(spec: dict) -> None:
     from dragnb import DragSession
 
     s = DragSession(spec["model"], seed=SEED, truncation_psi=PSI, backend=spec["side"], latent_space="w+",
-                    feature_block=FEATURE_BLOCK, num_layers=NUM_LAYERS, lr=LR, r1=spec["r1"], r2=spec["r2"])
+                    feature_block=FEATURE_BLOCK, num_layers=NUM_LAYERS, lr=LR, r1=spec["r1"], r2=spec["r2"],
+                    device=spec.get("device", "cpu"))
     h = s.H
     (hr, hc), (tr, tc) = drag_rc(h)
     s.add_point(handle=(hc, hr), target=(tc, tr))  # (x, y)
@@ -187,7 +188,8 @@ def measure(pkl: Path, model: Path, threads: int, a) -> dict:
     env_dragnb = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     if a.artifacts:
         env_dragnb["DRAGNB_ARTIFACTS"] = str(a.artifacts)
-    base = {"threads": threads, "official": str(a.official), "pkl": str(pkl), "model": str(model)}
+    base = {"threads": threads, "official": str(a.official), "pkl": str(pkl), "model": str(model),
+            "device": getattr(a, "device", "cpu")}  # dragnb's device (tools/device_check.py: the GPU)
     workers = {}
     load_before = os.getloadavg()
     try:
@@ -246,7 +248,7 @@ def measure(pkl: Path, model: Path, threads: int, a) -> dict:
 def _resolution(model: Path) -> int:
     from dragnb.checkpoints import load_generator
 
-    return int(load_generator(model).img_resolution)
+    return int(load_generator(model, device="cpu").img_resolution)
 
 
 def main(argv=None) -> int:

@@ -19,6 +19,7 @@ makes the set regenerate with an :class:`ArtifactCacheWarning` saying why.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -218,6 +219,8 @@ def _regenerate(G, feature_block, noise_mode, compat, base: Path, key: str, fiel
     for stale in base.glob(f".tmp-{key}-*"):  # left by a generator that died; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     log.info("generating ORT training artifacts in %s (once per model and feature block)", final)
+    if next(G.parameters()).device.type != "cpu":  # a GPU session's generator: the export traces CPU inputs
+        G = copy.deepcopy(G).cpu()
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published folder is an ordinary cache folder
     try:

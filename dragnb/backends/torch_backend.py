@@ -67,7 +67,7 @@ class TorchBackend(Backend):
         self._ws0 = self._latent = self._m = self._v = None
         self._t = 0
         self._no_mask = (torch.zeros((1, 1), device=self.device), torch.zeros((1, 1, 1), device=self.device))
-        self._mask_cache = None
+        self._mask_cache = self._ref_cache = None
         self._space, self._n = "w+", 1
 
     # ------------------------------------------------------------------ latent
@@ -143,7 +143,7 @@ class TorchBackend(Backend):
         fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)
         loss, motion, masked, tracked, dist, converged = core.drag_objective(
             feat,
-            torch.as_tensor(np.asarray(ref_feats, np.float32), device=dev),
+            self._ref_tensor(ref_feats),
             torch.as_tensor(np.asarray(handles_rc, np.int64), device=dev),
             torch.as_tensor(np.asarray(targets_rc, np.float32), device=dev),
             _window(int(r2)).to(dev),
@@ -161,9 +161,14 @@ class TorchBackend(Backend):
         if not converged:
             (grad,) = torch.autograd.grad(loss, latent)
             (self._torch_adam if official else self._adam)(grad, float(lr))
+        # One device -> host copy for every number of the step: each .item() / .cpu() would wait for the device.
+        # (Pixel indices are exact in float32.) The image, when rendered, is the one other copy.
+        nums = torch.cat([torch.stack([loss.detach(), motion.detach(), masked.detach()]).float(),
+                          dist.detach().float(), tracked.reshape(-1).float()]).cpu().numpy()
+        n = dist.shape[0]
         return StepOutput(
-            loss=loss.detach().item(), motion=motion.detach().item(), mask=masked.detach().item(),
-            tracked_rc=tracked.cpu().numpy().astype(np.int64), distance=dist.detach().cpu().numpy().astype(np.float32),
+            loss=float(nums[0]), motion=float(nums[1]), mask=float(nums[2]),
+            tracked_rc=nums[3 + n:].reshape(tracked.shape).astype(np.int64), distance=nums[3:3 + n].copy(),
             converged=converged,
             image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
             features=self._full_map(feat) if return_features else None,
@@ -175,6 +180,14 @@ class TorchBackend(Backend):
         """The features [C, H, W] as numpy, without a copy (the map is made for the caller and held by nobody
         else): at 1024 px it is 1 GiB."""
         return np.asarray(feat.full().detach().cpu().numpy(), np.float32)
+
+    def _ref_tensor(self, ref_feats) -> torch.Tensor:
+        """The handles' reference features on the device, uploaded once per array object (the session passes the
+        same array every step of a drag)."""
+        hit = self._ref_cache
+        if hit is None or hit[0] is not ref_feats:
+            hit = self._ref_cache = (ref_feats, torch.as_tensor(np.asarray(ref_feats, np.float32), device=self.device))
+        return hit[1]
 
     def _mask_tensors(self, fixed, f0_fixed) -> tuple[torch.Tensor, torch.Tensor]:
         """(fixed, F0 * fixed) as tensors, made once per array object (the session passes the same arrays every

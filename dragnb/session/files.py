@@ -15,7 +15,7 @@ from ..backends.ort_model import ArtifactModel
 from ..drag.recording import draw_points
 from . import io
 from . import picture as picture_mod
-from .model import default_backend, open_model
+from .model import check_model_device, default_backend, open_model
 
 
 class SessionFiles(picture_mod.PictureSessions):
@@ -84,7 +84,7 @@ class SessionFiles(picture_mod.PictureSessions):
             ))
 
     @classmethod
-    def load(cls, path, model=None, autosave_dir=None):
+    def load(cls, path, model=None, autosave_dir=None, device="auto"):
         """Restore a session saved by :meth:`save`; continuing gives the same steps as never having stopped.
 
         ``model`` overrides the saved model reference (a name, path, ORT artifact folder, Generator or
@@ -92,7 +92,8 @@ class SessionFiles(picture_mod.PictureSessions):
         it was saved with (the optimisation state is the same for both back-ends). The file is validated as the
         API validates calls; whatever is wrong with it (damaged, hand-edited, a model it names that cannot be
         opened) raises :class:`~dragnb.session.io.SessionFileError` naming the file, and no session is made.
-        ``FileNotFoundError`` when there is no session there at all.
+        ``FileNotFoundError`` when there is no session there at all. ``device`` as in the constructor (the file
+        holds numpy arrays only: a session saved on one device loads on any other); checked first (ValueError).
         """
         jpath = io.session_paths(path)[0]
         saved = io.read_session(path)
@@ -101,9 +102,10 @@ class SessionFiles(picture_mod.PictureSessions):
             ref = saved.model.get("ref")
             model = ref if ref is not None else jpath.parent / saved.model["file"]
             weights = None if ref is not None else str(Path(model).resolve())
-            G = _open_saved_model(jpath, model)
+            check_model_device(model, device)  # a bad device is the caller's error (ValueError), not the file's
+            G = _open_saved_model(jpath, model, device)
         else:
-            G, _ = open_model(model)
+            G, _ = open_model(model, device)
         base, picture = G, None
         if "delta" in saved.model:  # a session from a picture: the tuned weights are a delta of the base model
             try:
@@ -114,7 +116,7 @@ class SessionFiles(picture_mod.PictureSessions):
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                    latent_space=saved.latent_space, c=saved.c, **saved.params)
+                    latent_space=saved.latent_space, c=saved.c, device=device, **saved.params)
             s._adopt(saved, model, weights)
             if picture is not None:
                 s._base_G, (s._delta, s.picture) = base, picture
@@ -142,11 +144,11 @@ class SessionFiles(picture_mod.PictureSessions):
         self._drag_open, self._drag_steps = saved.drag_open, int(saved.drag_steps)
 
 
-def _open_saved_model(jpath: Path, model):
+def _open_saved_model(jpath: Path, model, device="auto"):
     """The model a session file names; SessionFileError if it cannot be opened (missing, refused, damaged:
     CheckpointError and ArtifactError are a ValueError and a RuntimeError)."""
     try:
-        return open_model(model)[0]
+        return open_model(model, device)[0]
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         raise io.SessionFileError(f"{jpath}: its model {str(model)[:200]!r} cannot be opened ({_short(e)})") \
             from None

@@ -13,30 +13,50 @@ from pathlib import Path
 import numpy as np
 
 from ..backends.ort_model import ArtifactModel
+from ..devices import check_device_spec, resolve_device
 from ..stylegan.conventions import z_from_seed
 
 BACKENDS = ("torch", "ort")
 ARTIFACT_BACKEND = "ort"  # the only back-end of a session on ORT artifacts
 
 
-def open_model(model) -> tuple:
+def _is_artifacts(model) -> bool:
+    return isinstance(model, ArtifactModel) or (isinstance(model, (str, os.PathLike))
+                                                and Path(model).expanduser().is_dir())
+
+
+def check_model_device(model, device) -> str:
+    """The device a torch model will run on (canonical, :func:`dragnb.devices.resolve_device`), checked before the
+    model is opened; ORT artifacts take "auto" only (ONNX Runtime picks its own provider) and never import torch.
+    ValueError for an unknown or unavailable device."""
+    if _is_artifacts(model):
+        if check_device_spec(device) != "auto":
+            raise ValueError(f"a session on ORT artifacts runs on ONNX Runtime's own provider (ArtifactModel(..., "
+                             f"device=)): its device setting must be 'auto', got {device!r}")
+        return "auto"
+    return resolve_device(device)
+
+
+def open_model(model, device="auto") -> tuple:
     """(model, reference to save: a bundled name or an absolute path (a checkpoint file or an ORT artifact
-    folder); None for an in-memory generator)."""
+    folder); None for an in-memory generator). A torch generator is put on ``device`` (an in-memory one is moved,
+    as ``nn.Module.to`` does); ValueError for an unknown or unavailable device, before anything is opened."""
+    name = check_model_device(model, device)
     if isinstance(model, ArtifactModel):
         return model, str(model.folder)
-    if isinstance(model, (str, os.PathLike)) and Path(model).expanduser().is_dir():
+    if _is_artifacts(model):
         G = ArtifactModel(model)  # a checkpoint is a file: a directory can only be an artifact folder
         return G, str(G.folder)
     if model is None or isinstance(model, (str, os.PathLike)):
         from ..checkpoints import BUNDLED, DEFAULT_MODEL, load_generator, resolve_model
 
         model = DEFAULT_MODEL if model is None else model
-        G = load_generator(model)
+        G = load_generator(model, device=name)
         return G, (str(model) if str(model) in BUNDLED else str(resolve_model(model).resolve()))
     from ..stylegan.networks import Generator  # any other object: a torch generator, so torch is loaded
 
     if isinstance(model, Generator):
-        return model, None
+        return model.to(name), None
     raise TypeError(f"model must be None, a name, a path, an ORT artifact folder, an ArtifactModel or a "
                     f"dragnb.Generator, got {type(model).__name__}")
 

@@ -83,6 +83,9 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
             (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
+        device: where a torch generator and the PyTorch back-end run: "auto" (a working CUDA GPU, else the CPU),
+            "cpu", "cuda", "cuda:N" or "mps" (:mod:`dragnb.devices`); a generator object is moved there. ORT
+            artifacts take "auto" only (ONNX Runtime's provider). An unknown or unavailable device: ValueError.
         autosave_dir: if set, the session saves itself there (:meth:`save`) when it is made, after every edit,
             step, undo and reset: a kernel crash loses at most the running step.
         **params: the fields of :class:`~dragnb.drag.params.DragParams` (lr, lambda_mask, r1, r2, tolerance,
@@ -93,14 +96,14 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
-                 autosave_dir=None, c=None, **params):
+                 autosave_dir=None, c=None, device="auto", **params):
         seed = check_seed(seed)
         psi = check_real("truncation_psi", truncation_psi)
         latent_space = check_latent_space(latent_space)
         DragParams.check_names(params)  # before the (possibly slow) model load
         if backend is not None:
             check_backend(None, backend)
-        G, model_ref = open_model(model)
+        G, model_ref = open_model(model, device)
         backend = default_backend(G) if backend is None else backend
         check_backend(G, backend)
         label = check_label(c, G.c_dim)
@@ -148,6 +151,14 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
     def params(self) -> dict:
         """The parameters in force, model-derived defaults resolved to numbers."""
         return self._raw.resolved(self.G).to_dict()
+
+    @property
+    def device(self) -> str:
+        """Where the generator and the PyTorch back-end run ("cpu", "cuda:0", ...); on ORT artifacts, the ONNX
+        Runtime back-end's device. Images and state cross to the host as numpy, so saved sessions are portable."""
+        if isinstance(self.G, ArtifactModel):
+            return str(self._backend.device)
+        return str(next(self.G.parameters()).device)
 
     @property
     def c(self) -> np.ndarray:

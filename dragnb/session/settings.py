@@ -14,7 +14,7 @@ from ..backends import load_backend
 from ..backends.base import LATENT_SPACES
 from ..backends.ort_model import ArtifactModel
 from ..drag.params import DragParams, check_int, check_real
-from .model import check_backend, check_label
+from .model import check_backend, check_label, check_model_device
 
 
 def durable(edit):
@@ -131,3 +131,28 @@ class SessionSettings:
             new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
             new.set_state(self._backend.get_state())
             self._backend, self.backend_name = new, backend
+
+    @durable
+    def set_device(self, device) -> None:
+        """Move the generator and the PyTorch back-end to ``device`` (see the constructor); latent and Adam state
+        carry over (they cross as numpy), so the drag continues. ValueError for an unknown or unavailable
+        device, and then nothing changes. On ORT artifacts only "auto" is accepted (and changes nothing)."""
+        name = check_model_device(self.G, device)
+        if isinstance(self.G, ArtifactModel):
+            return
+        with self._lock:
+            old = self.device
+            if name == old:
+                return
+            state = self._backend.get_state()
+            try:
+                self.G.to(name)
+                backend = self._backend
+                if self.backend_name == "torch":  # the ORT back-end keeps its own provider; only G moves
+                    p = self.params
+                    backend = load_backend("torch")(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
+                    backend.set_state(state)
+            except BaseException:
+                self.G.to(old)  # e.g. out of GPU memory half-way: the session stays where it was
+                raise
+            self._backend = backend

@@ -73,6 +73,8 @@ class Controls:
 
         self.model = _field(W.Dropdown, "model")
         self.backend = _field(W.Dropdown, "back-end", options=BACKEND_OPTIONS)
+        # Offered by offer(): the devices that work here (probing them imports torch, not done at import).
+        self.device = _field(W.Dropdown, "device", options=["cpu"])
         self.seed = _field(W.BoundedIntText, "seed", "250px", min=0, max=2**32 - 1)
         self.random_seed_button = _button("", "random", "random seed", "46px")
         self.psi = _field(W.FloatSlider, "psi", min=0.0, max=1.5, step=0.05, continuous_update=False,
@@ -129,7 +131,7 @@ class Controls:
             row(self.mode, self.internals_toggle),
             row(self.paint, self.clear_mask_button),
             row(self.brush, self.show_mask),
-            W.HTML("<b>Image</b>"), self.model, self.backend, row(self.seed, self.random_seed_button),
+            W.HTML("<b>Image</b>"), self.model, self.backend, self.device, row(self.seed, self.random_seed_button),
             self.psi, self.label, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
             W.HTML("<b>Optimisation</b>"), row(W.Label("mode", layout=W.Layout(width="96px")), self.compat),
             self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
@@ -154,6 +156,8 @@ class Controls:
             blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
             self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
             self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
+            self.device.options = [session.device] if artifacts else _devices(session.device)
+            self.device.disabled = artifacts  # ONNX Runtime picks its provider when the artifacts are opened
             self.compat.options = [o for o in COMPAT_OPTIONS if not artifacts or o[1] == session.G.compat]
             c_dim = session.G.c_dim
             self.label.max = c_dim - 1 if c_dim else NO_CLASS
@@ -172,6 +176,9 @@ class Controls:
         try:
             self.model.value = model_value
             self.backend.value = s.backend_name
+            if s.device not in self.device.options:
+                self.device.options = [*self.device.options, s.device]
+            self.device.value = s.device
             self.seed.value = s.seed
             self.psi.value = s.truncation_psi
             self.label.value = NO_CLASS if s.class_index is None else s.class_index
@@ -183,7 +190,7 @@ class Controls:
 
     def set_busy(self, busy: bool, run: bool = False) -> None:
         """Grey out what must not start now; the Run button turns into Stop during a run."""
-        for b in (self.step_button, self.model, self.backend, self.load_button, self.save_png_button,
+        for b in (self.step_button, self.model, self.backend, self.device, self.load_button, self.save_png_button,
                   self.save_gif_button, self.save_mp4_button, self.save_session_button):
             b.disabled = busy
         if run:
@@ -191,6 +198,14 @@ class Controls:
             self.run_button.button_style = "warning" if busy else ""
         else:
             self.run_button.disabled = busy
+
+
+def _devices(current: str) -> list[str]:
+    """The concrete devices that work here ("cpu", "cuda:0", ..., "mps"), and the session's own."""
+    from ..devices import available_devices  # imports torch: only for a torch session, never at import
+
+    found = [d for d in available_devices() if d != "auto"]
+    return found if current in found else [*found, current]
 
 
 def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
@@ -228,6 +243,7 @@ def connect(wb: Workbench) -> None:
     c.label.observe(guarded(lambda ch: _on_label(wb, ch)), "value")
     c.latent_space.observe(guarded(lambda ch: _on_latent_space(wb, ch)), "value")
     c.backend.observe(guarded(lambda ch: _on_backend(wb, ch)), "value")
+    c.device.observe(guarded(lambda ch: _on_device(wb, ch)), "value")
     c.model.observe(guarded(lambda ch: _on_model(wb, ch)), "value")
     for name in PARAM_NAMES:
         getattr(c, name).observe(guarded(lambda ch, name=name: _on_param(wb, name, ch)), "value")
@@ -339,11 +355,29 @@ def _on_backend(wb: Workbench, change) -> None:
     long_action(wb, label, switch, lambda _r: wb._say(f"back-end: {name}"))
 
 
+def _on_device(wb: Workbench, change) -> None:
+    if wb._controls.syncing:
+        return
+    name = change["new"]
+
+    def switch():
+        try:
+            wb.session.set_device(name)  # refused (ValueError): nothing changed
+        finally:  # on failure the dropdown snaps back to the device in force
+            wb._sync_controls()
+            wb._status_idle()
+
+    long_action(wb, f"moving to {name}", switch, lambda _r: wb._say(f"device: {name}"))
+
+
 def _on_model(wb: Workbench, change) -> None:
     if wb._controls.syncing or change["new"] == SESSION_MODEL:
         return
     value, s = change["new"], wb.session
     keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps", "compat")}
+    # The new model runs where the session runs; ORT artifacts (a folder) pick their own provider.
+    torch_to_torch = not isinstance(s.G, ArtifactModel) and not Path(value).expanduser().is_dir()
+    keep["device"] = s.device if torch_to_torch else "auto"
 
     def load():
         try:
