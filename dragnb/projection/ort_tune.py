@@ -235,7 +235,7 @@ class OrtPivotalTuner:
         from .projector import to_tensor
 
         return {"pivot": self.pivot, "target": to_tensor(self.target).numpy(), **self._noise,
-                "reg_ws": self._torch.reg_ws[i : i + 1], "reg_target": self._torch.reg_images[i : i + 1],
+                "reg_ws": self._torch.reg_ws[i : i + 1], "reg_target": self._torch.reg_image(i),
                 "locality_weight": np.array(self.settings.locality_weight, np.float32)}
 
     def run(self):

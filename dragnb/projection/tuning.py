@@ -15,9 +15,10 @@ What becomes trainable: every parameter of the synthesis network (convolution we
 affines, the 4x4 constant, ToRGB); the mapping network is untouched (the pivot is a w), and the noise maps
 (those of the projection) and their strengths stay fixed.
 
-The regulariser's latents and the original generator's images of them are drawn and rendered once, before the
-first step (:func:`locality_batch`), from a seed: the same numbers feed the PyTorch tuner here and the ONNX
-Runtime training graph (``backends/ort_tune.py``), so both back-ends see the same data at every step.
+The regulariser's latents are drawn once, from a seed (:func:`locality_latents`), and the original generator's
+image of each is rendered when its step comes (a frozen copy of the starting weights): the same numbers feed the
+PyTorch tuner here and the ONNX Runtime training graph (``ort_tune.py``), so both back-ends see the same data at
+every step.
 """
 
 from __future__ import annotations
@@ -70,9 +71,8 @@ class TuningSettings:
         return lr_at(step, self.num_steps, self.lr, self.lr_rampdown, self.lr_rampup)
 
 
-def locality_batch(G, pivot: np.ndarray, settings: TuningSettings, noise_mode: str = "const"):
-    """(ws float32 [S, num_ws, w_dim], images float32 [S, 3, H, W]): one regulariser latent per step and the
-    *original* generator's image of it; S = num_steps."""
+def locality_latents(G, pivot: np.ndarray, settings: TuningSettings) -> np.ndarray:
+    """float32 [S, num_ws, w_dim]: the regulariser's latent of each of the S = num_steps steps (from the seed)."""
     rng = np.random.RandomState(settings.seed)
     z = torch.from_numpy(rng.randn(settings.num_steps, G.z_dim)).float()
     pivot_t = torch.as_tensor(pivot, dtype=torch.float32)
@@ -80,9 +80,17 @@ def locality_batch(G, pivot: np.ndarray, settings: TuningSettings, noise_mode: s
         w_z = G.mapping(z, truncation_psi=settings.psi)  # [S, num_ws, w_dim]
         d = w_z - pivot_t
         d = d / d.flatten(1).norm(dim=1).clamp_min(1e-8)[:, None, None]
-        ws = pivot_t + settings.alpha * d
-        imgs = torch.cat([G.synthesis(ws[i : i + 1], noise_mode=noise_mode) for i in range(len(ws))])
-    return ws.numpy().astype(np.float32), imgs.numpy().astype(np.float32)
+        return (pivot_t + settings.alpha * d).numpy().astype(np.float32)
+
+
+def locality_batch(G, pivot: np.ndarray, settings: TuningSettings, noise_mode: str = "const"):
+    """(ws float32 [S, num_ws, w_dim], images float32 [S, 3, H, W]): one regulariser latent per step and the
+    *original* generator's image of it, all at once (the torch-free runtime's inputs; the tuners render each
+    step's image when the step comes)."""
+    ws = locality_latents(G, pivot, settings)
+    with torch.no_grad():
+        imgs = torch.cat([G.synthesis(torch.from_numpy(ws[i : i + 1]), noise_mode=noise_mode) for i in range(len(ws))])
+    return ws, imgs.numpy().astype(np.float32)
 
 
 def tuned_copy(G, noise: dict[str, np.ndarray] | None = None):
@@ -157,7 +165,8 @@ class PivotalTuner:
         self.loss = loss or ReconstructionLoss(G.img_resolution, G.img_width)
         self.reg_loss = reg_loss or ReconstructionLoss(G.img_resolution, G.img_width, 0.1, perceptual_weight=0.1)
         self.tuned = tuned_copy(G, noise)
-        self.reg_ws, self.reg_images = locality_batch(self.tuned, self.pivot, s, noise_mode)
+        self.reg_ws = locality_latents(self.tuned, self.pivot, s)
+        self._original = tuned_copy(G, noise)  # renders the regulariser's targets, one per step, when it comes
         self._params = [p for _, p in trainable_parameters(self.tuned.synthesis)]
         self._opt = OrtAdam(self._params)
         self._stop = threading.Event()
@@ -187,7 +196,7 @@ class PivotalTuner:
         img = self.tuned.synthesis(pivot, noise_mode=self.noise_mode)
         recon = self.loss(img, target)[0]
         reg_img = self.tuned.synthesis(torch.from_numpy(self.reg_ws[i : i + 1]), noise_mode=self.noise_mode)
-        reg = self.reg_loss(reg_img, torch.from_numpy(self.reg_images[i : i + 1]))[0]
+        reg = self.reg_loss(reg_img, torch.from_numpy(self.reg_image(i)))[0]
         total = recon + s.locality_weight * reg
         self._opt.zero_grad()
         total.backward()
@@ -199,6 +208,12 @@ class PivotalTuner:
         self.history.append(out.loss)
         self._step += 1
         return out
+
+    def reg_image(self, i: int) -> np.ndarray:
+        """float32 [1, 3, H, W]: the original generator's image of step ``i``'s regulariser latent."""
+        with torch.no_grad():
+            ws = torch.from_numpy(self.reg_ws[i : i + 1])
+            return self._original.synthesis(ws, noise_mode=self.noise_mode).numpy().astype(np.float32)
 
     def render(self) -> np.ndarray:
         """uint8 [H, W, 3]: the tuned generator's image of the pivot."""
