@@ -331,43 +331,45 @@ def _on_param(wb: Workbench, name: str, change) -> None:
     edit(wb, set_param)
 
 
+def _in_background(wb: Workbench, label: str, action, done: str) -> None:
+    """Run ``action`` as a long action; whatever happens, the controls then show what is in force (a refused
+    choice snaps back) and the status line is redrawn."""
+    def run():
+        try:
+            action()
+        finally:
+            wb._sync_controls()
+            wb._status_idle()
+
+    long_action(wb, label, run, lambda _r: wb._say(done))
+
+
 def _on_backend(wb: Workbench, change) -> None:
     if wb._controls.syncing:
         return
     name = change["new"]
 
     def switch():
-        try:
-            if name == "ort" and not isinstance(wb.session.G, ArtifactModel):
-                # Export (or find) the artifacts first without tqdm's bar: in a notebook that bar is a widget of
-                # its own, left behind in the output ("model not found" once the notebook is reopened); the
-                # workbench's bar shows the time meanwhile. The back-end then finds them in the cache.
-                from ..backends.ort_cache import ensure_artifacts
+        if name == "ort" and not isinstance(wb.session.G, ArtifactModel):
+            # Export (or find) the artifacts first without tqdm's bar: in a notebook that bar is a widget of
+            # its own, left behind in the output ("model not found" once the notebook is reopened); the
+            # workbench's bar shows the time meanwhile. The back-end then finds them in the cache.
+            from ..backends.ort_cache import ensure_artifacts
 
-                p = wb.session.params
-                ensure_artifacts(wb.session.G, p["feature_block"], p["noise_mode"], progress=False)
-            wb.session.set_backend(name)
-        finally:  # on failure the dropdown snaps back to the back-end in force
-            wb._sync_controls()
-            wb._status_idle()
+            p = wb.session.params
+            ensure_artifacts(wb.session.G, p["feature_block"], p["noise_mode"], progress=False, compat=p["compat"])
+        wb.session.set_backend(name)
 
     label = "preparing ONNX Runtime (exports training artifacts on first use)" if name == "ort" else "back-end"
-    long_action(wb, label, switch, lambda _r: wb._say(f"back-end: {name}"))
+    _in_background(wb, label, switch, f"back-end: {name}")
 
 
 def _on_device(wb: Workbench, change) -> None:
     if wb._controls.syncing:
         return
     name = change["new"]
-
-    def switch():
-        try:
-            wb.session.set_device(name)  # refused (ValueError): nothing changed
-        finally:  # on failure the dropdown snaps back to the device in force
-            wb._sync_controls()
-            wb._status_idle()
-
-    long_action(wb, f"moving to {name}", switch, lambda _r: wb._say(f"device: {name}"))
+    # A refused device (ValueError) changes nothing.
+    _in_background(wb, f"moving to {name}", lambda: wb.session.set_device(name), f"device: {name}")
 
 
 def _on_model(wb: Workbench, change) -> None:
