@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import make_tiny_generator
 from PIL import Image
 
 from dragnb import DragSession, save_generator
 from dragnb.projection import ImageError
 from dragnb.session.io import SessionFileError
 from dragnb.session.picture import DELTA_FILE
-from tests.conftest import make_tiny_generator
 
 FAST = dict(projection_steps=8, tuning_steps=4, projection={"w_avg_samples": 200}, tuning={"lr": 1e-3})
 

@@ -9,13 +9,13 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_generator
 
 import dragnb
 from dragnb.projection import PivotalTuner, Projector
 from dragnb.projection.delta import DeltaError, apply_delta, load_delta, save_delta, weight_delta
 from dragnb.projection.losses import MultiScaleSSIM, ReconstructionLoss, num_scales, psnr
 from dragnb.projection.projector import lr_schedule, to_tensor, to_uint8
-from tests.conftest import make_tiny_generator
 
 
 def _picture(G, seed=5):
