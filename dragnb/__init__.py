@@ -6,6 +6,7 @@ Public API::
     ws = G.mapping(z, truncation_psi=0.7)          # [N, num_ws, w_dim]
     img = G.synthesis(ws, noise_mode="const")      # [N, 3, H, W] in about [-1, 1]
     s = dragnb.DragSession(seed=0); s.add_point(handle=(x, y), target=(x, y)); s.run()
+    proj = dragnb.project(G, "photo.png")          # a picture's latent (W+), see dragnb.projection
     dragnb.Workbench()                              # the ipycanvas widget
 """
 
@@ -15,7 +16,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointError", "DragSession", "Generator", "GeneratorConfig", "StyleGAN3Config", "StyleGAN3Generator",
-    "Workbench", "load_generator", "save_generator", "z_from_seed", "__version__",
+    "Workbench", "load_generator", "save_generator", "z_from_seed", "__version__", "project",
+    "load_image",
 ]
 
 
@@ -31,6 +33,8 @@ _LAZY = {
     "StyleGAN3Generator": ".stylegan",
     "z_from_seed": ".stylegan",
     "DragSession": ".session",
+    "project": ".projection",
+    "load_image": ".projection",
     "Workbench": ".widgets.workbench",
 }
 

@@ -2,6 +2,8 @@
 
     dragnb generate --seed 3 --out face.png
     dragnb drag --seed 3 --points "30,32->38,32; 20,20->20,14" --steps 200 --out runs/face3
+    dragnb drag --model net.safetensors --compat official --points "60,50->72,59" --out runs/as_official
+    dragnb project photo.png --model toyfaces --out runs/photo --tune   # a picture into a session (cli_project)
     dragnb bench --model toyfaces --json bench.json       # PyTorch vs ONNX Runtime, side by side
 
 Each command is one ``add_<name>_parser(subparsers)`` function that registers its arguments and sets
@@ -13,7 +15,6 @@ public API as the notebooks (``DragSession``); points are (x, y) image pixels.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -22,8 +23,10 @@ import numpy as np
 from .backends.ort_files import ArtifactError
 from .bench.cli import add_bench_parser  # the measurement code is imported only when `dragnb bench` runs
 from .checkpoints import CheckpointError
-from .checkpoints.convert import add_convert_parser
+from .checkpoints.convert import add_convert_parser, check_output_file
 from .checkpoints.download import add_download_parser
+from .cli_project import add_project_parser
+from .fileio import writable_folder_for
 
 # ----------------------------------------------------------------------------
 # Shared argument helpers
@@ -75,13 +78,7 @@ def check_output_dir(path: Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"--out {path} exists and is not a folder")
-    parent = path
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ValueError(f"--out {path}: {parent} is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: {parent} is not writable")
+    writable_folder_for(path / "x", "--out")
     return path
 
 
@@ -90,6 +87,11 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="bundled name, checkpoint path, user model name or ORT artifact folder (default: toyfaces)")
     p.add_argument("--seed", type=int, default=0, help="image seed (default 0)")
     p.add_argument("--truncation-psi", type=float, default=0.7, help="truncation toward the mean w (default 0.7)")
+    p.add_argument("--class", dest="label", type=int, default=None,
+                   help="class index of a conditional model (default: the all-zeros label, as the official DragGAN)")
+    p.add_argument("--device", default="auto",
+                   help="auto (a working CUDA GPU, else the CPU), cpu, cuda, cuda:N or mps (default auto); "
+                        "an ORT artifact folder takes auto only")
 
 
 # ----------------------------------------------------------------------------
@@ -106,7 +108,9 @@ def add_generate_parser(sub) -> None:
 def cmd_generate(args) -> int:
     from .session import DragSession
 
-    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi)
+    check_output_file(args.out)  # before the model load: a bad path must not cost the load
+    s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, c=args.label,
+                    device=args.device)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     s.export_png(args.out)
     print(f"wrote {args.out} ({s.W}x{s.H}, seed {args.seed})")
@@ -126,7 +130,12 @@ def add_drag_parser(sub) -> None:
     p.add_argument("--backend", choices=("torch", "ort"), default=None,
                    help="default: ort for an ORT artifact folder as --model, else torch")
     p.add_argument("--latent-space", choices=("w+", "w"), default="w+")
+    p.add_argument("--compat", choices=("dragnb", "official"), default=None,
+                   help="official: the official DragGAN code's step, defaults and Adam (docs/compat.md); "
+                        "default: dragnb's (an ORT artifact folder: the mode it was exported in)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
+    p.add_argument("--r1", type=float, default=None, help="motion-supervision radius, pixels")
+    p.add_argument("--feature-block", type=int, default=None, help="synthesis block of the features (0 = 4x4)")
     p.add_argument("--mp4", action="store_true", help="also write drag.mp4")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.set_defaults(func=cmd_drag)
@@ -139,9 +148,10 @@ def cmd_drag(args) -> int:
 
     pairs = parse_points(args.points)  # before the model load: fail fast on a typo
     check_output_dir(args.out)  # and on an output that cannot be written, before the drag runs
-    params = {} if args.lr is None else {"lr": args.lr}
+    given = {"lr": args.lr, "r1": args.r1, "feature_block": args.feature_block, "compat": args.compat}
+    params = {k: v for k, v in given.items() if v is not None}
     s = DragSession(args.model, seed=args.seed, truncation_psi=args.truncation_psi, backend=args.backend,
-                    latent_space=args.latent_space, **params)
+                    latent_space=args.latent_space, c=args.label, device=args.device, **params)
     for h, t in pairs:
         s.add_point(handle=h, target=t)
     if args.mask is not None:
@@ -163,7 +173,8 @@ def cmd_drag(args) -> int:
     last = results[-1]
     ms = np.mean([r.ms for r in results])
     print(f"steps: {len(results)} ({'converged' if last.converged else 'not converged'}, "
-          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({s.backend_name})")
+          f"tolerance {s.params['tolerance']:g} px), {ms:.1f} ms/step ({s.backend_name} on {s.device}, "
+          f"{s.params['compat']} mode)")
     for i, (h, t, d) in enumerate(zip(last.handle_points, last.target_points, last.distance)):
         print(f"  point {i}: handle ({h[0]:g}, {h[1]:g}) -> target ({t[0]:g}, {t[1]:g}): {d:.2f} px")
     print(f"wrote {args.out}/final.png, drag.gif, session.json")
@@ -173,7 +184,8 @@ def cmd_drag(args) -> int:
 # ----------------------------------------------------------------------------
 
 # One function per command; add yours here (e.g. add_convert_parser, add_bench_parser).
-PARSERS = [add_generate_parser, add_drag_parser, add_convert_parser, add_download_parser, add_bench_parser]
+PARSERS = [add_generate_parser, add_drag_parser, add_project_parser, add_convert_parser, add_download_parser,
+           add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,14 +196,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+MAX_ERROR_CHARS = 500
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that report bad input (arguments, files, paths) rather than a bug in dragnb."""
+    return (ValueError, TypeError, OSError, ImportError, CheckpointError, ArtifactError)
+
+
+def error_line(e: BaseException) -> str:
+    """The first line of an error's message, bounded: library messages can carry C++ stack dumps."""
+    lines = str(e).strip().splitlines()
+    text = lines[0] if lines else type(e).__name__
+    return text if len(text) <= MAX_ERROR_CHARS else text[:MAX_ERROR_CHARS] + "..."
+
+
 def main(argv=None) -> int:
-    """Entry point; returns the exit status (0 ok, 2 bad input)."""
+    """Entry point; returns the exit status (0 ok, 2 bad input: one line on stderr, no traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, OSError, ImportError, CheckpointError, ArtifactError) as e:
-        # A user's mistake (a path, a value, a file that is not what it claims): one line, exit status 2.
-        text = " ".join(str(e).split())
-        print(f"dragnb {args.command}: error: {text[:500]}", file=sys.stderr)
+    except _user_error_types() as e:
+        print(f"dragnb {args.command}: error: {error_line(e)}", file=sys.stderr)
         return 2

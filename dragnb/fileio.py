@@ -34,6 +34,20 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], object], mode: 
     return path
 
 
+def writable_folder_for(path: str | os.PathLike, what: str = "output") -> Path:
+    """The nearest existing folder at or above ``path``'s parent, checked writable: where writing ``path`` will
+    create what is missing. ValueError (naming ``what``) if that is a file or not writable; nothing is created."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {what} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {what} {path}: no permission to write in {folder}")
+    return folder
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))

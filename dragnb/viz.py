@@ -15,16 +15,34 @@ def to_uint8_image(img) -> np.ndarray:
     return np.clip((img + 1) * 127.5 + 0.5, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def image_grid(images, cols: int, pad: int = 2, fill: int = 255) -> np.ndarray:
-    """Tile uint8 [H, W, 3] images (same size) row-major into one uint8 image with ``pad`` px gutters."""
+def image_grid(images, cols: int, pad: int = 2, fill: int = 255, labels=None) -> np.ndarray:
+    """Tile uint8 [H, W, 3] images (same size) row-major into one uint8 image with ``pad`` px gutters.
+
+    ``labels``: one text per image (or None), written in a strip under each tile.
+    """
     images = [np.asarray(i) for i in images]
     h, w, c = images[0].shape
+    strip = LABEL_HEIGHT if labels is not None else 0
     rows = (len(images) + cols - 1) // cols
-    out = np.full((rows * (h + pad) - pad, cols * (w + pad) - pad, c), fill, np.uint8)
+    cell_h = h + strip
+    out = np.full((rows * (cell_h + pad) - pad, cols * (w + pad) - pad, c), fill, np.uint8)
     for k, im in enumerate(images):
         r, q = divmod(k, cols)
-        out[r * (h + pad) : r * (h + pad) + h, q * (w + pad) : q * (w + pad) + w] = im
+        out[r * (cell_h + pad) : r * (cell_h + pad) + h, q * (w + pad) : q * (w + pad) + w] = im
+    if labels is not None:
+        from PIL import Image, ImageDraw
+
+        canvas = Image.fromarray(out)
+        draw = ImageDraw.Draw(canvas)
+        for k, text in enumerate(labels):
+            if text:
+                r, q = divmod(k, cols)
+                draw.text((q * (w + pad) + 2, r * (cell_h + pad) + h + 2), str(text), fill=(0, 0, 0))
+        out = np.asarray(canvas)
     return out
+
+
+LABEL_HEIGHT = 14  # px of the label strip under each tile of image_grid
 
 
 def pca_rgb(feat, basis: np.ndarray | None = None) -> np.ndarray:

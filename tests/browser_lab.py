@@ -45,8 +45,9 @@ def write_notebook(path: Path, cells: list[str]) -> Path:
 
 
 @contextmanager
-def jupyter_lab(tmp: Path):
-    """Start JupyterLab with root ``tmp/root`` (kernels use this interpreter); yield (base url, token, root)."""
+def jupyter_lab(tmp: Path, app: str = "jupyterlab"):
+    """Start JupyterLab (``app="notebook"``: Notebook 7, the same server and extensions) with root ``tmp/root``
+    (kernels use this interpreter); yield (base url, token, root)."""
     root = tmp / "root"
     root.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
@@ -59,7 +60,7 @@ def jupyter_lab(tmp: Path):
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     port, token = free_port(), secrets.token_hex(16)
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+    cmd = [sys.executable, "-m", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
            "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
            "--allow-root"]
@@ -106,10 +107,23 @@ def chromium_page(profile: Path, width: int = 1400, height: int = 1000):
             ctx.close()
 
 
-def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000) -> None:
-    """Open ``notebook`` (relative to the root), wait for an idle kernel, Run All Cells via the menu."""
-    page.goto(f"{base}/lab/tree/{notebook}?token={token}")
-    page.get_by_text("(ipykernel) | Idle").first.wait_for(timeout=timeout_ms)
+def open_and_run_all(page, base: str, token: str, notebook: str, timeout_ms: int = 120_000,
+                     app: str = "jupyterlab") -> None:
+    """Open ``notebook`` (relative to the root) in ``app`` (see :func:`jupyter_lab`), wait for an idle kernel,
+    Run All Cells via the menu."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    path = "lab/tree" if app == "jupyterlab" else "notebooks"
+    page.goto(f"{base}/{path}/{notebook}?token={token}")
+    page.locator(".jp-Notebook").first.wait_for(timeout=timeout_ms)
+    try:  # a second notebook in the same workspace asks for its kernel (the first one does not)
+        page.locator(".jp-Dialog button", has_text="Select").first.click(timeout=5_000)
+    except PlaywrightTimeout:
+        pass
+    if app == "jupyterlab":
+        page.get_by_text("(ipykernel) | Idle").first.wait_for(timeout=timeout_ms)
+    else:  # Notebook 7 has no status bar: its toolbar's execution indicator says when the kernel is idle
+        page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=timeout_ms)
     page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
     page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 

@@ -4,7 +4,7 @@ function is small enough to read in one sitting.
 Imports are read from the source (``ast``), including imports inside functions (a lazy import is still a
 dependency), but not those under ``if TYPE_CHECKING:`` (annotations only). The layers, top to bottom::
 
-    widgets / cli / bench / figures / notebooks  ->  session  ->  backends  ->  drag  ->  stylegan
+    widgets / cli / bench / figures / notebooks  ->  session  ->  projection  ->  backends  ->  drag  ->  stylegan
     checkpoints  ->  stylegan
 """
 
@@ -24,15 +24,17 @@ MAX_FILE_LINES = 500
 MAX_FUNCTION_LINES = 80
 LONG_FUNCTIONS = {("dragnb/toy/train.py", "train")}  # the training script keeps its one loop
 # What each package may import from dragnb (besides itself and the leaf modules below).
-LEAVES = {"dragnb", "dragnb.fileio", "dragnb.lazy", "dragnb.testing", "dragnb.viz"}  # dragnb: __version__, lazy names
+# dragnb: __version__, lazy names
+LEAVES = {"dragnb", "dragnb.devices", "dragnb.fileio", "dragnb.lazy", "dragnb.testing", "dragnb.viz"}
 ALLOWED = {
     "stylegan": set(),
     "checkpoints": {"stylegan"},
     "drag": {"stylegan"},
     "backends": {"drag", "stylegan"},
-    "session": {"backends", "drag", "stylegan", "checkpoints"},
-    "toy": {"stylegan", "checkpoints", "session"},
-    "widgets": {"session", "backends", "drag", "checkpoints", "stylegan"},
+    "projection": {"backends", "drag", "stylegan"},
+    "session": {"projection", "backends", "drag", "stylegan", "checkpoints"},
+    "toy": {"stylegan", "checkpoints", "session", "projection"},
+    "widgets": {"session", "projection", "backends", "drag", "checkpoints", "stylegan"},
     "bench": {"session", "backends", "drag", "checkpoints", "stylegan", "toy"},
 }
 

@@ -102,3 +102,46 @@ def test_python_m_dragnb(tiny_model_path, tmp_path):
                         "--out", str(tmp_path / "m.png")], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "m.png").is_file()
+
+
+def test_drag_in_official_mode(tmp_path, capsys):
+    """--compat official on the official-code test network: the first steps of the recorded drag A."""
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    ref = np.load(data / "official_drags_small128.npz")
+    out = tmp_path / "run"
+    rc = main(["drag", "--model", str(data / "official_small128.safetensors"), "--compat", "official",
+               "--points", "60,50->72,59", "--steps", "5", "--out", str(out)])
+    assert rc == 0 and "official mode" in capsys.readouterr().out
+    s = DragSession.load(out)
+    assert s.params["compat"] == "official" and s.params["lr"] == 1e-3
+    np.testing.assert_array_equal(np.array(s.handle_points)[:, ::-1], ref["A_handles_after"][4])
+
+
+def test_official_mode_refusals_exit_2(tiny_model_path, tmp_path, capsys):
+    args = ["drag", "--model", str(tiny_model_path), "--points", "36,30->44,30", "--compat", "official",
+            "--out", str(tmp_path / "x")]
+    assert main(args) == 2 and "feature block 5" in capsys.readouterr().err  # 64 px: blocks 0-4
+    args += ["--feature-block", "3"]
+    assert main(args) == 2 and "r1" in capsys.readouterr().err  # the official r1 rounds to 0 at 64 px
+    assert not (tmp_path / "x").exists()
+    assert main(args + ["--r1", "1", "--steps", "2"]) == 0
+    assert DragSession.load(tmp_path / "x").params["compat"] == "official"
+
+
+def test_class_of_a_conditional_model(tmp_path, capsys):
+    from conftest import make_tiny_generator
+
+    from dragnb import save_generator
+
+    G = make_tiny_generator(c_dim=3)
+    path = save_generator(G, tmp_path / "cond.safetensors")
+    assert main(["generate", "--model", str(path), "--seed", "4", "--class", "2", "--out", str(tmp_path / "c.png")
+                 ]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "c.png")), DragSession(G, seed=4, c=2).image)
+    assert main(["drag", "--model", str(path), "--class", "1", "--points", "36,30->44,30", "--steps", "2",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert DragSession.load(tmp_path / "run").class_index == 1
+    assert main(["generate", "--model", str(path), "--class", "3", "--out", str(tmp_path / "d.png")]) == 2
+    assert "class index" in capsys.readouterr().err

@@ -65,4 +65,7 @@ def test_overlay_colours():
     out = draw_points(img, [(10, 20)], [(50, 40)])
     assert tuple(out[20, 10]) == HANDLE_COLOR  # [row, col] = [y, x]
     assert tuple(out[40, 50]) == TARGET_COLOR
+    red = np.full((64, 64, 3), HANDLE_COLOR, np.uint8)  # a red handle on red (lips): its white ring shows it
+    ringed = draw_points(red, [(10, 20)], [(50, 40)])
+    assert (ringed[20, 7:14] == 255).all(axis=1).any() and (ringed[20, 7:14] == HANDLE_COLOR).all(axis=1).any()
     assert (img == 128).all()  # drawn on a copy

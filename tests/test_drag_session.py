@@ -49,6 +49,18 @@ def test_single_point_drag_converges(tiny_generator):
     np.testing.assert_array_equal(s.ws, ws)
 
 
+def test_needs_f0_marks_the_first_step_of_a_drag(tiny_generator):
+    s = DragSession(tiny_generator, seed=0)
+    s.add_point(handle=(20, 30), target=(30, 30))
+    assert s.needs_f0
+    s.step()
+    assert not s.needs_f0
+    list(s.run(max_steps=2))  # a new run() continues the optimisation: no F0
+    assert not s.needs_f0
+    s.move_point(0, target=(32, 30))
+    assert s.needs_f0
+
+
 def test_mask_keeps_the_fixed_region(tiny_generator):
     fixed = np.zeros((64, 64), bool)
     fixed[:, :20] = True  # the left third must not change

@@ -1,5 +1,6 @@
 """Our own weights format: exact round trip, no code execution, clear errors."""
 
+import copy
 import json
 import struct
 
@@ -28,7 +29,10 @@ def test_round_trip_exact(G, tmp_path):
     for k, v in G.state_dict().items():
         assert torch.equal(v, G2.state_dict()[k]), k
     z = torch.randn(2, 8)
-    assert torch.equal(G(z, truncation_psi=0.5), G2(z, truncation_psi=0.5))
+    # Like with like: a frozen generator computes its weight-derived tensors once (ops.frozen_derived), which
+    # rounds differently (~4e-7) from the per-call path of one whose weights require grad.
+    frozen = copy.deepcopy(G).requires_grad_(False)
+    assert torch.equal(frozen(z, truncation_psi=0.5), G2(z, truncation_psi=0.5))
     assert (G2.z_dim, G2.w_dim, G2.c_dim, G2.num_ws, G2.img_resolution, G2.img_channels) == (8, 16, 0, 6, 16, 3)
 
 

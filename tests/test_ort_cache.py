@@ -147,6 +147,7 @@ def test_env_root(monkeypatch, tmp_path):
     assert ort_cache.default_root() == tmp_path
 
 
+@pytest.mark.slow  # a fresh process opening ORT artifacts
 def test_cached_start_imports_no_exporter(tiny_model_path, tmp_path):
     """A start from cached artifacts loads neither onnx nor torch.onnx (they cost ~7 MB of RSS beside torch)
     and opens no mapping session (dragnb maps seeds with torch); ``seed_ws`` still opens it on first use."""
@@ -188,6 +189,7 @@ def _rewrite_manifest(folder, change):
     (folder / MANIFEST).write_text(json.dumps(m))
 
 
+@pytest.mark.slow  # two artifact sets generated
 def test_a_foreign_intact_set_under_the_key_is_replaced(template, small_G, tmp_path):
     """An intact set made for another feature block, copied into this key's folder, is not run."""
     other = ensure_artifacts(small_G, FB - 1, root=tmp_path / "other", progress=False)

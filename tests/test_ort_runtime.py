@@ -120,6 +120,7 @@ def test_package_import_of_runtime_is_torch_free():
     assert "ok dragnb.backends.ort_runtime" in r.stdout
 
 
+@pytest.mark.slow  # fresh processes importing onnxruntime
 def test_onnxruntime_is_imported_without_ortmodule():
     """import_onnxruntime skips the training build's ORTModule check (torch, onnx, sympy: +62 MB), and
     onnxruntime.training still imports normally afterwards."""

@@ -106,6 +106,7 @@ def test_session_file_and_workbench_on_a_stylegan3_checkpoint(tmp_path):
     assert wb.session is s2
 
 
+@pytest.mark.slow  # an ONNX export of a StyleGAN3 generator
 def test_onnx_inference_export_matches(tmp_path, sg3t):
     """dragnb.export on StyleGAN3: the ONNX synthesis graph renders NVIDIA's image (as the PyTorch one does)."""
     from dragnb.backends.onnx_export import OnnxGenerator, export_mapper, export_synthesis
@@ -116,6 +117,7 @@ def test_onnx_inference_export_matches(tmp_path, sg3t):
     assert np.abs(og.render(ws)[0] - d["img_psi07"][0]).max() <= 1e-3
 
 
+@pytest.mark.slow  # a second ORT export of the StyleGAN3 step
 def test_transform_is_part_of_the_ort_artifacts(sg3t):
     """The user transform is a buffer of the exported graphs: a moved image gets its own artifacts, and ORT
     drags it as PyTorch does."""

@@ -36,8 +36,8 @@ VARIANTS = {
 
 
 class _ZeroInsertion:
-    """Runs a back-end's steps with ``ops.POLYPHASE = False``: PyTorch computes the up-sampling conv as zero
-    insertion + conv."""
+    """Runs a back-end's steps with ``ops.UP_CONV = "zero_insertion"``: PyTorch computes the up-sampling conv as
+    zero insertion + conv."""
 
     def __init__(self, backend):
         self.b = backend
@@ -48,11 +48,11 @@ class _ZeroInsertion:
             return attr
 
         def call(*a, **kw):
-            ops.POLYPHASE = False
+            ops.UP_CONV = "zero_insertion"
             try:
                 return attr(*a, **kw)
             finally:
-                ops.POLYPHASE = True
+                ops.UP_CONV = "auto"
         return call
 
 
@@ -63,13 +63,13 @@ def make(G, fb, threads, root: Path, name: str):
     real = ort_export.export_step
     if export_kw:
         ort_export.export_step = lambda *a, **kw: real(*a, **{**kw, **export_kw})
-    ops.POLYPHASE = polyphase
+    ops.UP_CONV = "auto" if polyphase else "zero_insertion"
     try:
         folder = root / ("default" if not (export_kw or not polyphase) else name)
         return B.make_backend("ort", G, fb, threads, folder, options=options or None)
     finally:
         ort_export.export_step = real
-        ops.POLYPHASE = True
+        ops.UP_CONV = "auto"
 
 
 def main(argv=None) -> int:

@@ -11,14 +11,18 @@ point tracking, the motion and mask losses (``dragnb.drag.core.drag_objective``)
 point has arrived, one Adam update of the latent. Everything the step reports (image, features,
 tracked points, losses) belongs to the latent *before* that update.
 
-Adam (both back-ends, so they agree to float rounding): betas (0.9, 0.999), eps 1e-8, no weight decay,
-bias correction with eps OUTSIDE it, as ONNX Runtime's AdamW kernel computes it::
+Adam (both back-ends, so they agree to float rounding): betas (0.9, 0.999), eps 1e-8, no weight decay, and
+one of two rules for the bias correction. In dragnb mode, eps OUTSIDE it, as ONNX Runtime's AdamW kernel
+computes it (so that the ORT back-end can run ORT's own optimizer kernel)::
 
     m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   t += 1
     p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
 
-``torch.optim.Adam`` instead divides by ``sqrt(v / (1 - b2^t)) + eps``; where gradients are tiny (as
-for a latent) the two differ by about 1 % after one step, so the PyTorch back-end does not use it.
+In official mode (``compat="official"``) ``torch.optim.Adam``'s, which the official DragGAN code runs, eps
+INSIDE it: ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``. Where gradients are tiny (as for
+a latent) the two differ by about 1 % after one step. The PyTorch back-end writes both out (``torch.optim``
+keeps its state where the back-end cannot hand it over); the ORT back-end runs a small graph of elementwise
+ops for the second (``ort_export.torch_adam_model``).
 """
 
 from __future__ import annotations
@@ -72,12 +76,14 @@ class Backend(ABC):
         feature_block: synthesis block index (0 = 4x4) whose output are the DragGAN features.
         noise_mode: "const" (default, as DragGAN), "random" or "none"; a back-end may support only "const"
             and must then raise ValueError for the others.
+        compat: "dragnb" (ours) or "official": the official DragGAN code's motion disk, Adam rule and latent
+            regulariser (``dragnb.drag.params`` and docs/compat.md).
     """
 
     name: str = "base"
 
     @abstractmethod
-    def __init__(self, G, feature_block: int, noise_mode: str = "const"): ...
+    def __init__(self, G, feature_block: int, noise_mode: str = "const", compat: str = "dragnb"): ...
 
     @abstractmethod
     def start(self, ws0: np.ndarray, latent_space: str, num_layers: int, lr: float) -> None:
@@ -108,6 +114,7 @@ class Backend(ABC):
         lr: float,                     # Adam learning rate for this update
         render_image: bool,            # also render the full image of this forward
         return_features: bool = False,  # also return the resized features (can be large)
+        reg: float = 0.0,              # official mode: weight of mean |ws - ws0| (must be 0 in dragnb mode)
     ) -> StepOutput:
         """One forward: track, losses, and one Adam update unless converged. See the module docstring."""
 
@@ -129,7 +136,8 @@ class Backend(ABC):
 
 
 def image_to_uint8(img: np.ndarray) -> np.ndarray:
-    """Generator output float [3, H, W] in about [-1, 1] -> uint8 [H, W, 3] (x * 127.5 + 128, clipped)."""
+    """Generator output float [3, H, W] in about [-1, 1] -> uint8 [H, W, 3]: x * 127.5 + 128 in float32, clipped
+    to [0, 255] and truncated toward zero, as the official DragGAN code converts (both modes)."""
     img = np.asarray(img, dtype=np.float32)
     return np.clip(img * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 

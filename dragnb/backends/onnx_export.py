@@ -1,6 +1,7 @@
 """ONNX inference export of the mapping and synthesis networks (the "mapper" and "generator" of the blog).
 
-``export_mapper(G, path)``: z [N, z_dim] (+ c) and truncation psi -> ws [N, num_ws, w_dim].
+``export_mapper(G, path)``: z [N, z_dim], truncation psi (and the label c [N, c_dim] of a conditional model)
+-> ws [N, num_ws, w_dim].
 ``export_synthesis(G, path)``: ws [N, num_ws, w_dim] -> image [N, C, H, W] (noise mode "const").
 Both use the TorchScript exporter (``dynamo=False``) at opset 17 so that onnxruntime 1.19 loads them.
 """
@@ -25,9 +26,9 @@ class _Mapper(nn.Module):
         super().__init__()
         self.mapping = G.mapping
 
-    def forward(self, z, psi):
+    def forward(self, z, psi, c=None):
         # Truncation written with a tensor psi so one export serves every psi.
-        ws = self.mapping(z, truncation_psi=1.0)
+        ws = self.mapping(z, c, truncation_psi=1.0)
         return self.mapping.w_avg + psi * (ws - self.mapping.w_avg)
 
 
@@ -53,13 +54,12 @@ def _export(module, args, path, input_names, output_names, dynamic_axes):
 
 
 def export_mapper(G: Generator, path: str | os.PathLike) -> Path:
-    """Export z -> ws (psi as an input; no label support: conditional models are refused)."""
+    """Export (z, psi) -> ws; a conditional model's mapper takes its label as a third input ``c`` [N, c_dim]."""
+    args, names, axes = (torch.zeros(1, G.z_dim), torch.tensor(1.0)), ["z", "psi"], {"z": {0: "n"}, "ws": {0: "n"}}
     if G.c_dim:
-        raise ValueError("ONNX export of conditional mapping networks is not supported")
-    z = torch.zeros(1, G.z_dim)
-    psi = torch.tensor(1.0)
+        args, names, axes = args + (torch.zeros(1, G.c_dim),), names + ["c"], {**axes, "c": {0: "n"}}
     with torch.no_grad():
-        return _export(_Mapper(G).eval(), (z, psi), path, ["z", "psi"], ["ws"], {"z": {0: "n"}, "ws": {0: "n"}})
+        return _export(_Mapper(G).eval(), args, path, names, ["ws"], axes)
 
 
 def export_synthesis(G: Generator, path: str | os.PathLike, noise_mode: str = "const") -> Path:
@@ -86,9 +86,15 @@ class OnnxGenerator:
         self.mapper = ort.InferenceSession(str(mapper_path), opts, providers=["CPUExecutionProvider"])
         self.synthesis = ort.InferenceSession(str(synthesis_path), opts, providers=["CPUExecutionProvider"])
         self.z_dim = self.mapper.get_inputs()[0].shape[1]
+        label = [i for i in self.mapper.get_inputs() if i.name == "c"]
+        self.c_dim = label[0].shape[1] if label else 0
 
-    def mapping(self, z: np.ndarray, psi: float = 1.0) -> np.ndarray:
-        return self.mapper.run(None, {"z": z.astype(np.float32), "psi": np.array(psi, np.float32)})[0]
+    def mapping(self, z: np.ndarray, psi: float = 1.0, c: np.ndarray | None = None) -> np.ndarray:
+        """z [N, z_dim] -> ws; ``c`` [N, c_dim]: a conditional model's labels (None: zeros)."""
+        feeds = {"z": z.astype(np.float32), "psi": np.array(psi, np.float32)}
+        if self.c_dim:
+            feeds["c"] = np.zeros((len(z), self.c_dim), np.float32) if c is None else np.asarray(c, np.float32)
+        return self.mapper.run(None, feeds)[0]
 
     def render(self, ws: np.ndarray) -> np.ndarray:
         """ws [N, num_ws, w_dim] -> float image [N, C, H, W]."""

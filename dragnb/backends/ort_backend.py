@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from .base import LATENT_SPACES, Backend, StepOutput, check_backend_args, check_state, image_to_uint8
-from .ort_files import EXPORT_NOISE_MODES
+from .ort_files import EXPORT_NOISE_MODES, OPTIMIZERS
 from .ort_model import ArtifactModel
 
 
@@ -39,6 +39,7 @@ class OrtBackend(Backend):
             as it is; ``feature_block`` and ``noise_mode`` must then be the exported ones).
         feature_block: synthesis block index (0 = 4x4) of the DragGAN features.
         noise_mode: "const" (default) or "none"; "random" raises ValueError.
+        compat: "dragnb" or "official" (the official code's step and Adam rule; its own artifact set).
         artifacts_root: cache root (default ``ort_cache.default_root()``); unused with an ArtifactModel.
         threads: intra-op threads (default: the ArtifactModel's ``threads``, else :func:`default_threads`).
         device: None (the ArtifactModel's ``device``, else CUDA if available, else CPU), "cpu" or "cuda".
@@ -50,7 +51,7 @@ class OrtBackend(Backend):
 
     def __init__(self, G, feature_block: int, noise_mode: str = "const", artifacts_root=None,
                  threads: int | None = None, device: str | None = None, progress: bool = True,
-                 options: dict | None = None):
+                 options: dict | None = None, compat: str = "dragnb"):
         from .ort_runtime import DragRuntime
 
         if not isinstance(G, ArtifactModel):
@@ -59,15 +60,17 @@ class OrtBackend(Backend):
             if not isinstance(G, Generator):
                 raise TypeError(f"G must be a dragnb Generator or an ArtifactModel, got {type(G).__name__}")
         check_backend_args(G, feature_block, noise_mode, EXPORT_NOISE_MODES)
-        self.G, self.feature_block, self.noise_mode = G, int(feature_block), noise_mode
+        if compat not in OPTIMIZERS:
+            raise ValueError(f"compat must be one of {tuple(OPTIMIZERS)}, got {compat!r}")
+        self.G, self.feature_block, self.noise_mode, self.compat = G, int(feature_block), noise_mode, compat
         if isinstance(G, ArtifactModel):
-            G.check_params(self.feature_block, noise_mode)
+            G.check_params(self.feature_block, noise_mode, compat)
             self.folder = G.folder  # ArtifactModel verified it when it was opened
             threads, device = threads or G.threads, device or G.device
         else:
             from .ort_cache import ensure_artifacts
 
-            self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress)
+            self.folder = ensure_artifacts(G, self.feature_block, noise_mode, artifacts_root, progress, compat)
             # ensure_artifacts has just verified every hash; no second pass here.
         self.runtime = DragRuntime(self.folder, threads=threads or default_threads(), device=device,
                                    check_hashes=False, options=options)
@@ -93,9 +96,9 @@ class OrtBackend(Backend):
         return image_to_uint8(img), feat
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-             l1_tracking, lr, render_image, return_features=False):
+             l1_tracking, lr, render_image, return_features=False, reg=0.0):
         r = self.runtime.step(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-                              l1_tracking, lr, render_image, return_features)
+                              l1_tracking, lr, render_image, return_features, reg)
         return StepOutput(
             loss=r["loss"], motion=r["motion"], mask=r["mask"], tracked_rc=r["tracked_rc"], distance=r["distance"],
             converged=r["converged"], image=image_to_uint8(r["image"]) if r["image"] is not None else None,

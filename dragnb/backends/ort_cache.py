@@ -1,4 +1,4 @@
-"""The ORT artifact cache: one folder per (generator weights, feature block, noise mode, export settings).
+"""The ORT artifact cache: one folder per (generator weights, feature block, noise mode, compat mode, export settings).
 
 Layout: ``<root>/ort/<key>/`` with the files of :func:`dragnb.backends.ort_export.generate_training_artifacts`
 plus CPU-optimised copies of the graphs (``*.cpu-opt.onnx``, see ``ort_sessions.PREOPTIMIZABLE``), and
@@ -19,6 +19,7 @@ makes the set regenerate with an :class:`ArtifactCacheWarning` saying why.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from .ort_files import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    OPTIMIZERS,
     RUNTIME_FILES,
     ArtifactError,
     file_sha256,
@@ -81,7 +83,7 @@ def weights_sha256(G) -> str:
     return h.hexdigest()
 
 
-def export_settings(feature_block: int, noise_mode: str) -> dict:
+def export_settings(feature_block: int, noise_mode: str, compat: str = "dragnb") -> dict:
     """Everything besides the weights that determines the artifacts."""
     from importlib.metadata import version
 
@@ -99,6 +101,7 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
     return {
         "feature_block": int(feature_block),
         "noise_mode": noise_mode,
+        "compat": compat,
         "opset": OPSET,
         "export_version": EXPORT_VERSION,
         "graph_sources_sha256": src.hexdigest(),
@@ -107,10 +110,11 @@ def export_settings(feature_block: int, noise_mode: str) -> dict:
     }
 
 
-def cache_key(G, feature_block: int, noise_mode: str = "const") -> tuple[str, dict]:
+def cache_key(G, feature_block: int, noise_mode: str = "const", compat: str = "dragnb") -> tuple[str, dict]:
     """(key: 24 hex digits, manifest fields that went into it)."""
-    fields = {"weights_sha256": weights_sha256(G), "settings": export_settings(feature_block, noise_mode),
-              "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode)}  # they go into the manifest
+    fields = {"weights_sha256": weights_sha256(G), "settings": export_settings(feature_block, noise_mode, compat),
+              # they go into the manifest
+              "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode, compat)}
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:24], fields
 
 
@@ -144,7 +148,7 @@ def _write_manifest(folder: Path, key: str, fields: dict, config: dict, seconds:
     atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1))
 
 
-def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress: bool) -> None:
+def _generate(G, feature_block, noise_mode, compat, folder: Path, key, fields, progress: bool) -> None:
     from tqdm.auto import tqdm
 
     from .ort_export import generate_training_artifacts
@@ -156,11 +160,13 @@ def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress:
             bar.set_postfix_str(f"{stage}: done")
             bar.update(1)
 
-        config = generate_training_artifacts(G, feature_block, folder, noise_mode, progress=tick)
+        config = generate_training_artifacts(G, feature_block, folder, noise_mode, progress=tick, compat=compat)
         # The forward alone (the training model contains it, and it holds weights) and ORT's optimizer graph
-        # (adamw.onnx is the one the runtime runs) are not kept.
+        # (adamw.onnx or torch_adam.onnx is the one the runtime runs) are not kept; nor an unused optimizer.
         (folder / "step.onnx").unlink()
         (folder / "optimizer_model.onnx").unlink()
+        for other in {o["file"] for o in OPTIMIZERS.values()} - {config["optimizer"]["file"]}:
+            (folder / other).unlink(missing_ok=True)
         for name, rel in RUNTIME_FILES.items():  # the runtime beside its artifacts: `python ort_runtime.py .`
             shutil.copyfile(_PKG / rel, folder / name)
         # A cached start is mostly ORT optimising the graphs; do it once here (ort_sessions.PREOPTIMIZABLE).
@@ -172,7 +178,8 @@ def _generate(G, feature_block, noise_mode, folder: Path, key, fields, progress:
         bar.close()
 
 
-def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None, progress: bool = True) -> Path:
+def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None, progress: bool = True,
+                     compat: str = "dragnb") -> Path:
     """The verified artifact folder for ``G``: reused when intact, else (re)generated.
 
     Args:
@@ -181,8 +188,9 @@ def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None
         noise_mode: "const" or "none".
         root: cache root (default :func:`default_root`); artifacts go to ``<root>/ort/<key>/``.
         progress: show a tqdm bar while generating.
+        compat: "dragnb" or "official" (the official code's step and Adam rule: other graphs, another folder).
     """
-    key, fields = cache_key(G, feature_block, noise_mode)
+    key, fields = cache_key(G, feature_block, noise_mode, compat)
     base = Path(root).expanduser() if root is not None else default_root()
     base = base / "ort"
     final = base / key
@@ -191,13 +199,13 @@ def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None
         return final
     try:
         with _locked(base / ".locks" / f"{key}.lock"):
-            return _regenerate(G, feature_block, noise_mode, base, key, fields, progress)
+            return _regenerate(G, feature_block, noise_mode, compat, base, key, fields, progress)
     except OSError as e:  # a read-only cache, a directory where the lock or a file goes, a full disk
         raise ArtifactError(f"ORT artifact cache {base}: cannot make the artifacts for key {key} "
                             f"({type(e).__name__}: {e.strerror or e})") from None
 
 
-def _regenerate(G, feature_block, noise_mode, base: Path, key: str, fields: dict, progress: bool) -> Path:
+def _regenerate(G, feature_block, noise_mode, compat, base: Path, key: str, fields: dict, progress: bool) -> Path:
     """(under the key's lock) The verified folder: another process's if it finished meanwhile, else made anew."""
     final = base / key
     if final.exists() or final.is_symlink():
@@ -211,10 +219,12 @@ def _regenerate(G, feature_block, noise_mode, base: Path, key: str, fields: dict
     for stale in base.glob(f".tmp-{key}-*"):  # left by a generator that died; we hold the lock
         shutil.rmtree(stale, ignore_errors=True)
     log.info("generating ORT training artifacts in %s (once per model and feature block)", final)
+    if next(G.parameters()).device.type != "cpu":  # a GPU session's generator: the export traces CPU inputs
+        G = copy.deepcopy(G).cpu()
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=base))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the published folder is an ordinary cache folder
     try:
-        _generate(G, feature_block, noise_mode, tmp, key, fields, progress)
+        _generate(G, feature_block, noise_mode, compat, tmp, key, fields, progress)
         os.rename(tmp, final)
     finally:
         if tmp.exists():

@@ -15,6 +15,11 @@ the ws, ``ws = ws0 * (1 - rowsum(select)) + select @ latent``:
 Rows with zero gradient stay put under Adam (m = v = 0 gives an update of exactly 0), so one artifact set
 serves every latent space and layer count, and ``ws`` equals the PyTorch back-end's bit for bit.
 
+Official mode (``compat="official"``, :class:`OfficialDragStep`): the official DragGAN code's motion term
+(``core.official_motion_loss``: its disk is found per point inside the graph, from the tracked handle) and
+latent regulariser; the step graph has two more inputs (:data:`OFFICIAL_STEP_INPUTS`) and the optimizer is
+``torch.optim.Adam``'s rule as a graph of elementwise ops (:func:`torch_adam_model`). A separate artifact set.
+
 The graph surgery (the stop-gradient marker that keeps ``detach()``, convolution gradients, constant folding)
 is in ``ort_graph.py``. The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's
 activations, for the display image only) and ``mapping.onnx`` (z, psi -> ws, so a device can start from a seed
@@ -39,7 +44,7 @@ from ..drag.params import DragParams
 from ..stylegan import ops
 from ..stylegan.networks import Generator
 from .onnx_export import OPSET  # the TorchScript exporter's output that ORT 1.19 trains
-from .ort_files import EXPORT_NOISE_MODES
+from .ort_files import EXPORT_NOISE_MODES, OPTIMIZERS, TORCH_ADAM_FILE
 from .ort_graph import (  # noqa: F401  (count_markers: part of this module's API)
     CONV_DOMAIN,
     FOLDED_PREFIX,
@@ -51,6 +56,8 @@ from .ort_graph import (  # noqa: F401  (count_markers: part of this module's AP
     add_marker_function,
     check_markers,
     conv_export_hook,
+    conv_transpose_export_hook,
+    conv_transpose_inference_hook,
     count_markers,
     drop_output,
     fold_constants,
@@ -80,6 +87,12 @@ STEP_INPUTS = (
     "tolerance",    # float32 []: arrival distance in pixels
     "l1_tracking",  # bool []: L1 (paper) instead of L2 (official code) tracking distance
 )
+# The official step's inputs: ``disk`` is then the box the official disk is looked for in
+# (geometry.official_disk_box(r1)), and two more follow.
+OFFICIAL_STEP_INPUTS = STEP_INPUTS + (
+    "radius",       # float32 []: the official motion disk's radius r1, pixels
+    "reg",          # float32 []: weight of mean |ws - ws0| (the official latent regulariser)
+)
 STEP_OUTPUTS = (
     "loss",         # float32 []: motion + lambda_mask * mask (MUST stay first: the backward pass starts here)
     "motion",       # float32 []
@@ -97,7 +110,7 @@ STEP_OUTPUTS = (
 EVAL_ONLY_OUTPUT = "features"   # float32 [C, H, W]
 _DYNAMIC = {
     "handles_rc": {0: "points"}, "targets_rc": {0: "points"}, "ref_feats": {0: "points"},
-    "window": {0: "window"}, "disk": {0: "disk"},
+    "window": {0: "window"}, "disk": {0: "disk"},  # "disk" is the official step's box too
     "fixed": {0: "mask_h", 1: "mask_w"}, "f0_fixed": {0: "mask_c", 1: "mask_h", 2: "mask_w"},
     "tracked_rc": {0: "points"}, "distance": {0: "points"},
 }
@@ -148,6 +161,37 @@ class DragStep(nn.Module):
         return out + ((img,) if self.has_img else ()) + (feat.full(),)
 
 
+class OfficialDragStep(DragStep):
+    """The official DragGAN code's step (inputs :data:`OFFICIAL_STEP_INPUTS`, outputs as :class:`DragStep`'s):
+    tracking and the mask term as dragnb's, the motion term ``core.official_motion_loss`` (``disk`` holds the
+    box its disk is found in, ``radius`` its radius) and ``reg * mean |ws - ws0|``."""
+
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", marker: bool = True):
+        super().__init__(G, feature_block, noise_mode, marker)
+        # The official code's stretched pixel coordinates: graph constants with exactly its float32 values.
+        self.coords = tuple(torch.linspace(0, n, n) for n in self.size)
+
+    def forward(self, ws0, select, handles_rc, targets_rc, ref_feats, window, disk, fixed, f0_fixed,
+                lambda_mask, tolerance, l1_tracking, radius, reg):
+        keep = 1 - select.sum(dim=1)
+        ws = ws0 * keep[None, :, None] + select @ self.latent
+        x, img = self.synthesis.run_blocks(ws, 0, self.feature_block + 1, noise_mode=self.noise_mode,
+                                           render_rgb=self.has_img)
+        feat = core.ResizedFeatures(x, self.size)
+        loss, motion, masked, tracked, dist, converged = core.drag_objective(
+            feat, ref_feats, handles_rc, targets_rc, window, disk, fixed, f0_fixed, lambda_mask, tolerance,
+            l1_tracking=l1_tracking, stop_gradient=self.sg, official=(self.coords, radius),
+        )
+        loss = loss + reg * (ws - ws0).abs().mean()
+        out = (loss, motion, masked, tracked, dist, converged, x)
+        return out + ((img,) if self.has_img else ()) + (feat.full(),)
+
+
+def step_inputs(compat: str) -> tuple[str, ...]:
+    """The step graph's inputs in order for a compat mode."""
+    return OFFICIAL_STEP_INPUTS if compat == "official" else STEP_INPUTS
+
+
 class Tail(nn.Module):
     """Blocks after the feature block, for the display image: (ws, block_x[, block_img]) -> image [1, 3, H, W]."""
 
@@ -178,43 +222,50 @@ def _torch_export(module, args, path, input_names, output_names, dynamic_axes, t
         )
 
 
-def example_step_inputs(G: Generator, feature_block: int, points: int = 2) -> tuple:
-    """Inputs in :data:`STEP_INPUTS` order for tracing (values irrelevant, shapes representative)."""
+def example_step_inputs(G: Generator, feature_block: int, points: int = 2, compat: str = "dragnb") -> tuple:
+    """Inputs in :func:`step_inputs` order for tracing (values irrelevant, shapes representative)."""
     c, _, _ = G.feature_shape(feature_block)
     h, w = G.img_resolution, G.img_width
     r1, r2, tol = core.default_radii(h)
     g = torch.Generator().manual_seed(0)
     handles = torch.stack([torch.randint(0, h, (points,), generator=g), torch.randint(0, w, (points,), generator=g)], 1)
-    return (
+    disk = core.geometry.official_disk_box(r1) if compat == "official" else core.disk_offsets(r1)
+    args = (
         torch.zeros(1, G.num_ws, G.w_dim), torch.eye(G.num_ws), handles, handles.float() + 3.0,
         torch.randn(points, c, generator=g), torch.from_numpy(core.window_offsets(r2)),
-        torch.from_numpy(core.disk_offsets(r1)), torch.zeros(h, w), torch.zeros(c, h, w),
+        torch.from_numpy(disk), torch.zeros(h, w), torch.zeros(c, h, w),
         torch.tensor(10.0), torch.tensor(float(tol)), torch.tensor(False),
     )
+    return args + ((torch.tensor(float(r1)), torch.tensor(0.0)) if compat == "official" else ())
 
 
 def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const", marker: bool = True,
-                conv_gradient: bool = True, fold: bool = True) -> int:
-    """Export :class:`DragStep` to ``path`` (with the marker function attached); returns the marker count.
+                conv_gradient: bool = True, fold: bool = True, compat: str = "dragnb") -> int:
+    """Export :class:`DragStep` (``compat="official"``: :class:`OfficialDragStep`) to ``path`` (with the marker
+    function attached); returns the marker count.
 
-    ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` (a convolution as gradient, see above);
-    ``fold``: fold the weight-only subgraphs into constants (:func:`fold_constants`). Both are optimisations
-    (False reproduces the plain graph, for measurements). Raises :class:`MarkerMismatch` if the graph does not
+    ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` and the up-sampling transposed convolutions
+    as ``dragnb.conv::ConvT{k}S2`` (each with a convolution as gradient, see ``ort_graph.py``; False: ORT's
+    ConvGrad and the polyphase form of ``ops.conv3x3_up2``); ``fold``: fold the weight-only subgraphs into
+    constants (:func:`fold_constants`). Both are optimisations (False reproduces the plain graph, for
+    measurements). Raises :class:`MarkerMismatch` if the graph does not
     hold one marker per traced ``stop_gradient``.
     """
     if noise_mode not in EXPORT_NOISE_MODES:
         raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
-    step = DragStep(G, feature_block, noise_mode, marker).eval()
+    inputs = step_inputs(compat)
+    step = (OfficialDragStep if compat == "official" else DragStep)(G, feature_block, noise_mode, marker).eval()
     outputs = step_outputs(step.has_img) + [EVAL_ONLY_OUTPUT]
     with _EXPORT_LOCK:
         before = StopGradient.emitted
         ops.conv_export_hook = conv_export_hook if conv_gradient else None
+        ops.conv_transpose_export_hook = conv_transpose_export_hook if conv_gradient else None
         try:
-            _torch_export(step, example_step_inputs(G, feature_block), path, STEP_INPUTS, outputs,
-                          {k: v for k, v in _DYNAMIC.items() if k in STEP_INPUTS or k in outputs}, training=True,
+            _torch_export(step, example_step_inputs(G, feature_block, compat=compat), path, inputs, outputs,
+                          {k: v for k, v in _DYNAMIC.items() if k in inputs or k in outputs}, training=True,
                           custom=[MARKER_DOMAIN] * marker + [CONV_DOMAIN] * conv_gradient)
         finally:
-            ops.conv_export_hook = None
+            ops.conv_export_hook = ops.conv_transpose_export_hook = None
         expected = StopGradient.emitted - before
     model = onnx.load(os.fspath(path))
     if fold:
@@ -224,7 +275,7 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     check_markers(model, expected, "exported step graph")
     if marker and expected == 0:
         raise MarkerMismatch("the step graph was traced without any stop-gradient marker")
-    missing = [n for n in STEP_INPUTS if n not in {i.name for i in model.graph.input}]
+    missing = [n for n in inputs if n not in {i.name for i in model.graph.input}]
     if missing:  # the exporter silently drops unused inputs; positional feeding would then be misaligned
         raise RuntimeError(f"exported step graph lost inputs {missing}")
     add_marker_function(model)
@@ -242,8 +293,12 @@ def export_tail(G: Generator, feature_block: int, path, noise_mode: str = "const
     if _has_partial_image(G, feature_block):
         args.append(torch.zeros(1, G.img_channels, h, w))
         names.append("block_img")
-    with torch.no_grad():
-        _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
+    with _EXPORT_LOCK, torch.no_grad():
+        ops.conv_transpose_export_hook = conv_transpose_inference_hook  # only run, never differentiated
+        try:
+            _torch_export(Tail(G, feature_block, noise_mode).eval(), tuple(args), path, names, ["image"], None)
+        finally:
+            ops.conv_transpose_export_hook = None
     return names
 
 
@@ -266,6 +321,64 @@ def explicit_optimizer(path_in, path_out) -> None:
         model.graph.output.append(helper.make_tensor_sequence_value_info(name, onnx.TensorProto.FLOAT, None))
     onnx.checker.check_model(model)
     onnx.save(model, os.fspath(path_out))
+
+
+def torch_adam_model(path=None) -> onnx.ModelProto:
+    """``torch.optim.Adam``'s update (defaults of ``base.py``; eps inside the bias correction) as an ONNX graph of
+    elementwise ops, for the ORT back-end's official mode; saved to ``path`` if given.
+
+    Inputs ``params``, ``gradients``, ``exp_avg``, ``exp_avg_sq`` (float32 [1, num_ws, w_dim], the latent's shape),
+    ``step_size`` (float32 [], lr / (1 - b1^t)) and ``bias_correction2_sqrt`` (float32 [], sqrt(1 - b2^t));
+    outputs the updated three. The
+    arithmetic follows PyTorch's single-tensor CPU path op for op, scalars rounded to float32 as it rounds them:
+    ``m += (1 - b1) (g - m)`` and ``v = b2 v + ((1 - b2) g) g`` each with ONE rounding (its vectorised kernels
+    fuse them into a multiply-add; here a float64 multiply-add rounded once to float32, the same value but for
+    double-rounding ties), then ``p += (-step_size m) / (sqrt(v) / bias_correction2_sqrt + eps)``. The square root
+    is ORT's, correctly rounded; PyTorch's vectorised one can be an ulp off, so the two agree to about an ulp.
+    """
+    import numpy as np
+    from onnx import TensorProto
+
+    from .base import ADAM_BETAS, ADAM_EPS
+
+    b1, b2 = ADAM_BETAS
+    f32 = lambda name, v: helper.make_tensor(name, TensorProto.FLOAT, [], [float(np.float32(v))])  # noqa: E731
+    f64 = lambda name, v: helper.make_tensor(name, TensorProto.DOUBLE, [], [float(v)])  # noqa: E731
+    consts = [f64("w1", np.float32(1 - b1)), f32("b2", b2), f32("w2", 1 - b2), f32("eps", ADAM_EPS)]
+    to64 = lambda x, y: helper.make_node("Cast", [x], [y], to=TensorProto.DOUBLE)  # noqa: E731
+    nodes = [
+        helper.make_node("Sub", ["gradients", "exp_avg"], ["d"]),
+        to64("d", "d64"), to64("exp_avg", "m64"),
+        helper.make_node("Mul", ["d64", "w1"], ["wd64"]),
+        helper.make_node("Add", ["wd64", "m64"], ["m_new64"]),
+        helper.make_node("Cast", ["m_new64"], ["updated_exp_avg"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["exp_avg_sq", "b2"], ["v_decayed"]),
+        helper.make_node("Mul", ["gradients", "w2"], ["wg"]),
+        to64("wg", "wg64"), to64("gradients", "g64"), to64("v_decayed", "vd64"),
+        helper.make_node("Mul", ["wg64", "g64"], ["wgg64"]),
+        helper.make_node("Add", ["wgg64", "vd64"], ["v_new64"]),
+        helper.make_node("Cast", ["v_new64"], ["updated_exp_avg_sq"], to=TensorProto.FLOAT),
+        helper.make_node("Sqrt", ["updated_exp_avg_sq"], ["root"]),
+        helper.make_node("Div", ["root", "bias_correction2_sqrt"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "eps"], ["denom"]),
+        helper.make_node("Neg", ["step_size"], ["neg_step"]),
+        helper.make_node("Mul", ["neg_step", "updated_exp_avg"], ["num"]),
+        helper.make_node("Div", ["num", "denom"], ["delta"]),
+        helper.make_node("Add", ["params", "delta"], ["updated_params"]),
+    ]
+    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", "rows", "dim"])  # noqa: E731
+    scalar = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [])  # noqa: E731
+    graph = helper.make_graph(
+        nodes, "torch_adam",
+        [tensor(n) for n in ("params", "gradients", "exp_avg", "exp_avg_sq")]
+        + [scalar("step_size"), scalar("bias_correction2_sqrt")],
+        [tensor(n) for n in ("updated_params", "updated_exp_avg", "updated_exp_avg_sq")], initializer=consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8  # what ORT 1.19 reads (the exporter's too)
+    onnx.checker.check_model(model)
+    if path is not None:
+        onnx.save(model, os.fspath(path))
+    return model
 
 
 def adamw_block():
@@ -314,31 +427,33 @@ def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval
 
 
 def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise_mode: str = "const",
-                                marker: bool = True, progress=None) -> dict:
-    """Write every artifact of one (G, feature_block, noise_mode) into the existing folder ``out_dir``.
+                                marker: bool = True, progress=None, compat: str = "dragnb") -> dict:
+    """Write every artifact of one (G, feature_block, noise_mode, compat) into the existing folder ``out_dir``.
 
     Files: ``step.onnx`` (the exported forward; ``ort_cache`` drops it, the training model contains it),
     ``training_model.onnx``,
     ``eval_model.onnx``, ``optimizer_model.onnx``, ``checkpoint`` (ORT's), ``adamw.onnx``
-    (:func:`explicit_optimizer`), ``tail.onnx`` (unless the feature block is last) and
-    ``mapping.onnx`` (unconditional models). ``progress`` is called with a stage name after each stage.
-    Returns the config part of the manifest.
+    (:func:`explicit_optimizer`), in official mode ``torch_adam.onnx`` (:func:`torch_adam_model`), ``tail.onnx``
+    (unless the feature block is last) and ``mapping.onnx`` (with the label input ``c`` of a conditional model).
+    ``progress`` is called with a stage name after each
+    stage. Returns the config part of the manifest.
     """
     from .onnx_export import export_mapper
 
     tick = progress or (lambda stage: None)
     out = Path(out_dir)
     G = G.eval().requires_grad_(False)
-    markers = export_step(G, feature_block, out / "step.onnx", noise_mode, marker)
+    markers = export_step(G, feature_block, out / "step.onnx", noise_mode, marker, compat=compat)
     tick("export step graph")
     generate_step_artifacts(G, out / "step.onnx", out, markers, eval_features=False)
+    optimizer = OPTIMIZERS[compat]
+    if optimizer["file"] == TORCH_ADAM_FILE:
+        torch_adam_model(out / TORCH_ADAM_FILE)
     tick("generate training artifacts")
 
     tail_inputs = export_tail(G, feature_block, out / "tail.onnx", noise_mode)
     tick("export display tail")
-    has_mapping = G.c_dim == 0
-    if has_mapping:
-        export_mapper(G, out / "mapping.onnx")
+    export_mapper(G, out / "mapping.onnx")  # a conditional model's takes the label c as well
     tick("export mapping")
 
     c, h, w = G.feature_shape(feature_block)
@@ -356,16 +471,19 @@ def generate_training_artifacts(G: Generator, feature_block: int, out_dir, noise
         "feature_shape": [c, G.img_resolution, G.img_width],
         # The drag defaults a session on this model uses (its tuned drag_defaults, else the resolution's rules):
         # ArtifactModel and ort_runtime.drag read them here.
-        "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode),
-        "step_inputs": list(STEP_INPUTS),
+        "drag_params": DragParams.for_artifacts(G, feature_block, noise_mode, compat),
+        "compat": compat,
+        "step_inputs": list(step_inputs(compat)),
         "step_outputs": step_outputs(_has_partial_image(G, feature_block)),
         "eval_outputs": step_outputs(_has_partial_image(G, feature_block)),  # F0: geometry.resize_features
         "tail_inputs": tail_inputs,
-        "has_mapping": has_mapping,
+        "has_mapping": True,
+        "mapping_inputs": ["z", "psi"] + (["c"] if G.c_dim else []),
         "trainable": TRAINABLE,
         "stop_gradient_markers": markers if marker else 0,
         "stop_gradient": "marker" if marker else "none (detach dropped: wrong gradient)",
         "adam": {"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0},
+        "optimizer": optimizer,  # which update rule the runtime runs, and from which file
     }
 
 

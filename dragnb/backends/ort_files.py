@@ -15,7 +15,11 @@ from pathlib import Path
 FORMAT = "dragnb-ort-artifacts"
 FORMAT_VERSION = 2  # 2: drag_params in the config, the runtime copied into the folder
 MANIFEST = "manifest.json"
-ADAM_FILE = "adamw.onnx"
+ADAM_FILE = "adamw.onnx"         # ORT's AdamWOptimizer node (dragnb mode)
+TORCH_ADAM_FILE = "torch_adam.onnx"  # torch.optim.Adam's rule as elementwise ops (official mode)
+# The optimizer of each compat mode, as the manifest records it (config.optimizer).
+OPTIMIZERS = {"dragnb": {"rule": "ort-adamw", "file": ADAM_FILE},
+              "official": {"rule": "torch-adam", "file": TORCH_ADAM_FILE}}
 MAX_MANIFEST_BYTES = 1 << 20
 LATENT_SPACES = ("w", "w+")
 EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused
@@ -48,7 +52,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def required_files(config: dict) -> set[str]:
     """The files a runtime opens for this ``config`` (the manifest's): each must be listed, with its hash."""
-    need = {"training_model.onnx", "eval_model.onnx", "checkpoint", ADAM_FILE, *RUNTIME_FILES}
+    optimizer = config.get("optimizer")
+    adam = optimizer.get("file") if isinstance(optimizer, dict) else None
+    need = {"training_model.onnx", "eval_model.onnx", "checkpoint", adam if isinstance(adam, str) else ADAM_FILE,
+            *RUNTIME_FILES}
     if config.get("tail_inputs"):
         need.add("tail.onnx")
     if config.get("has_mapping"):

@@ -140,7 +140,7 @@ def check_markers(model: onnx.ModelProto, expected: int, where: str) -> None:
 
 CONV_DOMAIN = "dragnb.conv"  # not the marker's domain: that one stays exclusive to the stop-gradient
 CONV_OP = "Conv{k}Pad{p}"
-_CONV_REGISTERED: set[tuple[int, int]] = set()
+_CONV_REGISTERED: set[str] = set()  # op types
 
 
 class _GradConv(torch.autograd.Function):
@@ -167,20 +167,64 @@ def conv_export_hook(x, weight, padding: int):
     return _GradConv.apply(x, weight, weight_t, int(padding), k, out_shape)
 
 
-def _conv_function(k: int, p: int, opset: int) -> onnx.FunctionProto:
-    body = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[p] * 4, kernel_shape=[k, k])]
-    return helper.make_function(CONV_DOMAIN, CONV_OP.format(k=k, p=p), ["x", "w", "wt"], ["y"], body,
-                                [helper.make_opsetid("", opset)])
+# Stride-2 transposed convolutions (the up-sampling convolutions, ``stylegan.ops.conv3x3_up2``): ORT 1.19 runs
+# ConvTranspose but cannot differentiate it. While a training graph is exported, each becomes
+# ``dragnb.conv::ConvT{k}S2(x, weight_t)``: a model-local function whose body is the ``ConvTranspose`` and whose
+# gradient, registered below, is dx = Conv(dy, weight_t, strides 2): the adjoint of a transposed convolution is
+# the strided convolution with the same weight tensor ([Cin, Cout, k, k] read as Conv's [M, C, k, k]). That is
+# 9 products per input sample and channel pair for k = 3, forward and backward, against the 16 of the polyphase
+# form, and no pixel shuffle.
+
+CONVT_OP = "ConvT{k}S2"
 
 
-def add_conv_functions(model: onnx.ModelProto) -> list[tuple[int, int]]:
-    """Attach the function of every ``dragnb.conv::Conv{k}Pad{p}`` the model uses; returns their (k, p)."""
-    used = sorted({_conv_kp(n.op_type) for n in model.graph.node if n.domain == CONV_DOMAIN})
+class _GradConvT(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight_t, k, out_shape):
+        return torch.nn.functional.conv_transpose2d(x, weight_t, stride=2)
+
+    @staticmethod
+    def symbolic(g, x, weight_t, k, out_shape):
+        y = g.op(f"{CONV_DOMAIN}::{CONVT_OP.format(k=k)}", x, weight_t)
+        y.setType(x.type().with_sizes(out_shape))
+        return y
+
+
+def conv_transpose_export_hook(x, weight_t):
+    """``ops.conv_transpose_export_hook`` while :func:`export_step` traces: ``dragnb.conv::ConvT{k}S2``."""
+    k = int(weight_t.shape[-1])
+    if int(weight_t.shape[-2]) != k:
+        raise ValueError("only square kernels are exported with a transposed-convolution gradient")
+    n, _, h, w = (int(v) for v in x.shape)
+    out_shape = [n, int(weight_t.shape[1]), 2 * h + k - 2, 2 * w + k - 2]
+    return _GradConvT.apply(x, weight_t, k, out_shape)
+
+
+def conv_transpose_inference_hook(x, weight_t):
+    """``ops.conv_transpose_export_hook`` for graphs that are only run (the display tail): plain ConvTranspose."""
+    return torch.nn.functional.conv_transpose2d(x, weight_t, stride=2)
+
+
+def _conv_function(op_type: str, opset: int) -> onnx.FunctionProto:
+    if op_type.startswith("ConvT"):
+        k = _convt_k(op_type)
+        body = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], kernel_shape=[k, k])]
+        inputs = ["x", "w"]
+    else:
+        k, p = _conv_kp(op_type)
+        body = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[p] * 4, kernel_shape=[k, k])]
+        inputs = ["x", "w", "wt"]
+    return helper.make_function(CONV_DOMAIN, op_type, inputs, ["y"], body, [helper.make_opsetid("", opset)])
+
+
+def add_conv_functions(model: onnx.ModelProto) -> list[str]:
+    """Attach the function of every ``dragnb.conv`` op the model uses; returns their op types."""
+    used = sorted({n.op_type for n in model.graph.node if n.domain == CONV_DOMAIN})
     have = {f.name for f in model.functions if f.domain == CONV_DOMAIN}
     opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    for k, p in used:
-        if CONV_OP.format(k=k, p=p) not in have:
-            model.functions.append(_conv_function(k, p, opset))
+    for op_type in used:
+        if op_type not in have:
+            model.functions.append(_conv_function(op_type, opset))
     return used
 
 
@@ -189,20 +233,33 @@ def _conv_kp(op_type: str) -> tuple[int, int]:
     return int(k), int(p)
 
 
-def register_conv_gradients(kps) -> None:
-    """Register dx = Conv(dy, weight_t, pads k - 1 - p) for each (k, p) (process-global; our domain only)."""
+def _convt_k(op_type: str) -> int:
+    return int(op_type[len("ConvT"):].split("S")[0])
+
+
+def register_conv_gradients(op_types) -> None:
+    """Register the gradient of each ``dragnb.conv`` op (process-global; our domain only):
+    ``Conv{k}Pad{p}``: dx = Conv(dy, weight_t, pads k - 1 - p); ``ConvT{k}S2``: dx = Conv(dy, weight_t, strides 2)."""
     import_onnxruntime()
     from onnxruntime.capi import _pybind_state as C
 
-    for k, p in kps:
-        if (k, p) in _CONV_REGISTERED:
+    def attribute(name, value):
+        a = C.GradientNodeAttributeDefinition()
+        a.name, a.value_json, a.dtype, a.is_tensor = name, json.dumps(value), "int", False
+        return a
+
+    for op_type in op_types:
+        if op_type in _CONV_REGISTERED:
             continue
-        pads = C.GradientNodeAttributeDefinition()
-        pads.name, pads.value_json, pads.dtype, pads.is_tensor = "pads", json.dumps([k - 1 - p] * 4), "int", False
         d = C.GradientNodeDefinition()
-        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = "Conv", "", ["GO(0)", "I(2)"], ["GI(0)"], [pads]
-        C.register_gradient_definition(f"{CONV_DOMAIN}::{CONV_OP.format(k=k, p=p)}", [d])
-        _CONV_REGISTERED.add((k, p))
+        if op_type.startswith("ConvT"):
+            inputs, attrs = ["GO(0)", "I(1)"], [attribute("strides", [2, 2])]
+        else:
+            k, p = _conv_kp(op_type)
+            inputs, attrs = ["GO(0)", "I(2)"], [attribute("pads", [k - 1 - p] * 4)]
+        d.op_type, d.domain, d.inputs, d.outputs, d.attributes = "Conv", "", inputs, ["GI(0)"], attrs
+        C.register_gradient_definition(f"{CONV_DOMAIN}::{op_type}", [d])
+        _CONV_REGISTERED.add(op_type)
 
 
 # ----------------------------------------------------------------------------

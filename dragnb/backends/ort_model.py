@@ -7,9 +7,10 @@ writes its ``config``), and its ``mapping.onnx`` the third (mapped by the back-e
 
     s = DragSession("artifacts/ort/<key>", seed=0)   # backend "ort"; or DragSession(ArtifactModel(folder, threads=1))
 
-What the artifacts fix cannot change in such a session: the feature block and the noise mode are the
-exported ones (``drag_defaults`` carries them, so they are the session's defaults, and any other value is a
-ValueError), and there is no PyTorch back-end to switch to (no generator weights in torch form).
+What the artifacts fix cannot change in such a session: the feature block, the noise mode and the compat mode
+(dragnb's or the official code's step, a different graph) are the exported ones (``drag_defaults`` carries them,
+so they are the session's defaults, and any other value is a ValueError), and there is no PyTorch back-end to
+switch to (no generator weights in torch form).
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class ArtifactModel:
 
     Attributes (as ``dragnb.Generator``'s): ``z_dim``, ``w_dim``, ``c_dim``, ``num_ws``, ``img_resolution``
     (height, px), ``img_width`` (px), ``num_blocks`` (synthesis blocks, 4 px up to the image height),
-    ``drag_defaults`` (the model's tuned DragGAN parameters plus the exported ``feature_block`` and
-    ``noise_mode``); and ``folder`` (absolute), ``feature_block``, ``noise_mode``, ``manifest``.
+    ``drag_defaults`` (the model's tuned DragGAN parameters plus the exported ``feature_block``, ``noise_mode``
+    and ``compat``); and ``folder`` (absolute), ``feature_block``, ``noise_mode``, ``compat``, ``manifest``.
 
     Raises:
         ArtifactError: the folder has no (valid) manifest, or a file is missing or does not match it.
@@ -59,11 +60,13 @@ class ArtifactModel:
         # Folders written before the manifest said it hold StyleGAN2 models: blocks 4, 8, ..., img_resolution px.
         self.num_blocks = int(cfg.get("num_blocks", int(math.log2(self.img_resolution)) - 1))
         self.feature_block, self.noise_mode = int(cfg["feature_block"]), str(cfg["noise_mode"])
+        self.compat = str(cfg.get("compat", "dragnb"))
         # The exported model's resolved drag defaults (they include the exported feature block and noise mode).
         self.drag_defaults = dict(cfg["drag_params"])
 
-    def check_params(self, feature_block: int, noise_mode: str) -> None:
-        """ValueError unless (feature_block, noise_mode) are the exported ones (the graphs are built for them)."""
+    def check_params(self, feature_block: int, noise_mode: str, compat: str = "dragnb") -> None:
+        """ValueError unless (feature_block, noise_mode, compat) are the exported ones (the graphs are built for
+        them)."""
         if int(feature_block) != self.feature_block:
             raise ValueError(f"these ORT artifacts compute the features of block {self.feature_block}, not "
                              f"{feature_block}: export artifacts for that block (a session on the generator with "
@@ -71,7 +74,11 @@ class ArtifactModel:
         if noise_mode != self.noise_mode:
             raise ValueError(f"these ORT artifacts were exported with noise_mode {self.noise_mode!r}, not "
                              f"{noise_mode!r}")
+        if compat != self.compat:
+            raise ValueError(f"these ORT artifacts run the {self.compat!r} step, not the {compat!r} one: export "
+                             f"artifacts for compat={compat!r} (a session on the generator with backend='ort' "
+                             f"does) or leave compat unset")
 
     def __repr__(self) -> str:
         return (f"ArtifactModel({str(self.folder)!r}, {self.img_width}x{self.img_resolution}, "
-                f"feature_block={self.feature_block}, noise_mode={self.noise_mode!r})")
+                f"feature_block={self.feature_block}, noise_mode={self.noise_mode!r}, compat={self.compat!r})")

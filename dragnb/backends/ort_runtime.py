@@ -9,8 +9,11 @@ runs a drag on a device that has only ``numpy`` and ``onnxruntime-training``::
 and the on-device loop are one implementation.
 
 Per :meth:`DragRuntime.step`: ONE training-graph call (forward to the feature block, tracking, motion and
-mask losses, backward to the latent), then, unless every point has arrived, ONE AdamW update run as ORT's
-own ``AdamWOptimizer`` node on state held here (``adamw.onnx``; see ``ort_export.explicit_optimizer``).
+mask losses, backward to the latent), then, unless every point has arrived, ONE Adam update on state held
+here: in dragnb mode ORT's own ``AdamWOptimizer`` node (``adamw.onnx``; see ``ort_export.explicit_optimizer``),
+in official mode (artifacts exported with ``compat="official"``) ``torch.optim.Adam``'s rule as a graph of
+elementwise ops (``torch_adam.onnx``; ``ort_export.torch_adam_model``). The manifest's ``config.optimizer``
+names the rule and its file.
 The display image comes from ``tail.onnx`` fed with the step's own feature-block activations, only when asked.
 
 The training Module and CheckpointState are used through onnxruntime's C bindings (:class:`Trainer`):
@@ -44,7 +47,7 @@ else:  # the copy in an artifact folder (ort_files.RUNTIME_FILES): its modules l
     import ort_sessions
 
 z_from_seed = conventions.z_from_seed
-ADAM_FILE, LATENT_SPACES, ArtifactError = ort_files.ADAM_FILE, ort_files.LATENT_SPACES, ort_files.ArtifactError
+OPTIMIZERS, LATENT_SPACES, ArtifactError = ort_files.OPTIMIZERS, ort_files.LATENT_SPACES, ort_files.ArtifactError
 load_manifest, SESSION_OPTIONS, Trainer = ort_files.load_manifest, ort_sessions.SESSION_OPTIONS, ort_sessions.Trainer
 import_onnxruntime, session_options = ort_sessions.import_onnxruntime, ort_sessions.session_options
 preoptimized_name, providers_and_device = ort_sessions.preoptimized_name, ort_sessions.providers_and_device
@@ -58,6 +61,11 @@ def _window(r2: int) -> np.ndarray:
 @functools.lru_cache(maxsize=16)
 def _disk(r1: float) -> np.ndarray:
     return geometry.disk_offsets(r1)
+
+
+@functools.lru_cache(maxsize=16)
+def _official_box(r1: float) -> np.ndarray:
+    return geometry.official_disk_box(r1)
 
 
 def _numpy(v) -> np.ndarray:
@@ -89,6 +97,10 @@ class DragRuntime:
         self.image_size = tuple(cfg["image_shape"][1:])  # (H, W)
         self.step_inputs, self.step_outputs = list(cfg["step_inputs"]), list(cfg["step_outputs"])
         self.eval_outputs = list(cfg["eval_outputs"])
+        self.compat = cfg.get("compat", "dragnb")
+        self.optimizer = cfg.get("optimizer", OPTIMIZERS["dragnb"])
+        if self.optimizer not in OPTIMIZERS.values():
+            raise ArtifactError(f"{self.folder}: unknown optimizer {self.optimizer!r}")
         self.threads = threads
         self.options = dict(options or {})
         self.device = None
@@ -138,7 +150,7 @@ class DragRuntime:
             path, o = pick(name)
             return ort.InferenceSession(os.fspath(path), o, providers=self.providers)
 
-        self._adamw = sess(ADAM_FILE)
+        self._optimizer = sess(self.optimizer["file"])
         self._tail = sess("tail.onnx") if cfg["tail_inputs"] else None
         # The mapping session opens on first use: the dragnb back-ends map seeds with torch and never need it.
         self._open_mapping = functools.partial(sess, "mapping.onnx") if cfg["has_mapping"] else None
@@ -200,9 +212,19 @@ class DragRuntime:
         self._t = int(state["step"])
 
     def _adam(self, grad: np.ndarray, lr: float) -> None:
-        """One update by ORT's AdamWOptimizer kernel (step = t after increment, as api.Optimizer passes it)."""
+        """One Adam update by the rule of the artifacts (module docstring)."""
         self._t += 1
-        _, p, m, v = self._adamw.run(None, {
+        if self.optimizer["rule"] == "torch-adam":
+            b1, b2 = 0.9, 0.999  # torch.optim.Adam's defaults; the scalars in float64, as it computes them
+            p, self._m, self._v = self._optimizer.run(None, {
+                "params": self._latent, "gradients": grad, "exp_avg": self._m, "exp_avg_sq": self._v,
+                "step_size": np.array(lr / (1 - b1**self._t), np.float32),
+                "bias_correction2_sqrt": np.array((1 - b2**self._t) ** 0.5, np.float32),
+            })
+            self._set_latent(p)
+            return
+        # ORT's AdamWOptimizer kernel; step = t after increment, as api.Optimizer passes it
+        _, p, m, v = self._optimizer.run(None, {
             "learning_rate": np.array([lr], np.float32), "step": np.array([self._t], np.int64),
             "params": [self._latent], "gradients": [grad], "first_order_moments": [self._m],
             "second_order_moments": [self._v],
@@ -212,18 +234,29 @@ class DragRuntime:
 
     # ------------------------------------------------------------------ forward pieces
 
-    def mapping(self, z: np.ndarray, psi: float = 0.7) -> np.ndarray:
-        """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi (unconditional models)."""
+    def mapping(self, z: np.ndarray, psi: float = 0.7, c: np.ndarray | None = None) -> np.ndarray:
+        """z [N, z_dim] -> ws [N, num_ws, w_dim] with truncation psi; ``c`` [N, c_dim]: a conditional model's labels
+        (None: zeros, the label the official DragGAN code passes)."""
+        cfg = self.manifest["config"]
         if self._open_mapping is None:
-            raise ArtifactError("these artifacts have no mapping network (conditional model)")
+            raise ArtifactError("these artifacts have no mapping network (a conditional model exported by an older "
+                                "dragnb): export them again")
         if self._mapping is None:
             self._mapping = self._open_mapping()
-        return self._mapping.run(None, {"z": np.asarray(z, np.float32), "psi": np.array(psi, np.float32)})[0]
+        z = np.asarray(z, np.float32)
+        feeds = {"z": z, "psi": np.array(psi, np.float32)}
+        if "c" in cfg.get("mapping_inputs", ()):
+            c_dim = int(cfg["generator"]["c_dim"])
+            feeds["c"] = np.zeros((len(z), c_dim), np.float32) if c is None else np.asarray(c, np.float32)
+        elif c is not None and np.size(c):
+            raise ValueError("this model is unconditional: it takes no label c")
+        return self._mapping.run(None, feeds)[0]
 
-    def seed_ws(self, seed: int, psi: float = 0.7) -> np.ndarray:
-        """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN)."""
+    def seed_ws(self, seed: int, psi: float = 0.7, c: np.ndarray | None = None) -> np.ndarray:
+        """ws of ``np.random.RandomState(seed).randn(1, z_dim)`` (the seed convention of dragnb and DragGAN), with
+        the label ``c`` [1, c_dim] of a conditional model (None: zeros)."""
         z = z_from_seed(seed, int(self.manifest["config"]["z_dim"]))
-        return self.mapping(z, psi)
+        return self.mapping(z, psi, c)
 
     def render(self, ws: np.ndarray, block_x, block_img) -> np.ndarray:
         """Display image float [3, H, W] from a step's feature-block activations (OrtValues or arrays)."""
@@ -262,6 +295,10 @@ class DragRuntime:
             hit = self._const_cache[key] = (arr, self._wrap(arr))
         return hit[1]
 
+    def _scalar(self, name: str, value, dtype):
+        """OrtValue of a scalar input [] (made once per value)."""
+        return self._const((name, value), lambda: np.array(value, dtype))
+
     def _cached(self, slot: str, a, dtype, shape=None):
         """OrtValue of a per-drag constant (ws0, F0 * mask, mask, reference features), made once per array object.
 
@@ -274,23 +311,32 @@ class DragRuntime:
             hit = self._ov_cache[slot] = (a, arr, self._wrap(arr))  # keep ``arr`` alive: the OrtValue uses it
         return hit[2]
 
-    def _feeds(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1):
-        """OrtValues in ``step_inputs`` order (see ``ort_export.STEP_INPUTS``)."""
+    def _feeds(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1,
+               reg=0.0):
+        """OrtValues in ``step_inputs`` order (see ``ort_export.STEP_INPUTS`` and ``OFFICIAL_STEP_INPUTS``)."""
         if fixed is None:  # broadcast zeros: the mask term is exactly 0 and nothing large is allocated
             fixed, f0_fixed = self._zero_mask
         wrap = lambda a, dtype: self._wrap(np.ascontiguousarray(a, dtype))  # noqa: E731
-        return [
-            self._cached("ws0", self._ws0, np.float32), self._cached("select", self._select, np.float32),
-            wrap(np.reshape(handles_rc, (-1, 2)), np.int64), wrap(np.reshape(targets_rc, (-1, 2)), np.float32),
-            self._cached("ref_feats", ref_feats, np.float32, (-1, self.feature_shape[0])),
-            self._const(("window", int(r2)), lambda: _window(int(r2))),
-            self._const(("disk", float(r1)), lambda: _disk(float(r1))),
-            self._cached("fixed", fixed, np.float32), self._cached("f0_fixed", f0_fixed, np.float32),
+        # The official step looks for its disk in a box around each point; dragnb's takes the disk's offsets.
+        disk = _official_box if self.compat == "official" else _disk
+        feeds = {
+            "ws0": lambda: self._cached("ws0", self._ws0, np.float32),
+            "select": lambda: self._cached("select", self._select, np.float32),
+            "handles_rc": lambda: wrap(np.reshape(handles_rc, (-1, 2)), np.int64),
+            "targets_rc": lambda: wrap(np.reshape(targets_rc, (-1, 2)), np.float32),
+            "ref_feats": lambda: self._cached("ref_feats", ref_feats, np.float32, (-1, self.feature_shape[0])),
+            "window": lambda: self._const(("window", int(r2)), lambda: _window(int(r2))),
+            "disk": lambda: self._const(("disk", self.compat, float(r1)), lambda: disk(float(r1))),
+            "fixed": lambda: self._cached("fixed", fixed, np.float32),
+            "f0_fixed": lambda: self._cached("f0_fixed", f0_fixed, np.float32),
             # Scalars via np.array: ascontiguousarray would make them [1] and the loss [1] with them.
-            self._const(("lambda", float(lambda_mask)), lambda: np.array(lambda_mask, np.float32)),
-            self._const(("tolerance", float(tolerance)), lambda: np.array(tolerance, np.float32)),
-            self._const(("l1", bool(l1)), lambda: np.array(bool(l1))),
-        ]
+            "lambda_mask": lambda: self._scalar("lambda", lambda_mask, np.float32),
+            "tolerance": lambda: self._scalar("tolerance", tolerance, np.float32),
+            "l1_tracking": lambda: self._scalar("l1", bool(l1), np.bool_),
+            "radius": lambda: self._scalar("radius", r1, np.float32),
+            "reg": lambda: self._scalar("reg", reg, np.float32),
+        }
+        return [feeds[name]() for name in self.step_inputs]
 
     def _run(self, feeds, names, training: bool = True) -> dict:
         out = dict(zip(names, self.trainer.run(feeds, training)))  # OrtValues: no output copies
@@ -317,17 +363,22 @@ class DragRuntime:
         return image, self.resize(out["block_x"])
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed=None, f0_fixed=None, lambda_mask=10.0, r1=3.0, r2=12,
-             tolerance=2.0, l1_tracking=False, lr=2e-3, render_image=False, return_features=False) -> dict:
-        """ONE DragGAN step (shapes as in ``dragnb.backends.base.Backend.step``).
+             tolerance=2.0, l1_tracking=False, lr=2e-3, render_image=False, return_features=False,
+             reg=0.0) -> dict:
+        """ONE DragGAN step (shapes as in ``dragnb.backends.base.Backend.step``; ``reg``: official artifacts only).
 
         Returns a dict: loss, motion, mask (floats), tracked_rc int64 [P, 2], distance float32 [P],
         converged (bool; then the latent was not updated), image float [3, H, W] or None, features
         float32 [C, H, W] or None. Everything belongs to the latent BEFORE this step's update.
         """
+        if float(reg) and self.compat != "official":
+            raise ValueError("reg is an official-mode parameter: these artifacts run the dragnb step")
+        if self.compat == "official" and not float(r1) >= 1:
+            raise ValueError(f"official mode needs r1 >= 1 px (an empty disk makes the official loss NaN), got {r1}")
         ws = self.ws() if render_image else None
         self.trainer.lazy_reset_grad()  # ORT accumulates gradients across calls otherwise
         feeds = self._feeds(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-                            l1_tracking)
+                            l1_tracking, reg)
         out = self._run(feeds, self.step_outputs)
         converged = bool(out["converged"].numpy())
         if not converged:
@@ -348,7 +399,7 @@ class DragRuntime:
 def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 100, fixed=None,
          latent_space: str = "w+", num_layers: int | None = None, lr: float | None = None,
          lambda_mask: float | None = None, r1: float | None = None, r2: int | None = None,
-         tolerance: float | None = None, l1_tracking: bool | None = None) -> list[dict]:
+         tolerance: float | None = None, l1_tracking: bool | None = None, reg: float | None = None) -> list[dict]:
     """Run DragGAN from ``ws0`` until every handle arrives or ``steps`` steps: the per-step results.
 
     ``handles_rc`` int [P, 2], ``targets_rc`` float [P, 2] in (row, col); ``fixed`` float [H, W] or None.
@@ -357,10 +408,14 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
     """
     defaults = rt.manifest["config"]["drag_params"]
     given = {"num_layers": num_layers, "lr": lr, "lambda_mask": lambda_mask, "l1_tracking": l1_tracking, "r1": r1,
-             "r2": r2, "tolerance": tolerance}
-    p = {k: v if v is not None else defaults[k] for k, v in given.items()}
+             "r2": r2, "tolerance": tolerance, "reg": reg}
+    p = {k: v if v is not None else defaults.get(k, 0.0) for k, v in given.items()}
     num_layers, lr, lambda_mask, l1_tracking = p["num_layers"], p["lr"], p["lambda_mask"], p["l1_tracking"]
-    r1, r2, tolerance = p["r1"], p["r2"], p["tolerance"]
+    r1, r2, tolerance, reg = p["r1"], p["r2"], p["tolerance"], p["reg"]
+    if r1 is None:  # official artifacts below 86 px: the official radius rounds to 0
+        raise ValueError("these artifacts have no default r1 (the official rule gives 0 px here): give r1 >= 1")
+    if rt.compat == "official" and fixed is not None and np.all(np.asarray(fixed) == 1):
+        fixed = None  # the official code leaves out a mask term without a movable pixel
     rt.start(ws0, latent_space, num_layers)
     _, f0 = rt.features()
     handles = np.asarray(handles_rc, np.int64).reshape(-1, 2)
@@ -368,7 +423,8 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
     f0_fixed = None if fixed is None else (f0 * np.asarray(fixed, np.float32)[None]).astype(np.float32)
     history = []
     for _ in range(int(steps)):
-        r = rt.step(handles, targets_rc, ref, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1_tracking, lr)
+        r = rt.step(handles, targets_rc, ref, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1_tracking, lr,
+                    reg=reg)
         history.append(r)
         handles = r["tracked_rc"]
         if r["converged"]:
@@ -387,6 +443,8 @@ def main(argv=None) -> int:
     src.add_argument("--seed", type=int, help="start from this seed (truncation --psi)")
     src.add_argument("--ws", help=".npy file with ws0 [1, num_ws, w_dim]")
     ap.add_argument("--psi", type=float, default=0.7)
+    ap.add_argument("--class", dest="label", type=int,
+                    help="class index of a conditional model (default: the all-zeros label, as the official DragGAN)")
     ap.add_argument("--handle", action="append", required=True, help="row,col (repeat per point)")
     ap.add_argument("--target", action="append", required=True, help="row,col (repeat per point)")
     ap.add_argument("--mask", help=".npy file with the fixed mask [H, W] (1 = keep)")
@@ -398,14 +456,21 @@ def main(argv=None) -> int:
     ap.add_argument("--lambda-mask", type=float)
     ap.add_argument("--r1", type=float)
     ap.add_argument("--r2", type=int)
+    ap.add_argument("--reg", type=float, help="official artifacts: weight of mean |ws - ws0|")
     ap.add_argument("--threads", type=int)
     ap.add_argument("--out", help="write the per-step points and losses as JSON here")
     a = ap.parse_args(argv)
     rt = DragRuntime(a.artifacts, threads=a.threads)
-    ws0 = rt.seed_ws(a.seed, a.psi) if a.seed is not None else np.load(a.ws)
+    c = None
+    if a.label is not None:
+        c_dim = int(rt.manifest["config"]["generator"]["c_dim"])
+        if not 0 <= a.label < c_dim:
+            ap.error(f"--class must be in [0, {c_dim - 1}] for this model" if c_dim else "the model is unconditional")
+        c = np.eye(c_dim, dtype=np.float32)[None, a.label]
+    ws0 = rt.seed_ws(a.seed, a.psi, c) if a.seed is not None else np.load(a.ws)
     fixed = np.load(a.mask) if a.mask else None
     hist = drag(rt, ws0, _pairs(a.handle).astype(np.int64), _pairs(a.target), a.steps, fixed, a.latent_space,
-                a.num_layers, a.lr, a.lambda_mask, a.r1, a.r2)
+                a.num_layers, a.lr, a.lambda_mask, a.r1, a.r2, reg=a.reg)
     result = {
         "tracked_rc": [h["tracked_rc"].tolist() for h in hist], "loss": [h["loss"] for h in hist],
         "converged": hist[-1]["converged"] if hist else False, "ws": rt.ws().tolist(),

@@ -1,9 +1,10 @@
-"""The PyTorch DragGAN back-end: autograd up to the feature block, a hand-written ORT-style Adam.
+"""The PyTorch DragGAN back-end: autograd up to the feature block, Adam written out on the state it keeps.
 
 Per step, ONE forward: the synthesis blocks up to ``feature_block`` run with autograd (that is all the
 loss needs), the remaining blocks run from the same activations under ``torch.no_grad()`` only when an
 image is wanted. Tracking and the losses are ``dragnb.drag.core.drag_objective``, the very function the
-ONNX export uses. See ``base.py`` for the contract and for why Adam is written out here.
+ONNX export uses. See ``base.py`` for the contract and for why Adam is written out here (both rules:
+ORT's AdamW in dragnb mode, ``torch.optim.Adam``'s in official mode).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..drag import core
+from ..drag.params import COMPAT_MODES
 from ..stylegan.networks import NOISE_MODES, Generator
 from .base import (
     ADAM_BETAS,
@@ -37,25 +39,35 @@ def _window(r2: int) -> torch.Tensor:
     return torch.from_numpy(core.window_offsets(r2))
 
 
+@functools.lru_cache(maxsize=16)
+def _official_box(r1: float) -> torch.Tensor:
+    return torch.from_numpy(core.geometry.official_disk_box(r1))
+
+
 class TorchBackend(Backend):
     """DragGAN optimisation of a W / W+ latent of ``G`` in PyTorch (CPU or the generator's device)."""
 
     name = "torch"
 
-    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const"):
+    def __init__(self, G: Generator, feature_block: int, noise_mode: str = "const", compat: str = "dragnb"):
         if not isinstance(G, Generator):
             raise TypeError(f"G must be a dragnb Generator, got {type(G).__name__}")
         check_backend_args(G, feature_block, noise_mode, NOISE_MODES)
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
         # Only the latent is trained: freezing the weights keeps autograd from computing their gradients.
         self.G = G.eval().requires_grad_(False)
         self.feature_block = int(feature_block)
         self.noise_mode = noise_mode
         self.device = next(G.parameters()).device
         self.size = (G.img_resolution, G.img_width)  # (H, W) of the image and the resized features
+        self.compat = compat
+        # The official code's stretched pixel coordinates (its motion disk), exactly its float32 values.
+        self._coords = tuple(torch.linspace(0, n, n).to(self.device) for n in self.size)
         self._ws0 = self._latent = self._m = self._v = None
         self._t = 0
         self._no_mask = (torch.zeros((1, 1), device=self.device), torch.zeros((1, 1, 1), device=self.device))
-        self._mask_cache = None
+        self._mask_cache = self._ref_cache = None
         self._space, self._n = "w+", 1
 
     # ------------------------------------------------------------------ latent
@@ -117,39 +129,65 @@ class TorchBackend(Backend):
     def features(self):
         with torch.no_grad():
             feat, img = self._forward(self._full_ws(self._latent), render_image=True)
-            feat = feat.full()
-        return image_to_uint8(img.cpu().numpy()), feat.cpu().numpy().astype(np.float32)
+        return image_to_uint8(img.cpu().numpy()), self._full_map(feat)
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-             l1_tracking, lr, render_image, return_features=False):
+             l1_tracking, lr, render_image, return_features=False, reg=0.0):
         dev = self.device
+        official = self.compat == "official"
+        if float(reg) and not official:
+            raise ValueError("reg is an official-mode parameter (compat='official')")
         latent = self._latent.clone().requires_grad_(True)
-        feat, img = self._forward(self._full_ws(latent), render_image)
+        ws = self._full_ws(latent)
+        feat, img = self._forward(ws, render_image)
         fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)
         loss, motion, masked, tracked, dist, converged = core.drag_objective(
             feat,
-            torch.as_tensor(np.asarray(ref_feats, np.float32), device=dev),
+            self._ref_tensor(ref_feats),
             torch.as_tensor(np.asarray(handles_rc, np.int64), device=dev),
             torch.as_tensor(np.asarray(targets_rc, np.float32), device=dev),
             _window(int(r2)).to(dev),
-            _disk(float(r1)).to(dev),
+            (_official_box if official else _disk)(float(r1)).to(dev),
             fixed_t,
             f0_t,
             float(lambda_mask),
             float(tolerance),
             l1_tracking=bool(l1_tracking),
+            official=(self._coords, float(r1)) if official else None,
         )
+        if official and float(reg):  # the official latent regulariser: mean |ws - ws0| over every ws
+            loss = loss + float(reg) * (ws - self._ws0).abs().mean()
         converged = bool(converged)
         if not converged:
             (grad,) = torch.autograd.grad(loss, latent)
-            self._adam(grad, float(lr))
+            (self._torch_adam if official else self._adam)(grad, float(lr))
+        # One device -> host copy for every number of the step: each .item() / .cpu() would wait for the device.
+        # (Pixel indices are exact in float32.) The image, when rendered, is the one other copy.
+        nums = torch.cat([torch.stack([loss.detach(), motion.detach(), masked.detach()]).float(),
+                          dist.detach().float(), tracked.reshape(-1).float()]).cpu().numpy()
+        n = dist.shape[0]
         return StepOutput(
-            loss=loss.detach().item(), motion=motion.detach().item(), mask=masked.detach().item(),
-            tracked_rc=tracked.cpu().numpy().astype(np.int64), distance=dist.detach().cpu().numpy().astype(np.float32),
+            loss=float(nums[0]), motion=float(nums[1]), mask=float(nums[2]),
+            tracked_rc=nums[3 + n:].reshape(tracked.shape).astype(np.int64), distance=nums[3:3 + n].copy(),
             converged=converged,
             image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
-            features=feat.full().detach().cpu().numpy().astype(np.float32) if return_features else None,
+            features=self._full_map(feat) if return_features else None,
         )
+
+    @staticmethod
+    @torch.no_grad()
+    def _full_map(feat: core.ResizedFeatures) -> np.ndarray:
+        """The features [C, H, W] as numpy, without a copy (the map is made for the caller and held by nobody
+        else): at 1024 px it is 1 GiB."""
+        return np.asarray(feat.full().detach().cpu().numpy(), np.float32)
+
+    def _ref_tensor(self, ref_feats) -> torch.Tensor:
+        """The handles' reference features on the device, uploaded once per array object (the session passes the
+        same array every step of a drag)."""
+        hit = self._ref_cache
+        if hit is None or hit[0] is not ref_feats:
+            hit = self._ref_cache = (ref_feats, torch.as_tensor(np.asarray(ref_feats, np.float32), device=self.device))
+        return hit[1]
 
     def _mask_tensors(self, fixed, f0_fixed) -> tuple[torch.Tensor, torch.Tensor]:
         """(fixed, F0 * fixed) as tensors, made once per array object (the session passes the same arrays every
@@ -171,3 +209,16 @@ class TorchBackend(Backend):
         self._v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
         step_size = lr * (1 - b2**self._t) ** 0.5 / (1 - b1**self._t)
         self._latent = self._latent - step_size * self._m / (self._v.sqrt() + ADAM_EPS)
+
+    @torch.no_grad()
+    def _torch_adam(self, grad: torch.Tensor, lr: float) -> None:
+        """``torch.optim.Adam``'s update (default settings, eps inside the bias correction), op for op as its
+        single-tensor CPU path computes it, so that the numbers are its own; see base.py."""
+        b1, b2 = ADAM_BETAS
+        self._t += 1
+        latent = self._latent.clone()
+        self._m.lerp_(grad, 1 - b1)
+        self._v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        step_size = lr / (1 - b1**self._t)
+        denom = (self._v.sqrt() / (1 - b2**self._t) ** 0.5).add_(ADAM_EPS)
+        self._latent = latent.addcdiv_(self._m, denom, value=-step_size)

@@ -23,6 +23,9 @@ def add_bench_parser(sub) -> None:
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child processes")
     p.add_argument("--soak-only", action="store_true",
                    help="run only the soak (--soak steps, default 500), also for models whose step is slow")
+    p.add_argument("--device", default="cpu",
+                   help="where the PyTorch back-end runs: cpu (default), auto, cuda, cuda:N or mps; off the CPU only "
+                        "the PyTorch step is timed (ORT, memory, soak and FLOPs are CPU measurements)")
     p.add_argument("--json", type=Path, default=None, help="write the results here")
     p.set_defaults(func=cmd_bench)
 
@@ -30,6 +33,9 @@ def add_bench_parser(sub) -> None:
 def cmd_bench(args) -> int:
     check_at_least("--threads", args.threads)
     check_at_least("--steps", args.steps)
+    from ..devices import resolve_device
+
+    resolve_device(args.device)  # before anything is measured: an unknown or missing device is exit 2
     from .report import format_table
     from .run import run_bench, run_soak
 
@@ -38,7 +44,8 @@ def cmd_bench(args) -> int:
     if args.soak_only:
         doc = run_soak(models, args.threads, args.soak or 500, progress=progress)
     else:
-        doc = run_bench(models, args.threads, args.steps, args.soak, memory=not args.no_memory, progress=progress)
+        doc = run_bench(models, args.threads, args.steps, args.soak, memory=not args.no_memory, progress=progress,
+                        device=args.device)
     print(format_table(doc))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

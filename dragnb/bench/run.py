@@ -176,12 +176,13 @@ def _flops(G, cfg: BenchConfig, fb: int, drag: Drag, r: dict) -> None:
                 r[k]["forward_fraction_of_peak"] = g / peak
 
 
-def _each_model(models, threads: int, progress, message, measure_one) -> dict:
+def _each_model(models, threads: int, progress, message, measure_one, device: str = "cpu") -> dict:
     """A document with ``measure_one(spec, G, desc)`` for each model spec, timed; ``message(spec, G, desc)`` goes to
     ``progress`` before each."""
     doc = new_doc(threads)
+    doc["device"] = device
     for spec in models:
-        G, desc = load_model(spec)
+        G, desc = load_model(spec, device)
         progress(message(spec, G, desc))
         t0 = time.perf_counter()
         r = measure_one(spec, G, desc)
@@ -192,11 +193,19 @@ def _each_model(models, threads: int, progress, message, measure_one) -> dict:
 
 
 def run_bench(models=(BUNDLED_NAME, FFHQ512), threads: int | None = None, steps: int | None = None,
-              soak: int = 0, memory: bool = True, flops: bool = True, artifacts_root=None, progress=print) -> dict:
+              soak: int = 0, memory: bool = True, flops: bool = True, artifacts_root=None, progress=print,
+              device: str = "cpu") -> dict:
     """The whole ``dragnb bench`` document: machine, versions and one :func:`bench` result per model.
 
-    ``steps`` None: 40 timed steps per back-end, 5 for models of 256 px and more; ``threads`` None: torch's."""
+    ``steps`` None: 40 timed steps per back-end, 5 for models of 256 px and more; ``threads`` None: torch's.
+    ``device`` (resolved first: ValueError when unknown or unavailable) other than the CPU times the PyTorch
+    back-end alone there (ONNX Runtime, the memory children, the soak and the FLOP count are CPU measurements)."""
     import torch
+
+    from ..devices import resolve_device
+
+    device = resolve_device(device)
+    on_cpu = device == "cpu"
 
     threads = threads or torch.get_num_threads()
 
@@ -207,11 +216,13 @@ def run_bench(models=(BUNDLED_NAME, FFHQ512), threads: int | None = None, steps:
         return f"[bench] {spec}: {desc}; {n_steps(G)} steps per back-end, {threads} thread(s)"
 
     def measure_one(spec, G, desc) -> dict:
+        cpu_only = {} if on_cpu else dict(backends=("torch",), latency=False, forward=False)
         cfg = BenchConfig(steps=n_steps(G), warmup=1 if G.img_resolution >= 256 else 3, threads=threads, model=spec,
-                          artifacts_root=artifacts_root, memory=memory, soak=soak, flops=flops)
-        return {**measure(G, cfg), "description": desc}
+                          artifacts_root=artifacts_root, memory=memory and on_cpu, soak=soak if on_cpu else 0,
+                          flops=flops and on_cpu, **cpu_only)
+        return {**measure(G, cfg), "description": desc, "device": device}
 
-    return finish_doc(_each_model(models, threads, progress, message, measure_one))
+    return finish_doc(_each_model(models, threads, progress, message, measure_one, device))
 
 
 def run_soak(models, threads: int | None = None, steps: int = 500, artifacts_root=None, progress=print) -> dict:

@@ -7,9 +7,15 @@ import numpy as np
 from .config import BUNDLED_NAME, FFHQ512, FFHQ512_CONFIG, SG3T512, SG3T512_CONFIG
 
 
-def load_model(spec: str):
+def load_model(spec: str, device: str = "cpu"):
     """(generator, description) for ``spec``: "toyfaces" (the bundled model, or a random stand-in with its
-    architecture where its weights file is missing), "ffhq512", "sg3t512" (random weights) or a checkpoint path."""
+    architecture where its weights file is missing), "ffhq512", "sg3t512" (random weights) or a checkpoint path;
+    on ``device`` (the weights are made on the CPU first, so a random model is the same on every device)."""
+    G, desc = _load_model(spec)
+    return G.to(device), desc
+
+
+def _load_model(spec: str):
     import torch
 
     from ..checkpoints import BUNDLED, load_generator
@@ -17,7 +23,7 @@ def load_model(spec: str):
 
     if spec == BUNDLED_NAME:
         if BUNDLED[BUNDLED_NAME].exists():
-            return load_generator(BUNDLED_NAME), "bundled toyfaces weights"
+            return load_generator(BUNDLED_NAME, device="cpu"), "bundled toyfaces weights"
         from ..toy.train import TrainConfig
 
         torch.manual_seed(0)
@@ -33,7 +39,7 @@ def load_model(spec: str):
         torch.manual_seed(0)
         G = StyleGAN3Generator(StyleGAN3Config(**SG3T512_CONFIG))
         return G.eval().requires_grad_(False), "StyleGAN3-T 512 architecture, random weights"
-    return load_generator(spec).eval().requires_grad_(False), f"checkpoint {spec}"
+    return load_generator(spec, device="cpu").eval().requires_grad_(False), f"checkpoint {spec}"
 
 
 def drag_params(G) -> dict:

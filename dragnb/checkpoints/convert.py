@@ -5,8 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..fileio import writable_folder_for
 from .foreign import load_any, sniff
 from .native import save_generator
+
+
+def check_output_file(path: str | os.PathLike, suffix: str | None = None) -> Path:
+    """Refuse (``ValueError``) an output path that cannot be written, before any work is done: a folder, a
+    path under a file, a folder we may not write, or (with ``suffix``) the wrong extension. Missing parent
+    folders are fine (they are created when writing)."""
+    path = Path(path)
+    if suffix is not None and path.suffix != suffix:
+        raise ValueError(f"output must be a {suffix} file, got {path.name or path}")
+    if path.is_dir():
+        raise ValueError(f"output {path} is a folder; give a file name")
+    writable_folder_for(path)
+    return path
 
 
 def summarize(G) -> dict:
@@ -30,11 +44,12 @@ def summarize(G) -> dict:
 def convert(in_path: str | os.PathLike, out_path: str | os.PathLike, progress: bool = True) -> dict:
     """Load ``in_path`` safely, write ``out_path`` (.safetensors), return :func:`summarize` + paths/format.
 
-    The output is written atomically; a failed load leaves no output file.
+    The output path is checked before the input is read; the output is written atomically, so a failed
+    load leaves no output file. Raises ``ValueError`` for an unusable output path, ``FileNotFoundError``
+    for a missing input and :class:`~.errors.CheckpointError` for an input it cannot load.
     """
     in_path, out_path = Path(in_path), Path(out_path)
-    if out_path.suffix != ".safetensors":
-        raise ValueError(f"output must be a .safetensors file, got {out_path.name}")
+    check_output_file(out_path, ".safetensors")
     if in_path.resolve() == out_path.resolve():
         raise ValueError("input and output are the same file")
     fmt = sniff(in_path)

@@ -1,10 +1,14 @@
 """Downloads of well-known checkpoints: resumable, SHA-256 verified before the file enters the models folder.
 
 The bytes go to ``<download dir>/<file>.part`` (outside the models folder, ``$DRAGNB_DOWNLOADS`` or
-``~/.cache/dragnb/downloads``). An interrupted download keeps its ``.part`` and the next call resumes
-it with an HTTP ``Range`` request (``If-Range`` with the first response's ETag, so a changed remote
-file restarts from zero). Only a complete file whose SHA-256 matches is moved into the models folder;
-a mismatching file is deleted. A partial file never reaches the models folder.
+``~/.cache/dragnb/downloads``), the first response's validators to ``<file>.part.json`` (written
+atomically; a damaged one means starting over). An interrupted download keeps its ``.part`` and the next
+call resumes it with an HTTP ``Range`` request only when the remote file is provably the same: a strong
+ETag or Last-Modified date (sent as ``If-Range`` and compared with the answer's) and the same length.
+Without those, or on any mismatch or a 416 answer, it starts again from byte 0. The final size is checked
+against the announced length. Only a complete file whose SHA-256 matches (or, with ``accept_unverified``,
+any complete file) is moved into the models folder; a mismatching file is deleted. The file name comes
+from the URL's path (never its query), and names with path separators or ``..`` are refused.
 
 About the hashes: NVIDIA and the self-distilled StyleGAN authors publish no checksums, and we have
 not recorded any ourselves, so every ``sha256`` in :data:`KNOWN` is ``None`` for now. For such an
@@ -21,12 +25,13 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..fileio import atomic_move
+from ..fileio import atomic_move, atomic_write_text
 from .errors import CheckpointError
 
 
@@ -103,6 +108,24 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def _check_file_name(name) -> str:
+    """A plain file name: no folder part, no ``..``, nothing a file system would read otherwise."""
+    bad = (not isinstance(name, str) or name in ("", ".", "..") or len(name) > 255
+           or any(c in name for c in "/\\\x00"))
+    if bad:
+        raise ValueError(f"bad file name {name!r}: a plain name is needed (no folders, no '..')")
+    return name
+
+
+def _name_from_url(url: str) -> str:
+    """The last segment of the URL's path, percent-decoded (the query and fragment play no part)."""
+    segment = urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1]
+    name = urllib.parse.unquote(segment)
+    if not name:
+        raise ValueError(f"bad file name: the URL {url!r} does not end in one; pass filename=...")
+    return _check_file_name(name)
+
+
 def _check_hash(value: str | None) -> str | None:
     if value is None:
         return None
@@ -112,43 +135,107 @@ def _check_hash(value: str | None) -> str | None:
     return value
 
 
+def _read_state(meta_path: Path, url: str) -> dict:
+    """The saved state of a partial download: {} when absent, damaged or for another URL (start over)."""
+    try:
+        state = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
+        return {}
+    if not isinstance(state, dict) or state.get("url") != url:
+        return {}
+    clean = {"url": url}
+    for key in ("etag", "last_modified"):
+        if isinstance(state.get(key), str) and 0 < len(state[key]) <= 1000:
+            clean[key] = state[key]
+    length = state.get("length")
+    if isinstance(length, int) and not isinstance(length, bool) and length >= 0:
+        clean["length"] = length
+    return clean
+
+
+def _validator(state: dict) -> str | None:
+    """What proves the remote file unchanged (for ``If-Range``): a strong ETag, else Last-Modified.
+
+    A weak ETag (``W/...``) only says the content is equivalent, not byte-identical: not enough to splice."""
+    etag = state.get("etag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return state.get("last_modified")
+
+
+def _length(value) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+class _HttpRedirectsOnly(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http(s) URLs only (urllib's default also follows ftp://)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
+            raise urllib.error.HTTPError(newurl, code, "redirect to a non-HTTP URL refused", headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_HttpRedirectsOnly)
+
+
+class _Restart(Exception):
+    """The partial file cannot be continued (the remote file changed, or the server refused the range)."""
+
+
 def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float, chunk: int) -> None:
-    """Append the rest of ``url`` to ``part`` (resuming from its size); raises DownloadError if short."""
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
-    if meta.get("url") != url:  # a .part from another URL: start over
-        part.unlink(missing_ok=True)
-        meta = {"url": url}
+    """Download ``url`` into ``part``, continuing a partial file only when the remote file is provably the
+    one it was started from (same strong ETag or Last-Modified, same length); otherwise from byte 0.
+    Raises DownloadError unless ``part`` ends complete (its length checked against the server's)."""
+    state = _read_state(meta_path, url)
     have = part.stat().st_size if part.exists() else 0
+    resumable = have and _validator(state) and "length" in state and have <= state["length"]
+    if resumable and have == state["length"]:
+        return  # complete already (interrupted between the last byte and the move)
+    if not resumable:
+        part.unlink(missing_ok=True)
+        have, state = 0, {}
+    try:
+        _fetch_once(url, part, meta_path, state, have, progress, timeout, chunk)
+    except _Restart:
+        part.unlink(missing_ok=True)
+        _fetch_once(url, part, meta_path, {}, 0, progress, timeout, chunk)
+
+
+def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progress, timeout, chunk) -> None:
     headers = {"User-Agent": "dragnb"}
     if have:
         headers["Range"] = f"bytes={have}-"
-        if meta.get("etag"):
-            headers["If-Range"] = meta["etag"]
+        headers["If-Range"] = _validator(state)
     req = urllib.request.Request(url, headers=headers)
     try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
+        resp = _OPENER.open(req, timeout=timeout)
     except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # nothing left to fetch: the .part is already complete
-            return
+        if e.code == 416 and have:  # the range is not there: the file is not the one we started
+            raise _Restart from None
         raise DownloadError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
         raise DownloadError(f"{url}: {e}") from None
     with resp:
-        status = resp.status
-        if status == 206:
-            m = re.match(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
-            if not m or int(m.group(1)) != have:
-                raise DownloadError(f"{url}: server answered an unexpected range ({resp.headers.get('Content-Range')})")
-            total = int(m.group(2)) if m.group(2) != "*" else None
-            mode = "ab"
-        elif status == 200:  # no range support, or the remote file changed: start from zero
-            have, mode = 0, "wb"
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
+        status, h = resp.status, resp.headers
+        if status == 206 and have:
+            m = re.fullmatch(r"bytes (\d+)-\d+/(\d+)", h.get("Content-Range", "").strip())
+            same = (
+                m is not None and int(m.group(1)) == have and int(m.group(2)) == state["length"]
+                and (h.get("ETag") is None or "etag" not in state or h.get("ETag") == state["etag"])
+                and (h.get("Last-Modified") is None or "last_modified" not in state
+                     or h.get("Last-Modified") == state["last_modified"])
+            )
+            if not same:
+                raise _Restart
+            total, mode = state["length"], "ab"
+        elif status == 200:  # the whole file: no range support, or the remote file changed
+            have, mode, total = 0, "wb", _length(h.get("Content-Length"))
+            state = {"url": url, "etag": h.get("ETag"), "last_modified": h.get("Last-Modified"), "length": total}
+            # written (atomically) before the body, so an interrupted body can be resumed and checked
+            atomic_write_text(meta_path, json.dumps({k: v for k, v in state.items() if v is not None}))
         else:
             raise DownloadError(f"{url}: unexpected HTTP status {status}")
-        meta["etag"] = resp.headers.get("ETag")
-        meta_path.write_text(json.dumps(meta))
         bar = None
         if progress:
             from tqdm.auto import tqdm
@@ -172,6 +259,9 @@ def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float
             if bar is not None:
                 bar.close()
     size = part.stat().st_size
+    if total is not None and size > total:
+        part.unlink()
+        raise DownloadError(f"{url}: got {size} bytes, more than the {total} announced; the file was deleted")
     if total is not None and size != total:
         raise DownloadError(
             f"{url}: got {size} of {total} bytes; the partial file {part} is kept, call again to resume"
@@ -207,9 +297,9 @@ def download(
     if entry is None and not re.match(r"https?://", name_or_url):
         raise ValueError(f"unknown checkpoint {name_or_url!r}: use a URL or one of {sorted(KNOWN)}")
     url = entry.url if entry else name_or_url
-    filename = filename or (entry.filename if entry else url.rstrip("/").rsplit("/", 1)[-1].split("?")[0])
-    if not filename or "/" in filename or filename in (".", ".."):
-        raise ValueError(f"bad file name {filename!r}")
+    if filename is None:
+        filename = entry.filename if entry else _name_from_url(url)
+    _check_file_name(filename)
     expected = _check_hash(sha256) or (entry.sha256 if entry else None)
     if expected is None and not accept_unverified:
         raise ValueError(

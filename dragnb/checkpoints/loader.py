@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..devices import resolve_device
 from ..stylegan.networks import Generator
-from .native import CheckpointError, is_native, load_native
+from .errors import CheckpointError, checkpoint_boundary
+from .native import is_native, load_native
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED = {"toyfaces": MODELS_DIR / "toyfaces.safetensors"}
@@ -37,19 +39,26 @@ def resolve_model(path_or_name: str | os.PathLike) -> Path:
     )
 
 
-def load_generator(path_or_name: str | os.PathLike | None = None) -> Generator:
+def load_generator(path_or_name: str | os.PathLike | None = None, device: str = "auto") -> Generator:
     """Load a generator (eval mode, no grad) from a bundled name, our safetensors file, or a foreign checkpoint.
 
     ``None`` loads the bundled default model. Foreign formats (NVIDIA pickles, rosinality ``.pt``) are
-    read without executing code from the file.
+    read without executing code from the file. Raises ``FileNotFoundError`` for a name or path that is
+    no file, and :class:`CheckpointError` naming the file for any file that does not load (see
+    ``errors.py``): nothing else escapes.
+
+    ``device`` ("auto", "cpu", "cuda", "cuda:N", "mps"; see :mod:`dragnb.devices`) is where the generator is
+    put; it is checked first, so an unknown or unavailable device is a ValueError before anything is read.
     """
+    name = resolve_device(device)
     path = resolve_model(DEFAULT_MODEL if path_or_name is None else path_or_name)
-    if os.path.getsize(path) == 0:
-        raise CheckpointError(f"{path}: empty file")
-    if is_native(path):
-        return load_native(path)
-    try:
-        from .foreign import load_foreign
-    except ImportError as e:  # pragma: no cover - foreign loaders are part of the package
-        raise CheckpointError(f"{path}: unknown checkpoint format") from e
-    return load_foreign(path)
+    with checkpoint_boundary(path):
+        if os.path.getsize(path) == 0:
+            raise CheckpointError(f"{path}: empty file")
+        if is_native(path):
+            G = load_native(path)
+        else:
+            from .foreign import load_foreign
+
+            G = load_foreign(path)
+    return G.to(name)

@@ -16,32 +16,33 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..stylegan.networks import Generator, GeneratorConfig
-from ..stylegan.sg3 import StyleGAN3Config
+from ..stylegan.networks import Generator
 from .errors import (
     CheckpointError,
+    InvalidValueError,
+    LimitExceededError,
     MissingNetworkError,
     TruncatedFileError,
     UnsafePickleError,
     UnsupportedArchitectureError,
+    brief,
+    brief_keys,
+    describe_exception,
+    loader_boundary,
 )
-from .safe_pickle import (
-    CONTAINER_ALLOW,
-    NUMPY_ALLOW,
-    TENSOR_ALLOW,
-    AllowlistUnpickler,
-    TensorRef,
-    load_legacy_storage,
-)
-from .state_dict import config_from_state_dict, drop_resample_filters, generator_from_state_dict
+from .limits import MAX_ELEMENTS, MAX_NAME, MAX_TENSORS, check_finite, check_tensor_shapes, element_budget
+from .network_info import NvidiaNetwork
+from .nvidia_tf import extract_tf_generator
+from .safe_pickle import CONTAINER_ALLOW, NUMPY_ALLOW, TENSOR_ALLOW, AllowlistUnpickler, TensorRef
+from .state_dict import as_tensor, config_from_state_dict, drop_resample_filters, generator_from_state_dict
+from .torch_files import load_legacy_storage
 
 PICKLE_MAGICS = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+MAX_MODULES = 10_000     # sub-modules of G_ema; a 1024 px StyleGAN2 has about 150
+MAX_MODULE_DEPTH = 16    # G_ema.synthesis.b1024.conv0.affine is 4 deep
 
 
 class EasyDict(dict):
@@ -133,47 +134,66 @@ def unpickle_network_file(path: str | os.PathLike, data: bytes | None = None) ->
     if data[:2] not in PICKLE_MAGICS:
         raise CheckpointError(f"{path}: not a pickle (protocol 2-5) file")
     try:
-        return NvidiaUnpickler(io.BytesIO(data)).load()
+        return NvidiaUnpickler(io.BytesIO(data), path).load()
     except CheckpointError:
         raise
     except (EOFError, pickle.UnpicklingError) as e:
-        if isinstance(e, EOFError) or "truncated" in str(e):
-            raise TruncatedFileError(f"{path}: the pickle is truncated (incomplete download?): {e}") from None
-        raise CheckpointError(f"{path}: corrupt pickle: {e}") from None
-    except Exception as e:  # stand-ins called with wrong arguments etc.: a malformed (or hostile) file
-        raise CheckpointError(f"{path}: malformed NVIDIA pickle ({type(e).__name__}: {e})") from None
+        if isinstance(e, EOFError) or "truncated" in describe_exception(e):
+            raise TruncatedFileError(
+                f"{path}: the pickle is truncated (incomplete download?): {describe_exception(e)}"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt pickle: {describe_exception(e)}") from None
+    except Exception as e:  # noqa: BLE001 - stand-ins called with wrong arguments etc.: a malformed or hostile file
+        raise CheckpointError(f"{path}: malformed NVIDIA pickle ({describe_exception(e)})") from None
 
 
 # ----------------------------------------------------------------------------
 # G_ema -> tensors + config
 
 
-def _walk(obj: PersistentObject, prefix: str, tensors: dict, modules: dict, source: str):
-    """Collect parameters and persistent buffers under dotted names (= ``state_dict()`` names)."""
+def _dict(value, what: str, source) -> dict:
+    """A module-state entry that must be a dict with string keys (None and absent mean empty)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and len(k) <= MAX_NAME for k in value):
+        raise CheckpointError(f"{source}: malformed module state: {what} is {brief(value, depth=1)}")
+    return value
+
+
+def _walk(obj: PersistentObject, prefix: str, tensors: dict, modules: dict, source: str, depth: int = 0):
+    """Collect parameters and persistent buffers under dotted names (= ``state_dict()`` names).
+
+    Depth and the number of modules visited are bounded, so records shared between places (or a cycle)
+    cannot multiply the work."""
+    if depth > MAX_MODULE_DEPTH or len(modules) >= MAX_MODULES:
+        raise LimitExceededError(f"{source}: the network nests deeper than {MAX_MODULE_DEPTH} modules or has "
+                                 f"more than {MAX_MODULES}")
     modules[prefix.rstrip(".")] = obj
     st = obj.state
-    skip = st.get("_non_persistent_buffers_set") or set()
+    skip = st.get("_non_persistent_buffers_set")
+    if skip is None:
+        skip = set()
+    if not isinstance(skip, (set, frozenset, list, tuple)) or not all(isinstance(n, str) for n in skip):
+        raise CheckpointError(f"{source}: malformed module state ({prefix}_non_persistent_buffers_set)")
+    skip = set(skip)  # a long list would make each lookup below linear
     for kind in ("_parameters", "_buffers"):
-        entries = st.get(kind) or {}
-        if not isinstance(entries, dict):
-            raise CheckpointError(f"{source}: malformed module state ({prefix}{kind})")
-        for name, t in entries.items():
+        for name, t in _dict(st.get(kind), prefix + kind, source).items():
             if t is None or (kind == "_buffers" and name in skip):
                 continue
             if not isinstance(t, TensorRef):
-                raise CheckpointError(f"{source}: {prefix}{name} is not a tensor")
+                raise CheckpointError(f"{source}: {prefix}{name} is a {type(t).__name__}, not a tensor")
             tensors[prefix + name] = t
-    for name, child in (st.get("_modules") or {}).items():
+            if len(tensors) > MAX_TENSORS:
+                raise LimitExceededError(f"{source}: more than {MAX_TENSORS} tensors in G_ema")
+    for name, child in _dict(st.get("_modules"), prefix + "_modules", source).items():
         if child is None:
             continue
         if not isinstance(child, PersistentObject):
             raise UnsupportedArchitectureError(f"{source}: sub-module {prefix}{name} is not a network record")
-        _walk(child, f"{prefix}{name}.", tensors, modules, source)
-
-
+        _walk(child, f"{prefix}{name}.", tensors, modules, source, depth + 1)
 def _is_stylegan3(modules: dict[str, PersistentObject]) -> bool:
     syn = modules.get("synthesis")
-    names = set((syn.state.get("_modules") or {}) if syn is not None else ())
+    names = set((syn.state.get("_modules") or {}) if syn is not None else ())  # str keys (checked by _walk)
     return (
         any(m.class_name == "SynthesisInput" for m in modules.values())
         or "input" in names
@@ -186,101 +206,121 @@ def _attr(modules: dict, path: str, name: str, default=None):
     return m.state.get(name, default) if m is not None else default
 
 
-@dataclass
-class NvidiaNetwork:
-    """G_ema read from a pickle: tensors under our names, the inferred config, the NVIDIA class name."""
+def _number(value, what: str, source, optional: bool = False):
+    """A numeric attribute (numpy scalars arrive as Python numbers); ranges are checked with the config."""
+    if value is None and optional:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise CheckpointError(f"{source}: {what} is {brief(value)}, not a number")
+    if isinstance(value, float) and value != value:
+        raise InvalidValueError(f"{source}: {what} is NaN; every image would be NaN")
+    return value
 
-    state_dict: dict[str, torch.Tensor]
-    config: GeneratorConfig | StyleGAN3Config
-    class_name: str
+
+def _text(value, what: str, source, optional: bool = True):
+    if (value is None and optional) or isinstance(value, str):
+        return value
+    raise CheckpointError(f"{source}: {what} is {brief(value)}, not a name")
 
 
-def extract_generator(G: PersistentObject, source: str, progress: bool = False) -> NvidiaNetwork:
-    """Tensors (our names) and config of an NVIDIA ``G_ema`` record (StyleGAN3 ones: ``nvidia_sg3.py``)."""
+def extract_generator(G: PersistentObject, source: str, progress: bool = False,
+                      budget: int = MAX_ELEMENTS) -> NvidiaNetwork:
+    """Tensors (our names) and config of an NVIDIA ``G_ema`` record (StyleGAN3 ones: ``nvidia_sg3.py``).
+
+    The config (inferred from shapes and attributes) is checked and compared with the tensors' shapes, and
+    the generator's size with ``budget`` elements, before any tensor is materialised."""
     refs: dict[str, TensorRef] = {}
     modules: dict[str, PersistentObject] = {}
     _walk(G, "", refs, modules, source)
     if _is_stylegan3(modules):
         from .nvidia_sg3 import extract_stylegan3
 
-        return NvidiaNetwork(*extract_stylegan3(G, refs, modules, source, progress), G.class_name)
+        return NvidiaNetwork(*extract_stylegan3(G, refs, modules, source, progress, budget), G.class_name)
     if "mapping" not in modules or "synthesis" not in modules:
-        raise UnsupportedArchitectureError(f"{source}: G_ema ({G.class_name}) has no mapping/synthesis networks")
+        raise UnsupportedArchitectureError(
+            f"{source}: G_ema ({brief(G.class_name)}) has no mapping/synthesis networks")
 
-    kw = G.state.get("_init_kwargs") or {}
-    syn_kw = {**(kw.get("synthesis_kwargs") or {}), **(_attr(modules, "synthesis", "_init_kwargs") or {})}
-    map_kw = {**(kw.get("mapping_kwargs") or {}), **(_attr(modules, "mapping", "_init_kwargs") or {})}
+    kw = _dict(G.state.get("_init_kwargs"), "G_ema._init_kwargs", source)
+    syn_kw = {**_dict(kw.get("synthesis_kwargs"), "synthesis_kwargs", source),
+              **_dict(_attr(modules, "synthesis", "_init_kwargs"), "synthesis._init_kwargs", source)}
+    map_kw = {**_dict(kw.get("mapping_kwargs"), "mapping_kwargs", source),
+              **_dict(_attr(modules, "mapping", "_init_kwargs"), "mapping._init_kwargs", source)}
 
     # Things our generator does not do: refuse rather than produce different images.
     layers = {k: m for k, m in modules.items() if m.class_name == "SynthesisLayer" or k.endswith((".conv0", ".conv1"))}
     for k, m in layers.items():
-        if m.state.get("use_noise", True) is False or "noise_strength" not in (m.state.get("_parameters") or {}):
+        params = _dict(m.state.get("_parameters"), f"{k}._parameters", source)
+        if m.state.get("use_noise", True) is False or "noise_strength" not in params:
             raise UnsupportedArchitectureError(f"{source}: {k} has no noise input (use_noise=False)")
-        if m.state.get("activation", "lrelu") != "lrelu":
-            raise UnsupportedArchitectureError(f"{source}: {k} uses activation {m.state.get('activation')!r}")
     for k, m in modules.items():
-        if k.startswith("mapping.fc") and m.state.get("activation", "lrelu") != "lrelu":
-            raise UnsupportedArchitectureError(f"{source}: {k} uses activation {m.state.get('activation')!r}")
-    clamps = {m.state.get("conv_clamp") for k, m in modules.items() if k in layers or k.endswith(".torgb")}
+        if k in layers or k.startswith("mapping.fc"):
+            act = m.state.get("activation", "lrelu")
+            if not (isinstance(act, str) and act == "lrelu"):
+                raise UnsupportedArchitectureError(f"{source}: {k} uses activation {brief(act)}")
+    clamps = {_number(m.state.get("conv_clamp"), f"{k}.conv_clamp", source, optional=True)
+              for k, m in modules.items() if k in layers or k.endswith(".torgb")}
     if len(clamps) > 1:
-        raise UnsupportedArchitectureError(f"{source}: layers use different conv_clamp values {clamps}")
-    conv_clamp = clamps.pop() if clamps else syn_kw.get("conv_clamp")
-    archs = {m.state.get("architecture") for m in modules.values() if m.class_name == "SynthesisBlock"} - {None}
+        raise UnsupportedArchitectureError(f"{source}: layers use different conv_clamp values {brief(clamps)}")
+    conv_clamp = clamps.pop() if clamps else _number(syn_kw.get("conv_clamp"), "conv_clamp", source, optional=True)
+    archs = {_text(m.state.get("architecture"), f"{k}.architecture", source)
+             for k, m in modules.items() if m.class_name == "SynthesisBlock"} - {None}
     if len(archs) > 1:
-        raise UnsupportedArchitectureError(f"{source}: blocks use different architectures {archs}")
-    lr = _attr(modules, "mapping.fc0", "bias_gain", map_kw.get("lr_multiplier", 0.01))
+        raise UnsupportedArchitectureError(f"{source}: blocks use different architectures {brief(archs)}")
+    architecture = archs.pop() if archs else _text(syn_kw.get("architecture"), "architecture", source)
+    lr = _number(_attr(modules, "mapping.fc0", "bias_gain", map_kw.get("lr_multiplier", 0.01)),
+                 "the mapping network's lr multiplier (bias_gain)", source)
 
     def hint(name):
         return G.state.get(name, kw.get(name))
 
-    tensors = {}
-    items = refs.items()
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(items, total=len(refs), desc="tensors", unit="t")
-    for k, ref in items:
-        tensors[k] = ref.materialize()
-    tensors = drop_resample_filters(tensors, source)
+    refs = drop_resample_filters(refs, source)
     cfg = config_from_state_dict(
-        tensors, source, mapping_lr_multiplier=float(lr),
-        conv_clamp=conv_clamp, architecture=archs.pop() if archs else syn_kw.get("architecture"),
+        refs, source, mapping_lr_multiplier=lr, conv_clamp=conv_clamp, architecture=architecture,
         channel_base=syn_kw.get("channel_base", kw.get("channel_base")),
         channel_max=syn_kw.get("channel_max", kw.get("channel_max")),
         z_dim=hint("z_dim"), img_resolution=hint("img_resolution"),
     )
     for name in ("c_dim", "w_dim", "img_channels"):
         v = hint(name)
-        if v is not None and v != getattr(cfg, name):
+        if v is not None and not (isinstance(v, int) and v == getattr(cfg, name)):
             raise UnsupportedArchitectureError(
-                f"{source}: {name}={v} does not match the weights ({getattr(cfg, name)})"
+                f"{source}: {name}={brief(v)} does not match the weights ({getattr(cfg, name)})"
             )
+    check_tensor_shapes(refs, cfg, source, budget, error=UnsupportedArchitectureError)
+    items = refs.items()
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(items, total=len(refs), desc="tensors", unit="t")
+    tensors = {k: as_tensor(ref, k, source) for k, ref in items}
+    check_finite(tensors, source)
     return NvidiaNetwork(tensors, cfg, G.class_name)
 
 
+@loader_boundary
 def read_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> NvidiaNetwork:
-    """Read ``G_ema`` of an NVIDIA network pickle (PyTorch era) into tensors + config."""
+    """Read ``G_ema`` of an NVIDIA network pickle (PyTorch or TF era) into checked tensors + config."""
     data = read_bytes(path, progress)
     obj = unpickle_network_file(path, data)
     del data
     if isinstance(obj, tuple) and obj and all(isinstance(o, TFNetwork) for o in obj):
-        from .nvidia_tf import extract_tf_generator
-
-        return extract_tf_generator(obj, str(path))
+        return extract_tf_generator(obj, str(path), element_budget(path))
     if not isinstance(obj, dict):
         raise MissingNetworkError(f"{path}: a pickle of {type(obj).__name__}, not an NVIDIA network dict")
     if "G_ema" not in obj:
         raise MissingNetworkError(
-            f"{path}: no 'G_ema' in this network pickle (keys: {sorted(map(str, obj))[:8]}); "
+            f"{path}: no 'G_ema' in this network pickle (keys: {brief_keys(obj)}); "
             "dragnb needs the generator's moving average G_ema"
         )
     G = obj["G_ema"]
     if not isinstance(G, PersistentObject):
         raise MissingNetworkError(f"{path}: 'G_ema' is not a network record")
-    return extract_generator(G, str(path), progress)
+    return extract_generator(G, str(path), progress, element_budget(path))
 
 
+@loader_boundary
 def load_nvidia_pickle(path: str | os.PathLike, progress: bool = False) -> Generator:
-    """An NVIDIA StyleGAN2 or StyleGAN3 network pickle -> our Generator (eval mode, no grad)."""
+    """An NVIDIA StyleGAN2 or StyleGAN3 network pickle -> our Generator (eval mode, no grad); any file it cannot
+    load raises :class:`CheckpointError`."""
     net = read_nvidia_pickle(path, progress)
-    return generator_from_state_dict(net.state_dict, net.config, str(path))
+    return generator_from_state_dict(net.state_dict, net.config, str(path), element_budget(path))

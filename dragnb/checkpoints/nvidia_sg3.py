@@ -27,6 +27,7 @@ import torch
 
 from ..stylegan.sg3 import StyleGAN3Config
 from .errors import CheckpointError, UnsupportedArchitectureError
+from .limits import MAX_ELEMENTS, check_tensor_shapes
 from .safe_pickle import NumpyArray
 
 # Constructor arguments that change nothing we compute (training-only, or fp16 use on GPUs: we run fp32).
@@ -148,9 +149,12 @@ def check_layers(cfg: StyleGAN3Config, modules: dict, source: str) -> None:
             raise UnsupportedArchitectureError(f"{source}: synthesis.input.{attr} = {inp[attr]}, expected {want}")
 
 
-def extract_stylegan3(G, refs: dict, modules: dict, source: str, progress: bool = False):
-    """(tensors under our names, :class:`StyleGAN3Config`) of a StyleGAN3 ``G_ema`` record."""
+def extract_stylegan3(G, refs: dict, modules: dict, source: str, progress: bool = False,
+                      budget: int = MAX_ELEMENTS):
+    """(tensors under our names, :class:`StyleGAN3Config`) of a StyleGAN3 ``G_ema`` record; the names and shapes
+    are checked against the config, and the size against ``budget`` elements, before any tensor is made."""
     cfg = stylegan3_config(G, modules, source)
+    check_tensor_shapes(refs, cfg, source, budget, error=UnsupportedArchitectureError)
     items = refs.items()
     if progress:
         from tqdm.auto import tqdm

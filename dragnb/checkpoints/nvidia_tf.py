@@ -25,27 +25,43 @@ import re
 import numpy as np
 import torch
 
-from .errors import CheckpointError, MissingNetworkError, UnsupportedArchitectureError
+from .errors import CheckpointError, MissingNetworkError, UnsupportedArchitectureError, brief
+from .limits import MAX_ELEMENTS, MAX_NAME, MAX_TENSORS, check_budget, check_tensor_shapes
+from .network_info import NvidiaNetwork
 from .safe_pickle import NumpyArray
 from .state_dict import config_from_state_dict
+
+MAX_COMPONENT_DEPTH = 8  # Gs -> synthesis is 1 deep
 
 
 def _tf_params(net, source: str) -> dict[str, np.ndarray]:
     params: dict[str, np.ndarray] = {}
+    seen: set[int] = set()
 
-    def recurse(prefix, n):
+    def recurse(prefix, n, depth):
         st = getattr(n, "state", None)
-        if not isinstance(st, dict):
-            raise CheckpointError(f"{source}: malformed TF network record")
-        for item in st.get("variables") or []:
+        if not isinstance(st, dict) or depth > MAX_COMPONENT_DEPTH or id(n) in seen:
+            raise CheckpointError(f"{source}: malformed TF network record ({brief(prefix) if prefix else 'Gs'})")
+        seen.add(id(n))
+        variables = st.get("variables") or []
+        if not isinstance(variables, (list, tuple)):
+            raise CheckpointError(f"{source}: malformed TF variable list")
+        for item in variables:
             if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
-                    and isinstance(item[1], NumpyArray) and item[1].array is not None):
+                    and len(item[0]) <= MAX_NAME and isinstance(item[1], NumpyArray) and item[1].array is not None):
                 raise CheckpointError(f"{source}: malformed TF variable list")
+            if item[1].array.dtype.kind != "f":
+                raise CheckpointError(f"{source}: TF variable {brief(item[0])} holds {item[1].array.dtype} values")
             params[prefix + item[0]] = item[1].array
-        for name, comp in (st.get("components") or {}).items():
-            recurse(f"{prefix}{name}/", comp)
+            if len(params) > MAX_TENSORS:
+                raise CheckpointError(f"{source}: more than {MAX_TENSORS} TF variables")
+        components = st.get("components") or {}
+        if not isinstance(components, dict) or not all(isinstance(k, str) for k in components):
+            raise CheckpointError(f"{source}: malformed TF component list")
+        for name, comp in components.items():
+            recurse(f"{prefix}{name}/", comp, depth + 1)
 
-    recurse("", net)
+    recurse("", net, 0)
     return params
 
 
@@ -53,71 +69,136 @@ def _t(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
 
 
-def extract_tf_generator(nets: tuple, source: str):
-    """``(G, D, Gs)`` TF network records -> :class:`~.nvidia.NvidiaNetwork` built from ``Gs``."""
-    from .nvidia import NvidiaNetwork
+def _kwargs(state: dict, source) -> dict:
+    kw = state.get("static_kwargs") or {}
+    if not isinstance(kw, dict):
+        raise CheckpointError(f"{source}: malformed TF static_kwargs")
+    return kw
 
+
+class _Variables:
+    """The TF variables by name, handed out once each (checked for shape) so that leftovers can be reported."""
+
+    def __init__(self, params: dict[str, np.ndarray], source: str):
+        self.params, self.source, self.used = params, source, set()
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.params
+
+    def take(self, name: str, ndim: int | None = None) -> np.ndarray:
+        if name not in self.params:
+            raise UnsupportedArchitectureError(f"{self.source}: not a TF StyleGAN2 generator (no variable {name})")
+        a = self.params[name]
+        if ndim is not None and (a.ndim != ndim or (ndim and 0 in a.shape)):
+            raise UnsupportedArchitectureError(f"{self.source}: TF variable {name} has shape {list(a.shape)}, "
+                                               f"expected {ndim} non-empty dimensions")
+        self.used.add(name)
+        return a
+
+    def check_all_used(self) -> None:
+        left = sorted(set(self.params) - self.used)
+        if left:
+            raise UnsupportedArchitectureError(
+                f"{self.source}: TF variables we cannot place ({brief(left[:5], depth=1)}); is this a StyleGAN2 "
+                "(config-e/f) generator?"
+            )
+
+
+def _mapping(v: _Variables, sd: dict[str, torch.Tensor]) -> None:
+    """``dlatent_avg`` and the ``mapping/`` variables into ``sd``."""
+    sd["mapping.w_avg"] = _t(v.take("dlatent_avg", 1))
+    i = 0
+    while f"mapping/Dense{i}/weight" in v:
+        sd[f"mapping.fc{i}.weight"] = _t(v.take(f"mapping/Dense{i}/weight", 2).T)
+        sd[f"mapping.fc{i}.bias"] = _t(v.take(f"mapping/Dense{i}/bias", 1))
+        i += 1
+    if "mapping/LabelConcat/weight" in v:
+        w = v.take("mapping/LabelConcat/weight", 2)  # [c_dim, embed]; non-empty, so embed is backed by data
+        sd["mapping.embed.weight"] = _t(w.T)
+        sd["mapping.embed.bias"] = torch.zeros(w.shape[1])
+
+
+def _layer(v: _Variables, sd: dict[str, torch.Tensor], tf: str, ours: str, flip: bool = False) -> None:
+    """One modulated conv (or ToRGB) layer's variables into ``sd``."""
+    w = v.take(f"{tf}/weight", 4)
+    if flip:
+        w = w[::-1, ::-1]
+    sd[f"{ours}.weight"] = _t(w.transpose(3, 2, 0, 1))
+    sd[f"{ours}.bias"] = _t(v.take(f"{tf}/bias", 1))
+    sd[f"{ours}.affine.weight"] = _t(v.take(f"{tf}/mod_weight", 2).T)
+    sd[f"{ours}.affine.bias"] = _t(v.take(f"{tf}/mod_bias", 1) + 1)
+    if f"{tf}/noise_strength" in v:
+        strength = v.take(f"{tf}/noise_strength")
+        if strength.size != 1:
+            raise UnsupportedArchitectureError(f"{v.source}: {tf}/noise_strength is not a scalar")
+        sd[f"{ours}.noise_strength"] = _t(strength).reshape([])
+
+
+def _noise(v: _Variables, n: int) -> torch.Tensor:
+    a = v.take(f"synthesis/noise{n}", 4)
+    if a.shape[:2] != (1, 1):
+        raise UnsupportedArchitectureError(f"{v.source}: synthesis/noise{n} has shape {list(a.shape)}")
+    return _t(a[0, 0])
+
+
+def _synthesis(v: _Variables, sd: dict[str, torch.Tensor]) -> None:
+    """The ``synthesis/`` variables into ``sd``, block by block."""
+    res = sorted({int(m.group(1)) for k in v.params if (m := re.match(r"synthesis/(\d{1,5})x\1/", k))})
+    if not res or res != [2**k for k in range(2, res[-1].bit_length())]:
+        raise UnsupportedArchitectureError(f"{v.source}: not a TF StyleGAN2 synthesis network (blocks {brief(res)})")
+    sd["synthesis.b4.const"] = _t(v.take("synthesis/4x4/Const/const", 4)[0])
+    _layer(v, sd, "synthesis/4x4/Conv", "synthesis.b4.conv1")
+    sd["synthesis.b4.conv1.noise_const"] = _noise(v, 0)
+    for r in res:
+        pre = f"synthesis/{r}x{r}"
+        if f"{pre}/ToRGB/weight" in v:
+            _layer(v, sd, f"{pre}/ToRGB", f"synthesis.b{r}.torgb")
+        if r == 4:
+            continue
+        k = int(np.log2(r))
+        _layer(v, sd, f"{pre}/Conv0_up", f"synthesis.b{r}.conv0", flip=True)
+        _layer(v, sd, f"{pre}/Conv1", f"synthesis.b{r}.conv1")
+        sd[f"synthesis.b{r}.conv0.noise_const"] = _noise(v, 2 * k - 5)
+        sd[f"synthesis.b{r}.conv1.noise_const"] = _noise(v, 2 * k - 4)
+        if f"{pre}/Skip/weight" in v:
+            sd[f"synthesis.b{r}.skip.weight"] = _t(v.take(f"{pre}/Skip/weight", 4)[::-1, ::-1].transpose(3, 2, 0, 1))
+
+
+def _config_hints(Gs, source: str) -> tuple[float, str | None]:
+    """``mapping_lrmul`` and ``architecture`` from ``Gs``'s static kwargs (over its synthesis component's)."""
+    kw = dict(_kwargs(Gs.state, source))
+    syn = (Gs.state.get("components") or {}).get("synthesis")
+    if syn is not None:
+        kw = {**_kwargs(syn.state, source), **kw}
+    lr = kw.get("mapping_lrmul", 0.01)
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool):
+        raise CheckpointError(f"{source}: mapping_lrmul is {brief(lr)}, not a number")
+    arch = kw.get("architecture")
+    if arch is not None and not isinstance(arch, str):
+        raise CheckpointError(f"{source}: architecture is {brief(arch)}, not a name")
+    return lr, arch
+
+
+def extract_tf_generator(nets: tuple, source: str, budget: int = MAX_ELEMENTS) -> NvidiaNetwork:
+    """``(G, D, Gs)`` TF network records -> :class:`~.network_info.NvidiaNetwork` built from ``Gs``.
+
+    The variables' total size is checked against ``budget`` elements before they are converted, and the
+    result against the inferred config before it is returned."""
     if len(nets) != 3:
         raise MissingNetworkError(f"{source}: a TF-era pickle should hold (G, D, Gs), found {len(nets)} networks")
     Gs = nets[2]
     p = _tf_params(Gs, source)
-    used: set[str] = set()
-
-    def take(name):
-        used.add(name)
-        return p[name]
-
-    sd: dict[str, torch.Tensor] = {}
+    check_budget([a.shape for a in p.values()], source, budget, "the TF variables")
     if "dlatent_avg" not in p or not any(k.startswith("synthesis/") for k in p):
-        raise UnsupportedArchitectureError(f"{source}: not a TF StyleGAN2 generator (variables {sorted(p)[:6]})")
-    sd["mapping.w_avg"] = _t(take("dlatent_avg"))
-    i = 0
-    while f"mapping/Dense{i}/weight" in p:
-        sd[f"mapping.fc{i}.weight"] = _t(take(f"mapping/Dense{i}/weight").T)
-        sd[f"mapping.fc{i}.bias"] = _t(take(f"mapping/Dense{i}/bias"))
-        i += 1
-    if "mapping/LabelConcat/weight" in p:
-        w = take("mapping/LabelConcat/weight")  # [c_dim, embed]
-        sd["mapping.embed.weight"] = _t(w.T)
-        sd["mapping.embed.bias"] = torch.zeros(w.shape[1])
-
-    def layer(tf: str, ours: str, flip: bool = False):
-        w = take(f"{tf}/weight")
-        if flip:
-            w = w[::-1, ::-1]
-        sd[f"{ours}.weight"] = _t(w.transpose(3, 2, 0, 1))
-        sd[f"{ours}.bias"] = _t(take(f"{tf}/bias"))
-        sd[f"{ours}.affine.weight"] = _t(take(f"{tf}/mod_weight").T)
-        sd[f"{ours}.affine.bias"] = _t(take(f"{tf}/mod_bias") + 1)
-        if f"{tf}/noise_strength" in p:
-            sd[f"{ours}.noise_strength"] = _t(take(f"{tf}/noise_strength")).reshape([])
-
-    res = sorted({int(m.group(1)) for k in p if (m := re.match(r"synthesis/(\d+)x\1/", k))})
-    sd["synthesis.b4.const"] = _t(take("synthesis/4x4/Const/const")[0])
-    layer("synthesis/4x4/Conv", "synthesis.b4.conv1")
-    sd["synthesis.b4.conv1.noise_const"] = _t(take("synthesis/noise0")[0, 0])
-    for r in res:
-        pre = f"synthesis/{r}x{r}"
-        if f"{pre}/ToRGB/weight" in p:
-            layer(f"{pre}/ToRGB", f"synthesis.b{r}.torgb")
-        if r == 4:
-            continue
-        k = int(np.log2(r))
-        layer(f"{pre}/Conv0_up", f"synthesis.b{r}.conv0", flip=True)
-        layer(f"{pre}/Conv1", f"synthesis.b{r}.conv1")
-        sd[f"synthesis.b{r}.conv0.noise_const"] = _t(take(f"synthesis/noise{2 * k - 5}")[0, 0])
-        sd[f"synthesis.b{r}.conv1.noise_const"] = _t(take(f"synthesis/noise{2 * k - 4}")[0, 0])
-        if f"{pre}/Skip/weight" in p:
-            sd[f"synthesis.b{r}.skip.weight"] = _t(take(f"{pre}/Skip/weight")[::-1, ::-1].transpose(3, 2, 0, 1))
-    left = sorted(set(p) - used)
-    if left:
         raise UnsupportedArchitectureError(
-            f"{source}: TF variables we cannot place ({left[:5]}); is this a StyleGAN2 (config-e/f) generator?"
-        )
-    kw = {**(Gs.state.get("static_kwargs") or {})}
-    syn_kw = ((Gs.state.get("components") or {}).get("synthesis"))
-    if syn_kw is not None:
-        kw = {**(syn_kw.state.get("static_kwargs") or {}), **kw}
-    cfg = config_from_state_dict(sd, source, mapping_lr_multiplier=float(kw.get("mapping_lrmul", 0.01)),
-                                 conv_clamp=None, architecture=kw.get("architecture"))
-    return NvidiaNetwork(sd, cfg, "TF " + str(Gs.state.get("name", "Gs")))
+            f"{source}: not a TF StyleGAN2 generator (variables {brief(sorted(p)[:6], depth=1)})")
+    v = _Variables(p, source)
+    sd: dict[str, torch.Tensor] = {}
+    _mapping(v, sd)
+    _synthesis(v, sd)
+    v.check_all_used()
+    lr, arch = _config_hints(Gs, source)
+    cfg = config_from_state_dict(sd, source, mapping_lr_multiplier=lr, conv_clamp=None, architecture=arch)
+    check_tensor_shapes(sd, cfg, source, budget, error=UnsupportedArchitectureError)
+    name = Gs.state.get("name", "Gs")
+    return NvidiaNetwork(sd, cfg, "TF " + (name[:100] if isinstance(name, str) else "Gs"))

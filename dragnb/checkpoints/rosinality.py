@@ -37,33 +37,38 @@ import torch
 
 from ..stylegan.networks import Generator
 from ..stylegan.ops import fir_filter_2d
-from .errors import CheckpointError, MissingNetworkError, UnsupportedArchitectureError
-from .safe_pickle import (
-    CONTAINER_ALLOW,
-    LEGACY_HEAD,
-    NUMPY_ALLOW,
-    TENSOR_ALLOW,
-    Namespace,
-    load_legacy_torch,
-    load_torch_zip,
-    materialize,
+from .errors import (
+    CheckpointError,
+    MissingNetworkError,
+    UnsupportedArchitectureError,
+    brief,
+    brief_keys,
+    loader_boundary,
 )
-from .state_dict import config_from_state_dict, generator_from_state_dict
+from .limits import MAX_ELEMENTS, check_budget, element_budget, shape_of
+from .safe_pickle import CONTAINER_ALLOW, NUMPY_ALLOW, TENSOR_ALLOW, Namespace, TensorRef, tensor_records
+from .state_dict import as_tensor, config_from_state_dict, generator_from_state_dict
+from .torch_files import LEGACY_HEAD, load_legacy_torch, load_torch_zip
 
 W_AVG_SAMPLES = 4096  # rosinality's mean_latent uses 4096 samples too
 
 
+@loader_boundary
 def read_torch_file(path: str | os.PathLike):
     """A ``torch.save`` file (zip or legacy) read by the allowlist reader; tensors as TensorRef."""
     with open(path, "rb") as f:
         head = f.read(len(LEGACY_HEAD))
     if head == LEGACY_HEAD:
         allow = {**CONTAINER_ALLOW, **TENSOR_ALLOW, **NUMPY_ALLOW, ("argparse", "Namespace"): Namespace}
-        try:
-            return load_legacy_torch(Path(path).read_bytes(), allow)
-        except CheckpointError as e:
-            raise type(e)(f"{path}: {e}") from None
+        return load_legacy_torch(Path(path).read_bytes(), allow, path)
     return load_torch_zip(path)
+
+
+def _rank(v, k: str, source, ndim: int, lead: int | None = None) -> None:
+    """Refuse a tensor of the wrong rank (or leading size) before reshaping it."""
+    shape = shape_of(v)
+    if len(shape) != ndim or (lead is not None and shape[0] != lead):
+        raise UnsupportedArchitectureError(f"{source}: rosinality tensor {k} has shape {list(shape)}")
 
 
 def _rosinality_to_nvidia(src: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
@@ -75,18 +80,22 @@ def _rosinality_to_nvidia(src: dict[str, torch.Tensor], source: str) -> dict[str
             if v.shape != blur.shape or not torch.allclose(v.float(), blur, atol=1e-5):
                 raise UnsupportedArchitectureError(f"{source}: {k} is not the standard [1, 3, 3, 1] blur")
             continue
-        if m := re.fullmatch(r"style\.(\d+)\.(weight|bias)", k):
+        if m := re.fullmatch(r"style\.(\d{1,3})\.(weight|bias)", k):
             out[f"mapping.fc{int(m.group(1)) - 1}.{m.group(2)}"] = v
             continue
         if k == "input.input":
+            _rank(v, k, source, 4, lead=1)
             out["synthesis.b4.const"] = v[0]
             continue
-        if m := re.fullmatch(r"noises\.noise_(\d+)", k):
+        if m := re.fullmatch(r"noises\.noise_(\d{1,3})", k):
             n = int(m.group(1))
+            _rank(v, k, source, 4)
+            if v.shape[:2] != (1, 1):
+                raise UnsupportedArchitectureError(f"{source}: rosinality tensor {k} has shape {list(v.shape)}")
             layer = "b4.conv1" if n == 0 else f"b{2 ** ((n + 1) // 2 + 2)}.conv{1 - n % 2}"
             out[f"synthesis.{layer}.noise_const"] = v.reshape(v.shape[-2:])
             continue
-        if m := re.fullmatch(r"(conv1|to_rgb1|convs\.(\d+)|to_rgbs\.(\d+))\.(.+)", k):
+        if m := re.fullmatch(r"(conv1|to_rgb1|convs\.(\d{1,3})|to_rgbs\.(\d{1,3}))\.(.+)", k):
             head, conv_i, rgb_i, rest = m.groups()
             if head == "conv1":
                 layer = "b4.conv1"
@@ -103,16 +112,19 @@ def _rosinality_to_nvidia(src: dict[str, torch.Tensor], source: str) -> dict[str
                 "activate.bias": "bias", "bias": "bias",
             }.get(rest)
             if name is None:
-                raise UnsupportedArchitectureError(f"{source}: unexpected rosinality tensor {k}")
+                raise UnsupportedArchitectureError(f"{source}: unexpected rosinality tensor {brief(k)}")
             if name == "weight":
+                _rank(v, k, source, 5, lead=1)
                 v = v[0]  # [1, O, I, k, k] -> [O, I, k, k]
             elif name in ("noise_strength",):
+                if v.numel() != 1:
+                    raise UnsupportedArchitectureError(f"{source}: rosinality tensor {k} is not a scalar")
                 v = v.reshape([])
             elif name == "bias":
                 v = v.reshape(-1)
             out[f"synthesis.{layer}.{name}"] = v
             continue
-        raise UnsupportedArchitectureError(f"{source}: unexpected rosinality tensor {k}")
+        raise UnsupportedArchitectureError(f"{source}: unexpected rosinality tensor {brief(k)}")
     return out
 
 
@@ -120,26 +132,28 @@ def is_rosinality(obj) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("g_ema"), dict)
 
 
-def generator_from_rosinality(obj: dict, source: str) -> Generator:
-    """``{'g_ema': ..., 'latent_avg'?: ...}`` (TensorRef or tensors) -> Generator (eval mode, no grad)."""
+def generator_from_rosinality(obj: dict, source: str, budget: int = MAX_ELEMENTS) -> Generator:
+    """``{'g_ema': ..., 'latent_avg'?: ...}`` (TensorRef or tensors) -> Generator (eval mode, no grad).
+
+    The tensors' total size is checked against ``budget`` elements before any is materialised."""
     g = obj.get("g_ema") if isinstance(obj, dict) else None
     if not isinstance(g, dict):
         raise MissingNetworkError(f"{source}: no 'g_ema' state dict in this rosinality checkpoint")
-    sd = materialize(dict(g))
-    if not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError(f"{source}: 'g_ema' holds non-tensor values")
-    sd = {k.removeprefix("module."): v for k, v in sd.items()}
-    sd = _rosinality_to_nvidia(sd, source)
+    refs = tensor_records(g, source, "g_ema")
     latent_avg = obj.get("latent_avg")
     estimated = latent_avg is None
-    fcs = [int(m.group(1)) for k in sd if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k))]
-    if not fcs:
-        raise UnsupportedArchitectureError(f"{source}: no mapping network (style.*) in g_ema")
-    w_dim = sd[f"mapping.fc{max(fcs)}.weight"].shape[0]
-    sd["mapping.w_avg"] = torch.zeros(w_dim) if estimated else materialize(latent_avg).reshape(-1).float()
-    # rosinality: lr_mlp 0.01, no conv clamp, skip architecture, z normalised (PixelNorm).
+    if not (estimated or isinstance(latent_avg, (TensorRef, torch.Tensor))):
+        raise CheckpointError(f"{source}: latent_avg is a {type(latent_avg).__name__}, not a tensor")
+    check_budget([shape_of(v) for v in refs.values()] + ([] if estimated else [shape_of(latent_avg)]), source,
+                 budget, "g_ema and latent_avg")
+    sd = {k.removeprefix("module."): as_tensor(v, k, source) for k, v in refs.items()}
+    sd = _rosinality_to_nvidia(sd, source)
+    # rosinality: lr_mlp 0.01, no conv clamp, skip architecture, z normalised (PixelNorm). The config is
+    # inferred and checked before w_avg (of size w_dim, which only a checked config vouches for) is made.
     cfg = config_from_state_dict(sd, source, mapping_lr_multiplier=0.01, conv_clamp=None, architecture="skip")
-    G = generator_from_state_dict(sd, cfg, source)
+    sd["mapping.w_avg"] = (torch.zeros(cfg.w_dim) if estimated
+                           else as_tensor(latent_avg, "latent_avg", source).reshape(-1))
+    G = generator_from_state_dict(sd, cfg, source, budget)
     if estimated:
         # No stored average: estimate it as rosinality's mean_latent does, with a fixed seed.
         gen = torch.Generator().manual_seed(0)
@@ -149,13 +163,15 @@ def generator_from_rosinality(obj: dict, source: str) -> Generator:
     return G
 
 
+@loader_boundary
 def load_rosinality(path: str | os.PathLike) -> Generator:
-    """A rosinality ``.pt`` checkpoint -> our Generator (eval mode, no grad)."""
+    """A rosinality ``.pt`` checkpoint -> our Generator (eval mode, no grad); any file it cannot load raises
+    :class:`CheckpointError`."""
     obj = read_torch_file(path)
     if not is_rosinality(obj):
-        keys = sorted(map(str, obj))[:8] if isinstance(obj, dict) else type(obj).__name__
+        keys = brief_keys(obj) if isinstance(obj, dict) else type(obj).__name__
         raise MissingNetworkError(f"{path}: not a rosinality checkpoint (no 'g_ema'; found {keys})")
-    return generator_from_rosinality(obj, str(path))
+    return generator_from_rosinality(obj, str(path), element_budget(path))
 
 
 __all__ = ["generator_from_rosinality", "is_rosinality", "load_rosinality", "read_torch_file"]

@@ -10,29 +10,28 @@ Tensors are kept as :class:`TensorRef` records (storage, offset, size, stride) a
 ``torch.Tensor`` by :meth:`TensorRef.materialize`, with bounds checked, so the tensors of parts we do
 not use (an NVIDIA pickle's ``D``) are never built.
 
-Formats read here:
-* torch's legacy (non-zip) serialization of one storage, which NVIDIA pickles embed through
-  ``torch.storage._load_from_bytes(blob)``: pickles of the magic number, protocol version and
-  sys-info dict; a pickle whose persistent id is ``('storage', torch.<T>Storage, key, location,
-  numel, view_metadata)``; the sorted key list; then per key an int64 element count and raw bytes;
-* torch's zip serialization (``torch.save`` default): ``<prefix>/data.pkl`` with persistent ids
-  ``('storage', torch.<T>Storage, key, location, numel)`` and the raw bytes in ``<prefix>/data/<key>``.
+Before any of these unpicklers runs, ``pickle_scan.scan_pickle`` checks the opcodes for what could exhaust
+memory or the C stack inside the unpickler itself (huge memo indices, deep nesting, exponential hashing).
+The torch file formats built on it are read in ``torch_files.py``.
 """
 
 from __future__ import annotations
 
 import collections
-import io
 import math
 import pickle
-import struct
-import zipfile
 from typing import Any
 
 import numpy as np
 import torch
 
-from .errors import CheckpointError, TruncatedFileError, UnsafePickleError
+from .errors import (
+    CheckpointError,
+    UnsafePickleError,
+    brief,
+)
+from .limits import MAX_NDIM, check_state_dict
+from .pickle_scan import scan_pickle
 
 # torch storage class name -> dtype; `UntypedStorage` holds raw bytes.
 STORAGE_DTYPES = {
@@ -46,16 +45,27 @@ LEGACY_PROTOCOL = 1001
 
 
 def refuse(module: str, name: str) -> UnsafePickleError:
+    where = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else brief((module, name))
     return UnsafePickleError(
-        f"refused to load: the file asks for {module}.{name}, which is not on the allowlist of harmless "
+        f"refused to load: the file asks for {where[:200]}, which is not on the allowlist of harmless "
         "names this loader accepts (such a reference can run arbitrary code when loaded the usual way)"
     )
 
 
 class AllowlistUnpickler(pickle.Unpickler):
-    """``pickle.Unpickler`` whose globals come only from ``self.allow`` ({(module, name): stand-in})."""
+    """``pickle.Unpickler`` whose globals come only from ``self.allow`` ({(module, name): stand-in}).
+
+    ``load()`` first scans the pickle's opcodes (``pickle_scan``), so ``file`` must be seekable."""
 
     allow: dict[tuple[str, str], Any] = {}
+
+    def __init__(self, file, source="the pickle"):
+        super().__init__(file)
+        self._file, self._source = file, source
+
+    def load(self):
+        scan_pickle(self._file, self._source)
+        return super().load()
 
     def find_class(self, module, name):
         if module == "__builtin__":  # protocol-2 pickles use the Python 2 name
@@ -66,10 +76,10 @@ class AllowlistUnpickler(pickle.Unpickler):
             raise refuse(module, name) from None
 
     def persistent_load(self, pid):
-        raise UnsafePickleError(f"refused to load: unexpected persistent id {str(pid)[:80]!r} in the pickle")
+        raise UnsafePickleError(f"refused to load: unexpected persistent id {brief(pid)} in the pickle")
 
 
-def _check(cond: bool, what: str):
+def check(cond: bool, what: str):
     if not cond:
         raise CheckpointError(f"malformed checkpoint: {what}")
 
@@ -109,14 +119,18 @@ class TensorRef:
     def shape(self) -> tuple:
         return self.size
 
-    def materialize(self) -> torch.Tensor:
-        """A fresh contiguous ``torch.Tensor`` of shape ``size``; raises if the view leaves its storage."""
+    def check_bounds(self) -> None:
+        """Raise if the view leaves its storage, or is a broadcast far bigger than it."""
         count = math.prod(self.size)
         # Checkpoint tensors are never broadcast views; a huge zero-stride view would only exhaust memory.
-        _check(count <= 16 * max(self.storage.numel, 1), f"tensor of shape {list(self.size)} dwarfs its storage")
+        check(count <= 16 * max(self.storage.numel, 1), f"tensor of shape {list(self.size)} dwarfs its storage")
         if count > 0:
             last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
-            _check(last < self.storage.numel, f"tensor of shape {list(self.size)} reaches past its storage")
+            check(last < self.storage.numel, f"tensor of shape {list(self.size)} reaches past its storage")
+
+    def materialize(self) -> torch.Tensor:
+        """A fresh contiguous ``torch.Tensor`` of shape ``size``; raises if the view leaves its storage."""
+        self.check_bounds()
         base = self.storage.tensor()
         return base.as_strided(self.size, self.stride, self.offset).clone()
 
@@ -124,9 +138,12 @@ class TensorRef:
         raise UnsafePickleError("refused to load: unexpected BUILD on a tensor")
 
 
-def _ints(x, n=None) -> bool:
+MAX_INDEX = 2**48  # sizes, strides and offsets of a tensor; real ones are below 2**31
+
+
+def ints(x, n=None) -> bool:
     return isinstance(x, tuple) and (n is None or len(x) == n) and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in x
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < MAX_INDEX for v in x
     )
 
 
@@ -137,17 +154,20 @@ def _hooks_empty(hooks) -> bool:
 def rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
                       metadata=None) -> TensorRef:
     """Stand-in for ``torch._utils._rebuild_tensor_v2``: validates and records, builds nothing."""
-    _check(isinstance(storage, StorageRef), "tensor without a storage")
-    _check(isinstance(storage_offset, int) and storage_offset >= 0, "bad tensor offset")
-    _check(_ints(size) and _ints(stride, len(size)), "bad tensor size/stride")
-    _check(_hooks_empty(backward_hooks) and not metadata, "tensor with hooks or metadata")
-    return TensorRef(storage, storage_offset, size, stride)
+    check(isinstance(storage, StorageRef), "tensor without a storage")
+    check(isinstance(storage_offset, int) and not isinstance(storage_offset, bool)
+           and 0 <= storage_offset < MAX_INDEX, "bad tensor offset")
+    check(ints(size) and len(size) <= MAX_NDIM and ints(stride, len(size)), "bad tensor size/stride")
+    check(_hooks_empty(backward_hooks) and not metadata, "tensor with hooks or metadata")
+    ref = TensorRef(storage, storage_offset, size, stride)
+    ref.check_bounds()  # the storage's size is known here: refuse a bad view before anything uses it
+    return ref
 
 
 def rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None) -> TensorRef:
     """Stand-in for ``torch._utils._rebuild_parameter[_with_state]``: a parameter is just its data here."""
-    _check(isinstance(data, TensorRef), "parameter without tensor data")
-    _check(_hooks_empty(backward_hooks), "parameter with hooks")
+    check(isinstance(data, TensorRef), "parameter without tensor data")
+    check(_hooks_empty(backward_hooks), "parameter with hooks")
     return data
 
 
@@ -166,113 +186,17 @@ class StorageType:
 STORAGE_TYPES = {("torch", n): StorageType(n) for n in STORAGE_DTYPES}
 
 
-def _storage_pid(pid) -> tuple[StorageType, str, int]:
+def storage_pid(pid) -> tuple[StorageType, str, int]:
     """Validate a storage persistent id -> (storage type, key, numel)."""
     ok = (
         isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"
-        and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and isinstance(pid[3], str)
-        and isinstance(pid[4], int) and pid[4] >= 0
+        and isinstance(pid[1], StorageType) and isinstance(pid[2], str) and len(pid[2]) <= 100
+        and isinstance(pid[3], str) and isinstance(pid[4], int) and not isinstance(pid[4], bool)
+        and 0 <= pid[4] < MAX_INDEX
     )
     if not ok:
-        raise UnsafePickleError(f"refused to load: unexpected persistent id {str(pid)[:80]!r}")
+        raise UnsafePickleError(f"refused to load: unexpected persistent id {brief(pid)}")
     return pid[1], pid[2], pid[4]
-
-
-# ----------------------------------------------------------------------------
-# torch legacy serialization of one storage (inside NVIDIA pickles)
-
-
-class _LegacyUnpickler(AllowlistUnpickler):
-    """Main pickle of a legacy torch file: storages are persistent ids, filled in after the pickle."""
-
-    def __init__(self, f, allow):
-        super().__init__(f)
-        self.allow = {**allow, **STORAGE_TYPES}
-        self.storages: dict[str, StorageRef] = {}
-        self.views: list[tuple[StorageRef, str, int]] = []
-
-    def persistent_load(self, pid):
-        stype, key, numel = _storage_pid(pid)
-        view = pid[5] if len(pid) == 6 else None
-        st = self.storages.get(key)
-        if st is None:
-            st = self.storages[key] = StorageRef(stype.dtype, numel, None)
-        _check(st.dtype == stype.dtype and st.numel == numel, "storage key used twice")
-        if view is None:
-            return st
-        # (view key, element offset, element count) into the root storage `key`
-        ok = isinstance(view, tuple) and len(view) == 3 and isinstance(view[0], str) and _ints(view[1:])
-        _check(ok and view[1] + view[2] <= numel, "bad storage view")
-        v = StorageRef(stype.dtype, view[2], None)
-        self.views.append((v, key, view[1]))
-        return v
-
-
-class _PlainUnpickler(AllowlistUnpickler):
-    """For pickles that may hold plain data only (numbers, strings, lists, dicts)."""
-
-    allow = {}
-
-
-LEGACY_HEAD = pickle.dumps(LEGACY_MAGIC, protocol=2)  # how every legacy torch file starts
-
-
-def load_legacy_torch(blob: bytes, allow: dict) -> Any:
-    """Parse a legacy (non-zip) ``torch.save`` file held in ``blob``; globals limited to ``allow``.
-
-    Layout: pickles of the magic number, the protocol version and a sys-info dict; the main pickle
-    (storages as persistent ids); the sorted storage-key list; per key an int64 element count and
-    the raw little-endian bytes. Tensors come back as :class:`TensorRef`.
-    """
-    if not isinstance(blob, (bytes, bytearray)):
-        raise CheckpointError("malformed checkpoint: storage blob is not bytes")
-    mv = memoryview(blob)
-    f = io.BytesIO(blob)
-    try:
-        magic = _PlainUnpickler(f).load()
-        proto = _PlainUnpickler(f).load()
-        sys_info = _PlainUnpickler(f).load()
-        _check(magic == LEGACY_MAGIC and proto == LEGACY_PROTOCOL, "not a torch legacy save")
-        _check(isinstance(sys_info, dict), "torch legacy save without sys-info")
-        if not sys_info.get("little_endian", True):
-            raise CheckpointError("big-endian tensors are not supported")
-        up = _LegacyUnpickler(f, allow)
-        root = up.load()
-        keys = _PlainUnpickler(f).load()
-    except (EOFError, pickle.UnpicklingError) as e:
-        raise TruncatedFileError(f"corrupt or truncated torch data ({e})") from None
-    _check(isinstance(keys, list) and all(isinstance(k, str) for k in keys), "bad storage key list")
-    _check(set(keys) == set(up.storages), "storage key list does not match the pickle")
-    pos = f.tell()
-    for key in keys:
-        st = up.storages[key]
-        if pos + 8 > len(blob):
-            raise TruncatedFileError("torch data ends early")
-        (n,) = struct.unpack_from("<q", blob, pos)
-        _check(n == st.numel, "storage size does not match its record")
-        nbytes = n * st.dtype.itemsize
-        pos += 8
-        if pos + nbytes > len(blob):
-            raise TruncatedFileError("torch data ends early")
-        st.data = mv[pos : pos + nbytes]
-        pos += nbytes
-    for v, key, off in up.views:
-        isz = v.dtype.itemsize
-        v.data = up.storages[key].data[off * isz : (off + v.numel) * isz]
-    return root
-
-
-def load_legacy_storage(blob: bytes) -> StorageRef:
-    """Stand-in for ``torch.storage._load_from_bytes``: a legacy ``torch.save(storage)`` blob -> StorageRef.
-
-    Runs nothing: the inner pickles go through the allowlist too (only ``torch.<T>Storage`` names).
-    """
-    try:
-        st = load_legacy_torch(blob, {})
-    except TruncatedFileError as e:
-        raise CheckpointError(f"corrupt tensor storage inside the checkpoint: {e}") from None
-    _check(isinstance(st, StorageRef), "storage blob does not hold a storage")
-    return st
 
 
 # ----------------------------------------------------------------------------
@@ -288,17 +212,17 @@ class NumpyDType:
         ok = isinstance(name, str) and len(name) <= 8
         try:
             dt = np.dtype(name) if ok else None
-        except TypeError:
+        except Exception:  # noqa: BLE001 - numpy's various refusals of a type string
             dt = None
-        if dt is None or dt.kind not in "biufc":
-            raise UnsafePickleError(f"refused to load: numpy dtype {str(name)[:20]!r} is not a plain number type")
+        if dt is None or dt.kind not in "biufc" or dt.fields is not None or dt.subdtype is not None:
+            raise UnsafePickleError(f"refused to load: numpy dtype {brief(name, chars=20)} is not a plain number type")
         self.dtype = dt
 
     def __setstate__(self, state):
         # (version, byteorder, subarray, names, fields, elsize, alignment, flags)
         ok = isinstance(state, tuple) and len(state) >= 2 and state[1] in ("<", ">", "|", "=")
         ok = ok and all(v is None for v in state[2:5])
-        _check(ok, "unexpected numpy dtype state")
+        check(ok, "unexpected numpy dtype state")
         if state[1] in "<>":
             self.dtype = self.dtype.newbyteorder(state[1])
 
@@ -306,15 +230,15 @@ class NumpyDType:
 def _as_bytes(data) -> bytes:
     if isinstance(data, str):  # Python-2-era pickles carry bytes as latin-1 text
         data = data.encode("latin-1")
-    _check(isinstance(data, (bytes, bytearray)), "numpy data is not bytes")
+    check(isinstance(data, (bytes, bytearray)), "numpy data is not bytes")
     return bytes(data)
 
 
 def numpy_scalar(dtype, data=None):
     """Stand-in for ``numpy.core.multiarray.scalar``: a Python number."""
-    _check(isinstance(dtype, NumpyDType), "numpy scalar without a numeric dtype")
+    check(isinstance(dtype, NumpyDType), "numpy scalar without a numeric dtype")
     raw = _as_bytes(data)
-    _check(len(raw) == dtype.dtype.itemsize, "numpy scalar of the wrong size")
+    check(len(raw) == dtype.dtype.itemsize, "numpy scalar of the wrong size")
     return np.frombuffer(raw, dtype=dtype.dtype)[0].item()
 
 
@@ -340,30 +264,31 @@ class NumpyArray:
         if isinstance(state, tuple) and len(state) == 5:
             state = state[1:]
         ok = isinstance(state, tuple) and len(state) == 4 and isinstance(state[1], NumpyDType)
-        _check(ok and isinstance(state[0], tuple) and all(isinstance(n, int) for n in state[0]), "bad numpy array")
+        check(ok and ints(state[0]) and len(state[0]) <= MAX_NDIM, "bad numpy array")
         shape, dt, fortran, raw = state
         raw = _as_bytes(raw)
-        _check(len(raw) == math.prod(shape) * dt.dtype.itemsize, "numpy array of the wrong size")
+        check(len(raw) == math.prod(shape) * dt.dtype.itemsize, "numpy array of the wrong size")
         a = np.frombuffer(raw, dtype=dt.dtype)
         self.array = a.reshape(shape, order="F" if fortran else "C").astype(dt.dtype.newbyteorder("="))
 
 
 def numpy_reconstruct(subtype, shape, dtype_code):
-    _check(subtype is NDARRAY, "numpy array of an unknown subtype")
+    check(subtype is NDARRAY, "numpy array of an unknown subtype")
     return NumpyArray()
 
 
 def numpy_frombuffer(buf, dtype, shape, order):
     """Stand-in for ``numpy.core.numeric._frombuffer`` (protocol-5 arrays)."""
-    _check(isinstance(dtype, NumpyDType) and _ints(tuple(shape)) and order in ("C", "F"), "bad numpy array")
+    check(isinstance(dtype, NumpyDType) and isinstance(shape, (tuple, list)) and len(shape) <= MAX_NDIM
+           and ints(tuple(shape)) and order in ("C", "F"), "bad numpy array")
     a = NumpyArray()
-    a.__setstate__((tuple(shape), dtype, order == "F", _as_bytes(bytes(buf))))
+    a.__setstate__((tuple(shape), dtype, order == "F", _as_bytes(buf)))
     return a
 
 
 def codecs_encode(text, encoding="utf-8"):
     """Stand-in for ``_codecs.encode``: protocol-2 pickles write bytes as ``encode(str, 'latin1')``."""
-    _check(isinstance(text, str) and encoding in ("latin1", "latin-1"), "unexpected _codecs.encode call")
+    check(isinstance(text, str) and encoding in ("latin1", "latin-1"), "unexpected _codecs.encode call")
     return text.encode("latin-1")
 
 
@@ -401,57 +326,10 @@ class Namespace:
         self.__dict__.update(kwargs)
 
 
-class _ZipUnpickler(AllowlistUnpickler):
-    allow = {**CONTAINER_ALLOW, **TENSOR_ALLOW, **NUMPY_ALLOW, **STORAGE_TYPES,
-             ("argparse", "Namespace"): Namespace}
-
-    def __init__(self, f, zf: zipfile.ZipFile, prefix: str):
-        super().__init__(f)
-        self.zf, self.prefix, self.cache = zf, prefix, {}
-
-    def persistent_load(self, pid):
-        stype, key, numel = _storage_pid(pid)
-        if key not in self.cache:
-            name = f"{self.prefix}data/{key}"
-            try:
-                raw = self.zf.read(name)
-            except KeyError:
-                raise CheckpointError(f"malformed torch file: missing {name}") from None
-            _check(len(raw) == numel * stype.dtype.itemsize, f"storage {key} has the wrong size")
-            self.cache[key] = StorageRef(stype.dtype, numel, raw)
-        return self.cache[key]
-
-
-def load_torch_zip(path) -> Any:
-    """Read a ``torch.save`` zip file safely; tensors come back as :class:`TensorRef`."""
-    try:
-        zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as e:
-        raise TruncatedFileError(f"{path}: truncated or corrupt zip file ({e})") from None
-    with zf:
-        pkl = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
-        if len(pkl) != 1:
-            raise CheckpointError(f"{path}: a zip file, but not one written by torch.save")
-        prefix = pkl[0][: -len("data.pkl")]
-        if prefix + "byteorder" in zf.namelist() and zf.read(prefix + "byteorder") != b"little":
-            raise CheckpointError(f"{path}: big-endian tensors are not supported")
-        try:
-            data = zf.read(pkl[0])
-            return _ZipUnpickler(io.BytesIO(data), zf, prefix).load()
-        except (EOFError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-            raise TruncatedFileError(f"{path}: truncated or corrupt torch file ({e})") from None
-        except CheckpointError:
-            raise
-        except Exception as e:  # a malformed pickle calling a stand-in with wrong arguments, etc.
-            raise CheckpointError(f"{path}: malformed torch file ({type(e).__name__}: {e})") from None
-
-
-def materialize(obj):
-    """Replace every :class:`TensorRef` in nested dicts/lists/tuples by a ``torch.Tensor``."""
-    if isinstance(obj, TensorRef):
-        return obj.materialize()
-    if isinstance(obj, dict):
-        return {k: materialize(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(materialize(v) for v in obj)
-    return obj
+def tensor_records(obj, source, what: str = "state dict") -> dict:
+    """``obj`` as a flat {name: TensorRef or tensor} dict (nothing materialised); anything else is refused."""
+    check_state_dict(obj, source, what)
+    for k, v in obj.items():
+        if not isinstance(v, (TensorRef, torch.Tensor)):
+            raise CheckpointError(f"{source}: {what} entry {brief(k)} is a {type(v).__name__}, not a tensor")
+    return dict(obj)

@@ -123,8 +123,19 @@ class ResizedFeatures:
             return self.x
         r0, r1, wr0, wr1 = self._rows
         c0, c1, wc0, wc1 = self._cols
-        t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
-        return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        if torch.onnx.is_in_onnx_export() or (self.x.requires_grad and torch.is_grad_enabled()):
+            t = wr0[:, None] * self.x[:, r0, :] + wr1[:, None] * self.x[:, r1, :]  # [C, H, w]
+            return wc0 * t[:, :, c0] + wc1 * t[:, :, c1]  # [C, H, W]
+        # Without autograd: the same operations, a few channels at a time into the output, so that the
+        # temporaries stay small (whole-map temporaries cost seconds for a 1024 px map: 1 GiB each).
+        c, hh, ww = self.shape
+        out = self.x.new_empty(self.shape)
+        step = max(1, (1 << 20) // (hh * ww))
+        for k in range(0, c, step):
+            xs = self.x[k:k + step]
+            t = wr0[:, None] * xs[:, r0, :] + wr1[:, None] * xs[:, r1, :]
+            torch.add(wc0 * t[:, :, c0], wc1 * t[:, :, c1], out=out[k:k + step])
+        return out
 
 
 def features_at(feat, rows: torch.Tensor, cols: torch.Tensor, merged: bool = False) -> torch.Tensor:
@@ -224,19 +235,86 @@ def motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = to
     Returns:
         (loss scalar, per-point loss [P], distance to target [P]).
     """
-    c, h, w = feat.shape
-    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
-    dist = direction.square().sum(1).sqrt()  # [P]
-    active = (dist > 1).to(dist.dtype)
-    unit = direction / (dist[:, None] + 1e-7)
+    _, h, w = feat.shape
+    unit, dist, active = _directions(handles_rc, targets_rc)
     pix = handles_rc[:, None, :] + disk[None, :, :]  # [P, K, 2]
     valid = _in_image(pix, h, w).to(dist.dtype)  # [P, K]
     pix = _clamp_rc(pix, h, w)
+    per_point = _disk_term(feat, pix, valid, unit, stop_gradient, lambda rows, cols: (rows, cols))
+    return (per_point * active).sum(), per_point, dist
+
+
+def _directions(handles_rc, targets_rc):
+    """(unit direction float [P, 2], distance to target [P], 1.0 where a point is farther than 1 px, else 0)."""
+    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
+    dist = direction.square().sum(1).sqrt()  # [P]
+    return direction / (dist[:, None] + 1e-7), dist, (dist > 1).to(dist.dtype)
+
+
+def _disk_term(feat, pix, weight, unit, stop_gradient: Callable, warp: Callable) -> torch.Tensor:
+    """Per point: the mean over the disk pixels ``pix`` [P, K, 2] (weighted by ``weight`` [P, K], 0 or 1) and the
+    channels of ``|F(warp(q + d)) - sg(F(q))|``, bilinear with zeros outside -> [P]."""
+    c = feat.shape[0]
     f_orig = features_at(detached(feat, stop_gradient), pix[..., 0], pix[..., 1], merged=True)  # [P, K, C]
-    shifted = pix.to(dist.dtype) + unit[:, None, :]
-    f_shift = sample_bilinear_zeros(feat, shifted[..., 0], shifted[..., 1])  # [P, K, C]
-    per_pix = (f_shift - f_orig).abs() * valid[..., None]  # [P, K, C]
-    per_point = per_pix.sum(dim=(1, 2)) / (c * valid.sum(1).clamp(min=1))
+    shifted = pix.to(unit.dtype) + unit[:, None, :]
+    f_shift = sample_bilinear_zeros(feat, *warp(shifted[..., 0], shifted[..., 1]))  # [P, K, C]
+    per_pix = (f_shift - f_orig).abs() * weight[..., None]  # [P, K, C]
+    return per_pix.sum(dim=(1, 2)) / (c * weight.sum(1).clamp(min=1))
+
+
+def official_disk(handles_rc, box, coords, radius, h: int, w: int):
+    """The official code's motion disk around each handle: (pixels int64 [P, K, 2], in the image; keep float [P, K],
+    1 for the pixels of the disk).
+
+    Pixel q is in the disk of handle p when ``|X(q) - p| < radius``, X the official code's stretched coordinates
+    (``coords``: the row and column values of ``torch.linspace(0, h, h)`` and ``torch.linspace(0, w, w)``, so
+    pixel i sits at i * h / (h - 1)). The disk is shifted toward the top-left, by up to a pixel near the
+    bottom-right border, and may leave out the handle itself; its pixels are looked for among ``box``
+    (:func:`.geometry.official_disk_box`) around each handle. The distance is computed as the official code does
+    (float32 difference, square, sum, square root), so the same pixels pass.
+    """
+    pix = handles_rc[:, None, :] + box[None, :, :]  # [P, K, 2]
+    inside = _in_image(pix, h, w)
+    pix = _clamp_rc(pix, h, w)
+    p = handles_rc.to(coords[0].dtype)
+    dr = coords[0][pix[..., 0]] - p[:, None, 0]
+    dc = coords[1][pix[..., 1]] - p[:, None, 1]
+    keep = inside & ((dr * dr + dc * dc).sqrt() < radius)
+    return pix, keep.to(coords[0].dtype)
+
+
+def _through_grid(pos: torch.Tensor, n: int) -> torch.Tensor:
+    """Pixel position -> the normalised grid coordinate of ``grid_sample(align_corners=True)`` and back, rounded
+    at each step as the official code and PyTorch's CPU kernel round it:
+    ``((pos / (n - 1) * 2 - 1) + 1) * ((n - 1) / 2)``.
+    The round trip moves a position by an ulp or so (an integer can land just below itself), which changes the
+    bilinear weights by up to ~1e-5 of a feature's range: as much as the official tracking's smallest margins."""
+    g = pos / (n - 1) * 2 - 1
+    return (g + 1) * ((n - 1) / 2)
+
+
+def official_motion_loss(feat, handles_rc, targets_rc, box, coords, radius,
+                         stop_gradient: Callable = torch.Tensor.detach):
+    """Motion supervision as the official DragGAN code computes it (``compat="official"``).
+
+    As :func:`motion_loss` (a point farther than 1 px from its target adds the mean over its disk pixels q and the
+    channels of ``|F(q + d) - sg(F(q))|``, d the unit direction, bilinear with zeros outside), but the disk of
+    each point is :func:`official_disk` and the shifted positions take the grid round trip (:func:`_through_grid`).
+
+    Args:
+        feat: features (with gradient): :class:`ResizedFeatures` or a dense [C, H, W] tensor.
+        handles_rc: int64 [P, 2] tracked handles; targets_rc: float [P, 2] targets.
+        box: int64 [K, 2] offsets that hold the disk (:func:`.geometry.official_disk_box`).
+        coords: (float32 [H], float32 [W]) ``torch.linspace(0, H, H)``, ``torch.linspace(0, W, W)``.
+        radius: the disk radius, pixels (float or float tensor []).
+    Returns:
+        (loss scalar, per-point loss [P], distance to target [P]).
+    """
+    _, h, w = feat.shape
+    unit, dist, active = _directions(handles_rc, targets_rc)
+    pix, keep = official_disk(handles_rc, box, coords, radius, h, w)
+    per_point = _disk_term(feat, pix, keep, unit, stop_gradient,
+                           lambda rows, cols: (_through_grid(rows, h), _through_grid(cols, w)))
     return (per_point * active).sum(), per_point, dist
 
 
@@ -249,6 +327,10 @@ def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
     """
     c, h, w = feat.shape
     pix = torch.nonzero(fixed)  # [N, 2] (row, col)
+    if pix.shape[0] == 0 and not torch.onnx.is_in_onnx_export():
+        # No fixed pixel (no mask: [1, 1] zeros): exactly 0, without gathers whose zero gradient autograd would
+        # still compute over the whole feature block.
+        return fixed.new_zeros(())
     rows, cols = pix[:, 0], pix[:, 1]
     weight = fixed.reshape(-1)[rows * fixed.shape[1] + cols]  # [N]
     f = features_at(feat, rows, cols)  # [N, C]
@@ -269,6 +351,7 @@ def drag_objective(
     tolerance,
     l1_tracking: bool = False,
     stop_gradient: Callable = torch.Tensor.detach,
+    official=None,
 ):
     """Tracking, then motion supervision and the mask term on the same features (one DragGAN step).
 
@@ -277,10 +360,17 @@ def drag_objective(
     ``fixed`` [H, W] float (or [1, 1] zeros = no mask); ``f0_fixed`` [C, H, W] (or [1, 1, 1]); ``lambda_mask``
     and ``tolerance`` scalars (tensors or floats).
 
+    ``official``: None (dragnb's motion term: ``disk`` holds the disk's offsets), or ``(coords, radius)`` for the
+    official code's (:func:`official_motion_loss`; ``disk`` then holds the box the disk is looked for in).
+
     Returns ``(loss, motion, mask, tracked int64 [P, 2], distance [P], converged bool scalar)``.
     """
     tracked = track_points(feat, ref_feats, handles_rc, window, l1=l1_tracking)
-    motion, _, dist = motion_loss(feat, tracked, targets_rc, disk, stop_gradient)
+    if official is None:
+        motion, _, dist = motion_loss(feat, tracked, targets_rc, disk, stop_gradient)
+    else:
+        coords, radius = official
+        motion, _, dist = official_motion_loss(feat, tracked, targets_rc, disk, coords, radius, stop_gradient)
     masked = mask_loss(feat, fixed, f0_fixed)
     loss = motion + lambda_mask * masked
     converged = (dist <= tolerance).all()

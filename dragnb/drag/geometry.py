@@ -42,12 +42,62 @@ def default_radii(height: int) -> tuple[int, int, float]:
     The official scaling is r1 = round(3 h / 512), r2 = round(12 h / 512), tolerance max(2 h / 512, 2).
     Below 512 px those round to (almost) nothing, so r1 and r2 are floored at 3 and 5 px (the smallest
     disk and window that track reliably on a 64 px feature map, docs/models.md); for h >= 512 this equals
-    the official rule.
+    the official rule (:func:`official_radii`).
     """
     r1 = max(round(3 * height / 512), 3)
     r2 = max(round(12 * height / 512), 5)
     tol = max(2 * height / 512, 2.0)
     return r1, r2, tol
+
+
+def official_radii(height: int) -> tuple[int, int, float]:
+    """(r1, r2, tolerance) in pixels as the official DragGAN code derives them for an image of ``height`` pixels
+    from its r1 = 3 and r2 = 12 "pixels at 512 px": ``round(3 / 512 * h)`` and ``round(12 / 512 * h)`` with
+    Python's round (half to even: 2 px at 256), tolerance ``max(2 / 512 * h, 2)``; no floors (r1 is 0 below 86 px).
+    """
+    h = int(height)
+    return round(3 / 512 * h), round(12 / 512 * h), max(2 / 512 * h, 2.0)
+
+
+def official_disk_box(r1: float) -> np.ndarray:
+    """(drow, dcol) int64 [K, 2]: a square of offsets that holds the official motion disk of radius ``r1`` around
+    any handle, row-major.
+
+    The official code measures the disk on stretched coordinates (pixel i at i * h / (h - 1), from
+    ``linspace(0, h, h)``): pixel q is in the disk of handle p when ``|X(q) - p| < r1``. As i <= X(i) <= i + 1,
+    that needs -r1 - 1 < q - p < r1 on each axis; one more pixel on each side covers float32 rounding. Which
+    pixels of the square are in the disk depends on the handle: the step computes it per point.
+    """
+    r = int(math.ceil(r1)) + 1
+    d = np.arange(-r, r + 1)
+    dr, dc = np.meshgrid(d, d, indexing="ij")
+    return np.stack([dr.ravel(), dc.ravel()], axis=1).astype(np.int64)
+
+
+def official_coords(n: int) -> np.ndarray:
+    """float32 [n]: the official code's stretched pixel coordinates ``torch.linspace(0, n, n)`` (pixel i at
+    i * n / (n - 1)), as PyTorch's vectorised CPU kernel computes them: one fused multiply-add from the nearer end
+    (bit for bit for every n up to 2099 on an AVX-512 build; a build without FMA rounds twice, an ulp away). The
+    back-ends take ``torch.linspace`` itself; this numpy copy is for drawing (``dragnb.widgets.internals``)."""
+    n = int(n)
+    i = np.arange(n, dtype=np.float64)
+    step = np.float64(np.float32(n) / np.float32(n - 1)) if n > 1 else 0.0
+    # float64 holds step * i + end exactly; one rounding to float32 is the fused multiply-add's.
+    coords = np.where(i < n // 2, step * i, n - step * (n - 1 - i))
+    return coords.astype(np.float32)
+
+
+def official_disk(handle_rc, r1: float, size) -> np.ndarray:
+    """(row, col) int64 [K, 2] of the official motion disk around ``handle_rc`` in an image of ``size`` (H, W),
+    row-major: the pixels whose :func:`official_coords` lie within ``r1`` of the handle (float32, as the official
+    code computes it)."""
+    h, w = (int(v) for v in size)
+    p = np.asarray(handle_rc, np.int64).reshape(2)
+    pix = p + official_disk_box(r1)
+    pix = pix[(pix[:, 0] >= 0) & (pix[:, 0] < h) & (pix[:, 1] >= 0) & (pix[:, 1] < w)]
+    dr = official_coords(h)[pix[:, 0]] - np.float32(p[0])
+    dc = official_coords(w)[pix[:, 1]] - np.float32(p[1])
+    return pix[np.sqrt(dr * dr + dc * dc) < r1]
 
 
 def disk_offsets(r1: float) -> np.ndarray:

@@ -24,7 +24,8 @@ TARGET_COLOR = (30, 80, 240)
 
 
 def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
-    """uint8 [H, W, 3] with each handle (red), target (blue) and an arrow handle -> target drawn on a copy."""
+    """uint8 [H, W, 3] with each handle (red), target (blue), ringed white, and an arrow handle -> target drawn
+    on a copy."""
     im = Image.fromarray(np.asarray(image, dtype=np.uint8))
     draw = ImageDraw.Draw(im)
     size = min(im.size)
@@ -40,8 +41,10 @@ def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
             perp = np.array([-u[1], u[0]]) * head * 0.5
             draw.line([(hx, hy), tuple(base)], fill=(255, 255, 255), width=width)
             draw.polygon([(tx, ty), tuple(base + perp), tuple(base - perp)], fill=(255, 255, 255))
-        draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=HANDLE_COLOR)
-        draw.ellipse([tx - r, ty - r, tx + r, ty + r], fill=TARGET_COLOR)
+        # A white ring around each point: red handles stay visible on red lips, blue targets on blue eyes.
+        ring = max(1, round(r / 3))
+        draw.ellipse([hx - r, hy - r, hx + r, hy + r], fill=HANDLE_COLOR, outline=(255, 255, 255), width=ring)
+        draw.ellipse([tx - r, ty - r, tx + r, ty + r], fill=TARGET_COLOR, outline=(255, 255, 255), width=ring)
     return np.asarray(im)
 
 

@@ -14,11 +14,13 @@ import numpy as np
 from ..backends.ort_model import ArtifactModel
 from ..drag.recording import draw_points
 from . import io
-from .model import default_backend, open_model
+from . import picture as picture_mod
+from .model import check_model_device, default_backend, open_model
 
 
-class SessionFiles:
-    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read)."""
+class SessionFiles(picture_mod.PictureSessions):
+    """Save, load, auto-save and export methods of ``DragSession`` (which provides the state they read); with
+    ``from_image`` and the picture state from :class:`~dragnb.session.picture.PictureSessions`."""
 
     # ------------------------------------------------------------------ recording
 
@@ -72,15 +74,17 @@ class SessionFiles:
                     save_generator(self.G, wpath)
                     self._weights_saved.add(str(wpath.resolve()))
                 model = {"file": wpath.name}
+            model = self._save_picture(jpath, model)
             return io.write_session(path, io.SavedSession(
                 model=model, image_size=[self.H, self.W], seed=self.seed, truncation_psi=self.truncation_psi,
                 backend=self.backend_name, latent_space=self.latent_space, params=self._raw.to_dict(),
                 ws_seed=self._ws_seed, current=self._snapshot(), history=list(self._history),
                 drag_open=self._drag_open, drag_steps=self._drag_steps,
+                c=self._label.tolist() if self.G.c_dim else None,
             ))
 
     @classmethod
-    def load(cls, path, model=None, autosave_dir=None):
+    def load(cls, path, model=None, autosave_dir=None, device="auto"):
         """Restore a session saved by :meth:`save`; continuing gives the same steps as never having stopped.
 
         ``model`` overrides the saved model reference (a name, path, ORT artifact folder, Generator or
@@ -88,7 +92,8 @@ class SessionFiles:
         it was saved with (the optimisation state is the same for both back-ends). The file is validated as the
         API validates calls; whatever is wrong with it (damaged, hand-edited, a model it names that cannot be
         opened) raises :class:`~dragnb.session.io.SessionFileError` naming the file, and no session is made.
-        ``FileNotFoundError`` when there is no session there at all.
+        ``FileNotFoundError`` when there is no session there at all. ``device`` as in the constructor (the file
+        holds numpy arrays only: a session saved on one device loads on any other); checked first (ValueError).
         """
         jpath = io.session_paths(path)[0]
         saved = io.read_session(path)
@@ -97,14 +102,24 @@ class SessionFiles:
             ref = saved.model.get("ref")
             model = ref if ref is not None else jpath.parent / saved.model["file"]
             weights = None if ref is not None else str(Path(model).resolve())
-            G = _open_saved_model(jpath, model)
+            check_model_device(model, device)  # a bad device is the caller's error (ValueError), not the file's
+            G = _open_saved_model(jpath, model, device)
         else:
-            G, _ = open_model(model)
+            G, _ = open_model(model, device)
+        base, picture = G, None
+        if "delta" in saved.model:  # a session from a picture: the tuned weights are a delta of the base model
+            try:
+                G, delta, info = picture_mod.open_with_delta(jpath, base, saved.model)
+            except ValueError as e:
+                raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
+            picture = (delta, info)
         backend = default_backend(G) if isinstance(G, ArtifactModel) else saved.backend
         try:
             s = cls(G, seed=saved.seed, truncation_psi=saved.truncation_psi, backend=backend,
-                    latent_space=saved.latent_space, **saved.params)
+                    latent_space=saved.latent_space, c=saved.c, device=device, **saved.params)
             s._adopt(saved, model, weights)
+            if picture is not None:
+                s._base_G, (s._delta, s.picture) = base, picture
         except (ValueError, TypeError) as e:  # a value the API refuses came from the file
             raise io.SessionFileError(f"{jpath}: {_short(e)}") from None
         if autosave_dir is not None:  # only now: the folder may be the one just read
@@ -129,11 +144,11 @@ class SessionFiles:
         self._drag_open, self._drag_steps = saved.drag_open, int(saved.drag_steps)
 
 
-def _open_saved_model(jpath: Path, model):
+def _open_saved_model(jpath: Path, model, device="auto"):
     """The model a session file names; SessionFileError if it cannot be opened (missing, refused, damaged:
     CheckpointError and ArtifactError are a ValueError and a RuntimeError)."""
     try:
-        return open_model(model)[0]
+        return open_model(model, device)[0]
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         raise io.SessionFileError(f"{jpath}: its model {str(model)[:200]!r} cannot be opened ({_short(e)})") \
             from None

@@ -51,6 +51,7 @@ class SavedSession:
     history: list = field(default_factory=list)  # undo snapshots, oldest first
     drag_open: bool = False
     drag_steps: int = 0
+    c: list | None = None            # class label of a conditional generator (float [c_dim]), else None
 
 
 def session_paths(path) -> tuple[Path, Path, Path]:
@@ -88,7 +89,8 @@ def write_session(path, saved: SavedSession) -> Path:
         "format": SESSION_FORMAT, "version": SESSION_VERSION, "model": saved.model,
         "image_size": list(saved.image_size), "seed": saved.seed, "truncation_psi": saved.truncation_psi,
         "backend": saved.backend, "latent_space": saved.latent_space, "params": saved.params,
-        "current": _points_json(saved.current), "drag_open": saved.drag_open, "drag_steps": saved.drag_steps,
+        "c": saved.c, "current": _points_json(saved.current), "drag_open": saved.drag_open,
+        "drag_steps": saved.drag_steps,
         "history": [_points_json(s) for s in saved.history],
     }
     text = json.dumps(doc, indent=1)
@@ -190,6 +192,10 @@ def _saved_from(doc: dict, members: _Members) -> SavedSession:
     if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 16 for v in size):
         raise SessionFileError(f"'image_size' must be [H, W] in pixels, got {str(size)[:80]}")
     history = _field(doc, "history", (list,), "a list")
+    c = doc.get("c")  # absent in files of sessions without a label
+    if c is not None and not (isinstance(c, list) and len(c) <= 1 << 16
+                              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in c)):
+        raise SessionFileError("'c' must be a list of numbers (a class label) or null")
     if len(history) > MAX_HISTORY:
         raise SessionFileError(f"{len(history)} undo steps (at most {MAX_HISTORY})")
     return SavedSession(
@@ -204,6 +210,7 @@ def _saved_from(doc: dict, members: _Members) -> SavedSession:
         history=[_snapshot(m, members, f"history/{i}/") for i, m in enumerate(history)],
         drag_open=bool(_field(doc, "drag_open", (bool,), "a bool")),
         drag_steps=_field(doc, "drag_steps", (int,), "an int"),
+        c=c,
     )
 
 

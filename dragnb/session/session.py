@@ -18,9 +18,12 @@ goes back to the state before the last drag. The optimisation itself (F0, the re
 handles, a fresh Adam state) restarts from the current latent at the first step after an edit, so
 stopping and calling ``run()`` again continues exactly where it stopped.
 
+Conditional generators (``c_dim > 0``) take a class label ``c``: a class index, a one-hot vector, or None for
+the all-zeros label that the official DragGAN code passes; ``set_class`` changes it (a new image).
+
 Torch-free ORT drags: a session on an ORT artifact folder (``DragSession(folder)``) maps seeds with the
 artifacts' mapping graph and never imports torch (nothing imported at the top of this package does). The
-artifacts fix the feature block and the noise mode; there is no PyTorch back-end to switch to.
+artifacts fix the feature block, the noise mode and the compat mode; there is no PyTorch back-end to switch to.
 
 Thread safety: every method takes the session lock, and ``run()`` releases it between steps, so
 ``stop()`` (a ``threading.Event``, safe from any thread or asyncio task) and edits from another
@@ -30,7 +33,6 @@ thread land between two steps.
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,15 +42,15 @@ import numpy as np
 
 # numpy-only imports: torch, the checkpoints and the generator are imported where a torch model is used
 from ..backends import load_backend
-from ..backends.base import LATENT_SPACES
 from ..backends.ort_model import ArtifactModel
 from ..drag import geometry
 from ..drag.params import MAX_STEPS, DragParams, check_int, check_real
 from ..drag.recording import Recording
 from .files import SessionFiles
-from .io import MAX_HISTORY
-from .model import check_backend, default_backend, open_model, seed_ws
+from .history import SessionHistory
+from .model import check_backend, check_label, default_backend, open_model, seed_ws
 from .points import PointIndexError, PointSet  # noqa: F401  (PointIndexError: part of this module's API)
+from .settings import SessionSettings, check_latent_space, check_seed, durable
 
 
 @dataclass
@@ -67,30 +69,7 @@ class StepResult:
     distance: list[float] = field(default_factory=list)  # pixels from each handle to its target
 
 
-def _durable(edit):
-    """An edit that auto-saves (when the session has an ``autosave_dir``) before its call returns: once an edit
-    has returned, a crash does not lose it."""
-    @functools.wraps(edit)
-    def durable(self, *args, **kwargs):
-        with self._lock:
-            result = edit(self, *args, **kwargs)
-            self._autosave()
-            return result
-
-    return durable
-
-
-def _check_seed(seed) -> int:
-    return check_int("seed", seed, low=0, high=2**32 - 1)
-
-
-def _check_latent_space(latent_space) -> str:
-    if latent_space not in LATENT_SPACES:
-        raise ValueError(f"latent_space must be one of {LATENT_SPACES}, got {latent_space!r}")
-    return latent_space
-
-
-class DragSession(SessionFiles):
+class DragSession(SessionSettings, SessionHistory, SessionFiles):
     """Interactive DragGAN on one generated image.
 
     Args:
@@ -99,35 +78,42 @@ class DragSession(SessionFiles):
             :class:`~dragnb.backends.ort_model.ArtifactModel` (``backend`` then "ort" or None).
         seed: image seed, ``z = RandomState(seed).randn(1, z_dim)``, in [0, 2**32).
         truncation_psi: truncation toward the mean w (DragGAN uses 0.7).
+        c: class label of a conditional generator (``c_dim > 0``): a class index in [0, c_dim), a one-hot vector,
+            or None (all zeros, what the official DragGAN code passes). Unconditional generators: None only.
         backend: "torch" or "ort" (ONNX Runtime training; optional dependency); None: "ort" on ORT artifacts
             (their only back-end), else "torch".
         latent_space: "w+" (one w per optimised layer) or "w" (one w broadcast to them).
+        device: where a torch generator and the PyTorch back-end run: "auto" (a working CUDA GPU, else the CPU),
+            "cpu", "cuda", "cuda:N" or "mps" (:mod:`dragnb.devices`); a generator object is moved there. ORT
+            artifacts take "auto" only (ONNX Runtime's provider). An unknown or unavailable device: ValueError.
         autosave_dir: if set, the session saves itself there (:meth:`save`) when it is made, after every edit,
             step, undo and reset: a kernel crash loses at most the running step.
         **params: the fields of :class:`~dragnb.drag.params.DragParams` (lr, lambda_mask, r1, r2, tolerance,
-            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode); unset ones take the
-            model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode, reg, compat); unset ones
+            take the model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
+            ``compat="official"`` reproduces the official DragGAN code's arithmetic step for step (its defaults,
+            motion disk, Adam rule and latent regulariser ``reg``; docs/compat.md).
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
-                 autosave_dir=None, **params):
-        seed = _check_seed(seed)
+                 autosave_dir=None, c=None, device="auto", **params):
+        seed = check_seed(seed)
         psi = check_real("truncation_psi", truncation_psi)
-        latent_space = _check_latent_space(latent_space)
+        latent_space = check_latent_space(latent_space)
         DragParams.check_names(params)  # before the (possibly slow) model load
         if backend is not None:
             check_backend(None, backend)
-        G, model_ref = open_model(model)
+        G, model_ref = open_model(model, device)
         backend = default_backend(G) if backend is None else backend
         check_backend(G, backend)
-        if G.c_dim:
-            raise ValueError("conditional generators (c_dim > 0) are not supported by DragSession yet")
+        label = check_label(c, G.c_dim)
         raw = DragParams.for_model(G, **params)
         if isinstance(G, ArtifactModel):
             resolved = raw.resolved(G)
-            G.check_params(resolved.feature_block, resolved.noise_mode)
+            G.check_params(resolved.feature_block, resolved.noise_mode, resolved.compat)
         self.G, self._model_ref = G, model_ref
         self.truncation_psi = psi
+        self._label = label
         self.backend_name, self.latent_space = backend, latent_space
         self._raw = raw
         self._lock = threading.RLock()
@@ -137,7 +123,7 @@ class DragSession(SessionFiles):
         self._weights_saved: set[str] = set()  # where this session already wrote in-memory weights
         self.H, self.W = G.img_resolution, G.img_width
         p = self.params
-        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"])
+        self._backend = load_backend(backend)(G, p["feature_block"], p["noise_mode"], compat=p["compat"])
         self._points = PointSet(self.W, self.H)  # (x, y): tracked handles, targets, where each handle was placed
         self._mask: np.ndarray | None = None
         self._history: list[dict] = []
@@ -153,9 +139,11 @@ class DragSession(SessionFiles):
         self._restart(self._ws_seed)
         self._autosave()  # from the first moment on, a crash leaves the session on disk
 
-    def _seed_ws(self, seed: int, truncation_psi: float | None = None) -> np.ndarray:
-        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` (None: the session's)."""
-        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi)
+    def _seed_ws(self, seed: int, truncation_psi: float | None = None, label: np.ndarray | None = None) -> np.ndarray:
+        """float32 [1, num_ws, w_dim]: the ws of ``z_from_seed(seed)`` at ``truncation_psi`` with ``label`` (None:
+        the session's)."""
+        return seed_ws(self.G, self._backend, seed, self.truncation_psi if truncation_psi is None else truncation_psi,
+                       self._label if label is None else label)
 
     # ------------------------------------------------------------------ properties
 
@@ -163,6 +151,25 @@ class DragSession(SessionFiles):
     def params(self) -> dict:
         """The parameters in force, model-derived defaults resolved to numbers."""
         return self._raw.resolved(self.G).to_dict()
+
+    @property
+    def device(self) -> str:
+        """Where the generator and the PyTorch back-end run ("cpu", "cuda:0", ...); on ORT artifacts, the ONNX
+        Runtime back-end's device. Images and state cross to the host as numpy, so saved sessions are portable."""
+        if isinstance(self.G, ArtifactModel):
+            return str(self._backend.device)
+        return str(next(self.G.parameters()).device)
+
+    @property
+    def c(self) -> np.ndarray:
+        """float32 [c_dim]: the class label of the image (all zeros: none; empty for unconditional generators)."""
+        return self._label.copy()
+
+    @property
+    def class_index(self) -> int | None:
+        """The class of a one-hot label, else None (the all-zeros label, or an unconditional generator)."""
+        hot = np.flatnonzero(self._label)
+        return int(hot[0]) if len(hot) else None
 
     @property
     def image(self) -> np.ndarray:
@@ -197,6 +204,13 @@ class DragSession(SessionFiles):
         return self._n_steps
 
     @property
+    def needs_f0(self) -> bool:
+        """True when the next step first restarts the optimisation (after an edit, a new seed, a reset or undo):
+        it computes F0, the features of the current latent (one generator forward more, and the resized
+        [C, H, W] map: 1 GiB at 1024 px), before its own forward, so it takes about twice a later step's time."""
+        return self._needs_init
+
+    @property
     def can_undo(self) -> bool:
         return bool(self._history)
 
@@ -208,7 +222,8 @@ class DragSession(SessionFiles):
             return Path(self._backend.folder) if self.backend_name == "ort" else None
 
     def __repr__(self) -> str:
-        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}, {self.W}x{self.H}, "
+        label = f", class={self.class_index}" if self.G.c_dim else ""
+        return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}{label}, {self.W}x{self.H}, "
                 f"backend={self.backend_name!r}, latent_space={self.latent_space!r}, points={len(self._points)}, "
                 f"steps={self._n_steps})")
 
@@ -219,7 +234,7 @@ class DragSession(SessionFiles):
         self._close_drag()
         self._needs_init = True
 
-    @_durable
+    @durable
     def add_point(self, handle, target) -> int:
         """Add a pair; ``handle`` and ``target`` are (x, y) in image pixels. Returns the point index."""
         with self._lock:
@@ -228,7 +243,7 @@ class DragSession(SessionFiles):
             self._edited()
             return self._points.append(h, t)
 
-    @_durable
+    @durable
     def move_point(self, i, handle=None, target=None) -> None:
         """Move the handle and/or the target of point ``i`` (None leaves it)."""
         with self._lock:
@@ -241,20 +256,20 @@ class DragSession(SessionFiles):
             self._edited()
             pts.set(i, h, t, placed=handle is not None)
 
-    @_durable
+    @durable
     def remove_point(self, i) -> None:
         with self._lock:
             i = self._points.check_index(i)
             self._edited()
             self._points.delete(i)
 
-    @_durable
+    @durable
     def clear_points(self) -> None:
         with self._lock:
             self._edited()
             self._points.clear()
 
-    @_durable
+    @durable
     def set_mask(self, fixed) -> None:
         """``fixed``: bool array [H, W], True where the image must stay as it is."""
         if fixed is None:
@@ -268,56 +283,13 @@ class DragSession(SessionFiles):
             self._edited()
             self._mask = arr.copy()
 
-    @_durable
+    @durable
     def clear_mask(self) -> None:
         with self._lock:
             self._edited()
             self._mask = None
 
-    # ------------------------------------------------------------------ settings
-
-    def _checked_params(self, **changes) -> DragParams:
-        """The parameters with ``changes``, validated for this model (nothing changes on error)."""
-        raw = self._raw.replace(self.G, **changes)
-        if isinstance(self.G, ArtifactModel):
-            resolved = raw.resolved(self.G)
-            self.G.check_params(resolved.feature_block, resolved.noise_mode)
-        return raw
-
-    @_durable
-    def set_params(self, **params) -> None:
-        """Change parameters (validated all together; on error nothing changes)."""
-        with self._lock:
-            raw = self._checked_params(**params)
-            old, new = self.params, raw.resolved(self.G).to_dict()
-            if raw == self._raw:
-                return
-            backend = self._backend
-            if (new["feature_block"], new["noise_mode"]) != (old["feature_block"], old["noise_mode"]):
-                backend = load_backend(self.backend_name)(self.G, new["feature_block"], new["noise_mode"])
-                backend.set_state(self._backend.get_state())
-            self._close_drag()
-            self._backend, self._raw = backend, raw
-            if any(new[k] != old[k] for k in ("feature_block", "noise_mode", "num_layers")):
-                self._needs_init = True
-                self._image = None if new["noise_mode"] != old["noise_mode"] else self._image
-
-    @_durable
-    def set_seed(self, seed, truncation_psi=None) -> None:
-        """A new image: the latent of ``seed`` at ``truncation_psi`` (None: unchanged); points, mask, history and
-        recording are cleared."""
-        seed = _check_seed(seed)
-        psi = self.truncation_psi if truncation_psi is None else check_real("truncation_psi", truncation_psi)
-        with self._lock:
-            ws = self._seed_ws(seed, psi)
-            self._close_drag()
-            self.seed, self._ws_seed, self.truncation_psi = seed, ws, psi
-            self._points.clear()
-            self._mask = None
-            self._history.clear()
-            self.recording.clear()
-            self._n_steps = 0
-            self._restart(ws)
+    # ------------------------------------------------------------------ optimisation
 
     def _restart(self, ws: np.ndarray) -> None:
         p = self.params
@@ -325,63 +297,6 @@ class DragSession(SessionFiles):
         self._needs_init = True
         self._image = None
 
-    # ------------------------------------------------------------------ history
-
-    def _snapshot(self) -> dict:
-        return {
-            "state": self._backend.get_state(),
-            **self._points.copies(), "mask": self.mask,
-            "initial_rc": None if self._initial_rc is None else self._initial_rc.copy(),
-            "needs_init": self._needs_init, "n_steps": self._n_steps,
-        }
-
-    def _push_history(self, snap: dict) -> None:
-        self._history.append(snap)
-        del self._history[:-MAX_HISTORY]
-
-    def _restore(self, snap: dict) -> None:
-        self._backend.set_state(snap["state"])
-        self._points.restore(snap)
-        self._mask = snap["mask"]
-        self._initial_rc, self._needs_init, self._n_steps = snap["initial_rc"], snap["needs_init"], snap["n_steps"]
-        self._image = None
-        if int(snap["state"]["num_layers"]) != self.params["num_layers"]:
-            self._needs_init = True  # num_layers changed since: start afresh with the setting in force
-        if not self._needs_init:
-            self._recompute_refs()
-
-    def _close_drag(self) -> None:
-        if self._drag_open:
-            self._drag_open = False
-            if self._drag_steps:
-                self._autosave()
-            self._drag_steps = 0
-
-    def undo(self) -> bool:
-        """Back to the latent, optimizer state, points and mask before the last drag (or reset). False if none."""
-        with self._lock:
-            if not self._history:
-                return False
-            self._close_drag()
-            self._restore(self._history.pop())
-            self._autosave()
-            return True
-
-    def reset(self) -> None:
-        """Back to the seed image; handles return to where they were placed (undoable)."""
-        with self._lock:
-            self._close_drag()
-            pts = self._points
-            if self._n_steps == 0 and np.array_equal(pts.handles, pts.origins) and np.array_equal(
-                    self._backend.ws(), self._ws_seed):
-                return  # already at the seed image
-            self._push_history(self._snapshot())
-            pts.handles = pts.origins.copy()
-            self._n_steps = 0
-            self._restart(self._ws_seed)
-            self._autosave()
-
-    # ------------------------------------------------------------------ optimisation
 
     def _init_optimisation(self) -> None:
         """Restart from the current latent: fresh Adam, F0 and the reference features of the handles."""
@@ -396,7 +311,9 @@ class DragSession(SessionFiles):
     def _set_refs(self, f0: np.ndarray) -> None:
         r, c = self._initial_rc[:, 0], self._initial_rc[:, 1]
         self._ref_feats = np.ascontiguousarray(f0[:, r, c].T)  # [P, C]
-        if self._mask is None:
+        # The official code leaves out the mask term unless the mask has both kinds of pixels.
+        no_term = self._mask is None or (self.params["compat"] == "official" and self._mask.all())
+        if no_term:
             self._fixed = self._f0_fixed = None
         else:
             self._fixed = self._mask.astype(np.float32)
@@ -430,7 +347,7 @@ class DragSession(SessionFiles):
         out = self._backend.step(
             handles_rc, geometry.xy_to_rc(pts.targets).astype(np.float32), self._ref_feats, self._fixed,
             self._f0_fixed, p["lambda_mask"], p["r1"], p["r2"], p["tolerance"], p["l1_tracking"], p["lr"],
-            render_image=render,
+            render_image=render, reg=p["reg"],
         )
         ms = (time.perf_counter() - t0) * 1000
         if snap is not None:
@@ -461,7 +378,7 @@ class DragSession(SessionFiles):
         Each call starts a new drag (one undo unit). In run(), full images are rendered every
         ``render_every`` steps and on the last step (None otherwise).
         """
-        n = self._raw.max_steps if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
+        n = self.params["max_steps"] if max_steps is None else check_int("max_steps", max_steps, low=1, high=MAX_STEPS)
         if not len(self._points):
             raise ValueError("no points to drag: add_point(handle=(x, y), target=(x, y)) first")
         self._stop.clear()
@@ -475,7 +392,7 @@ class DragSession(SessionFiles):
                 if self._stop.is_set():
                     break
                 with self._lock:
-                    res = self._step(render=(i + 1) % self._raw.render_every == 0 or i == n - 1)
+                    res = self._step(render=(i + 1) % self.params["render_every"] == 0 or i == n - 1)
                 yield res
                 if res.converged:
                     break
@@ -495,34 +412,6 @@ class DragSession(SessionFiles):
         self._stop.set()
 
     # ------------------------------------------------------------------ for the workbench widget
-
-    @_durable
-    def set_latent_space(self, latent_space) -> None:
-        """Optimise in "w" or "w+" from the next step on, from the current latent (a new drag).
-
-        Going from "w+" to "w" after a drag starts the single w from the first optimised layer's w (the
-        back-end's "w" start), so the image can jump at that step.
-        """
-        _check_latent_space(latent_space)
-        with self._lock:
-            if latent_space != self.latent_space:
-                self._edited()
-                self.latent_space = latent_space
-
-    @_durable
-    def set_backend(self, backend) -> None:
-        """Switch the optimisation back-end ("torch" / "ort"). Latent and Adam state carry over (both back-ends
-        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once).
-        A session on ORT artifacts has no PyTorch back-end (ValueError)."""
-        check_backend(None, backend)
-        with self._lock:
-            if backend == self.backend_name:
-                return
-            check_backend(self.G, backend)
-            p = self.params
-            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"])
-            new.set_state(self._backend.get_state())
-            self._backend, self.backend_name = new, backend
 
     def tracking_features(self) -> tuple[np.ndarray, np.ndarray]:
         """What point tracking compares, for inspection (the workbench's internals view); one generator forward.

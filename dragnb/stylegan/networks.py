@@ -5,8 +5,8 @@ Parameter names equal the G_ema names of NVIDIA's pickles (minus the derived ``r
 buffers), so foreign checkpoints load with a plain ``load_state_dict``. Raw parameters are stored
 unscaled; equalised-learning-rate gains are applied in ``forward``.
 
-Every op between the ws and the features is one ONNX Runtime's CPU training build can differentiate
-(see ``ops.py``): no ConvTranspose, Resize or GridSample.
+In an ONNX export, every op between the ws and the features is one ONNX Runtime's CPU training build can
+differentiate (see ``ops.py``): no ConvTranspose gradient, Resize or GridSample.
 """
 
 from __future__ import annotations
@@ -26,8 +26,22 @@ ARCHITECTURES = ("orig", "skip", "resnet")
 LRELU_GAIN = math.sqrt(2.0)
 
 
+class DictConfig:
+    """A config dataclass that round-trips through a JSON object (the metadata of dragnb's safetensors files)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**d)
+
+
 @dataclass
-class GeneratorConfig:
+class GeneratorConfig(DictConfig):
     """Hyper-parameters of a StyleGAN2 generator; saved as JSON next to the weights."""
 
     z_dim: int = 512                      # input latent (Z) size
@@ -73,24 +87,36 @@ class GeneratorConfig:
     def channels(self, res: int) -> int:
         return min(self.channel_base // res, self.channel_max)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> GeneratorConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown generator config keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # ----------------------------------------------------------------------------
 # Layers
 
 
-def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None):
-    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped."""
+def inplace_ok(*tensors: torch.Tensor) -> bool:
+    """Whether the ops that follow may overwrite a fresh activation in place: no ONNX export (whose graphs keep
+    the out-of-place ops) and no autograd through ``tensors``. Same numbers either way; in place, the large
+    activations of the render tail are not allocated (and page-faulted) anew for every elementwise op."""
+    if torch.onnx.is_in_onnx_export():
+        return False
+    return not torch.is_grad_enabled() or not any(t.requires_grad for t in tensors)
+
+
+def bias_act(x: torch.Tensor, b: torch.Tensor | None, lrelu: bool, gain: float, clamp: float | None,
+             inplace: bool = False):
+    """x + b (broadcast over channel dim 1), then leaky ReLU(0.2) if asked, times gain, clamped.
+
+    ``inplace``: overwrite ``x`` (a fresh activation; see :func:`inplace_ok`)."""
+    if inplace:
+        if b is not None:
+            x.add_(b.reshape([1, -1] + [1] * (x.ndim - 2)))
+        if lrelu:
+            F.leaky_relu_(x, 0.2)
+        if gain != 1:
+            x.mul_(gain)
+        if clamp is not None:
+            x.clamp_(-clamp, clamp)
+        return x
     if b is not None:
         x = x + b.reshape([1, -1] + [1] * (x.ndim - 2))
     if lrelu:
@@ -114,7 +140,8 @@ class FullyConnectedLayer(nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x):  # [N, in] -> [N, out]
-        y = x @ (self.weight * self.weight_gain).t()
+        g = self.weight_gain
+        y = x @ ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g).t()
         return bias_act(y, self.bias * self.bias_gain, self.lrelu, LRELU_GAIN if self.lrelu else 1.0, None)
 
 
@@ -174,14 +201,14 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     k = weight.shape[-1]
     x = x * styles[:, :, None, None]
     if up:
-        # A stride-2 transposed conv as one polyphase conv + pixel shuffle (ops.conv3x3_up2): no ConvTranspose.
+        # A stride-2 transposed conv + FIR; exported without ConvTranspose's gradient (ops.conv3x3_up2).
         y = ops.conv3x3_up2(x, weight, resample_filter)
     else:
         y = ops.conv2d(x, weight, padding=k // 2)
     if demodulate:
-        w2 = weight.square().sum(dim=[2, 3])  # [Cout, Cin]
+        w2 = ops.frozen_derived(weight, "demod", lambda w: w.square().sum(dim=[2, 3]))  # [Cout, Cin]
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
-        y = y * dcoefs[:, :, None, None]
+        y = y.mul_(dcoefs[:, :, None, None]) if inplace_ok(y, dcoefs) else y * dcoefs[:, :, None, None]
     return y
 
 
@@ -201,13 +228,16 @@ class SynthesisLayer(nn.Module):
     def forward(self, x, w, noise_mode="const", gain=1.0):
         styles = self.affine(w)  # [N, Cin]
         x = modulated_conv2d(x, self.weight, styles, up=self.up, resample_filter=self.resample_filter)
+        inplace = inplace_ok(x, self.noise_strength, self.bias)
+        noise = None
         if noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
+            noise = self.noise_const * self.noise_strength
         elif noise_mode == "random":
-            n = x.shape[0]
-            x = x + torch.randn([n, 1, *x.shape[2:]], device=x.device) * self.noise_strength
+            noise = torch.randn([x.shape[0], 1, *x.shape[2:]], device=x.device) * self.noise_strength
+        if noise is not None:
+            x = x.add_(noise) if inplace else x + noise
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp)
+        return bias_act(x, self.bias, True, LRELU_GAIN * gain, clamp, inplace=inplace)
 
 
 class ToRGBLayer(nn.Module):
@@ -224,7 +254,7 @@ class ToRGBLayer(nn.Module):
     def forward(self, x, w):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return bias_act(x, self.bias, False, 1.0, self.conv_clamp)
+        return bias_act(x, self.bias, False, 1.0, self.conv_clamp, inplace=inplace_ok(x, self.bias))
 
 
 class SkipLayer(nn.Module):
@@ -237,7 +267,8 @@ class SkipLayer(nn.Module):
         self.register_buffer("resample_filter", resample_filter, persistent=False)
 
     def forward(self, x, gain=1.0):
-        x = ops.conv2d(x, self.weight * self.weight_gain)
+        g = self.weight_gain
+        x = ops.conv2d(x, ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g))
         return ops.upsample2d(x, self.resample_filter) * gain
 
 
@@ -287,6 +318,28 @@ class SynthesisBlock(nn.Module):
         return x, img
 
 
+def blocks_forward(net, ws, noise_mode, feature_block, stop_after_block, return_features):
+    """The forward of a synthesis network ``net`` made of ``net.num_blocks`` feature blocks run one at a time by
+    ``net.run_blocks``: arguments and result as ``SynthesisNetwork.forward`` (StyleGAN3's shares it)."""
+    if noise_mode not in NOISE_MODES:
+        raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+    if ws.ndim != 3 or ws.shape[1] != net.num_ws:
+        raise ValueError(f"ws must have shape [N, {net.num_ws}, w_dim], got {list(ws.shape)}")
+    n = net.num_blocks
+    for name, v in (("stop_after_block", stop_after_block), ("feature_block", feature_block)):
+        if v is not None and not 0 <= v < n:
+            raise ValueError(f"{name} must be in [0, {n}), got {v}")
+    last = n - 1 if stop_after_block is None else stop_after_block
+    x = img = feat = None
+    for i in range(last + 1):
+        x, img = net.run_blocks(ws, i, i + 1, x, img, noise_mode, render_rgb=(i != stop_after_block))
+        if i == feature_block:
+            feat = x
+    if return_features or feature_block is not None:
+        return img, feat
+    return img
+
+
 class SynthesisNetwork(nn.Module):
     """ws [N, num_ws, w_dim] -> image [N, C, H, W] in about [-1, 1]."""
 
@@ -300,6 +353,15 @@ class SynthesisNetwork(nn.Module):
 
     def block(self, i: int) -> SynthesisBlock:
         return getattr(self, f"b{self.block_resolutions[i]}")
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.block_resolutions)
+
+    def feature_shape(self, block: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the output of block ``block``."""
+        res, cfg = self.block_resolutions[block], self.cfg
+        return cfg.channels(res), res, res * cfg.width // cfg.img_resolution
 
     def block_ws_offsets(self) -> list[int]:
         """Index of the first w each block uses (a block's torgb shares its w with the next conv0)."""
@@ -322,24 +384,7 @@ class SynthesisNetwork(nn.Module):
         Returns:
             image [N, C, H, W], or (image | None, features [N, C_f, h_f, w_f]).
         """
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, w_dim], got {list(ws.shape)}")
-        n_blocks = len(self.block_resolutions)
-        if stop_after_block is not None and not 0 <= stop_after_block < n_blocks:
-            raise ValueError(f"stop_after_block must be in [0, {n_blocks}), got {stop_after_block}")
-        if feature_block is not None and not 0 <= feature_block < n_blocks:
-            raise ValueError(f"feature_block must be in [0, {n_blocks}), got {feature_block}")
-        x = img = feat = None
-        last = n_blocks - 1 if stop_after_block is None else stop_after_block
-        for i in range(last + 1):
-            x, img = self.run_blocks(ws, i, i + 1, x, img, noise_mode, render_rgb=(i != stop_after_block))
-            if i == feature_block:
-                feat = x
-        if return_features or feature_block is not None:
-            return img, feat
-        return img
+        return blocks_forward(self, ws, noise_mode, feature_block, stop_after_block, return_features)
 
     def run_blocks(self, ws, start, stop, x=None, img=None, noise_mode="const", render_rgb=True):
         """Run blocks ``start`` .. ``stop - 1`` from the block input ``x`` and partial image ``img``.
@@ -369,16 +414,21 @@ class Generator(nn.Module):
         self.img_resolution, self.img_channels, self.img_width = cfg.img_resolution, cfg.img_channels, cfg.width
         self.num_ws = cfg.num_ws
         self.mapping = MappingNetwork(cfg)
-        self.synthesis = SynthesisNetwork(cfg)
+        self.synthesis = self.make_synthesis(cfg)
+
+    @staticmethod
+    def make_synthesis(cfg) -> nn.Module:
+        """The synthesis network of ``cfg`` (subclasses of other architectures return theirs)."""
+        return SynthesisNetwork(cfg)
 
     @property
     def num_blocks(self) -> int:
-        return len(self.cfg.block_resolutions)
+        """Feature blocks DragGAN can take features from (StyleGAN2: synthesis blocks; StyleGAN3: layers)."""
+        return self.synthesis.num_blocks
 
     def feature_shape(self, block: int) -> tuple[int, int, int]:
-        """(channels, height, width) of the output of synthesis block ``block``."""
-        res = self.cfg.block_resolutions[block]
-        return self.cfg.channels(res), res, res * self.cfg.width // self.cfg.img_resolution
+        """(channels, height, width) of the output of feature block ``block``."""
+        return self.synthesis.feature_shape(block)
 
     def forward(self, z, c=None, truncation_psi=1.0, truncation_cutoff=None, noise_mode="const"):
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)

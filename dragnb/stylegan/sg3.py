@@ -14,7 +14,6 @@ features; the official DragGAN takes those of layer 5.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -23,14 +22,13 @@ import torch
 from torch import nn
 
 from . import ops, sg3_ops
-from .conventions import NOISE_MODES
-from .networks import FullyConnectedLayer, Generator, MappingNetwork
+from .networks import DictConfig, FullyConnectedLayer, Generator, blocks_forward
 
 ARCHITECTURE = "stylegan3"
 
 
 @dataclass
-class StyleGAN3Config:
+class StyleGAN3Config(DictConfig):
     """Hyper-parameters of a StyleGAN3 generator (T: ``conv_kernel=3``; R: ``conv_kernel=1`` and radial filters)."""
 
     architecture: str = ARCHITECTURE      # tells the config formats apart (GeneratorConfig: "skip", ...)
@@ -103,16 +101,6 @@ class StyleGAN3Config:
     def num_ws(self) -> int:
         return self.num_layers + 2  # the input's, one per layer, ToRGB's
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> StyleGAN3Config:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown StyleGAN3 config keys: {sorted(unknown)}")
-        return cls(**d)
 
     def bands(self):
         """Per layer 0..num_layers: (cutoff f_c, sampling rate s, half-width f_h, size, channels)."""
@@ -303,29 +291,22 @@ class SynthesisNetwork(nn.Module):
         for spec in self.specs:
             setattr(self, spec.name, SynthesisLayer(cfg.w_dim, spec, cfg.conv_clamp))
 
+    @property
+    def num_blocks(self) -> int:
+        return len(self.specs)
+
+    def feature_shape(self, block: int) -> tuple[int, int, int]:
+        """(channels, height, width) of the output of layer ``L{block}`` (margins included)."""
+        spec = self.specs[block]
+        return spec.out_channels, spec.out_size, spec.out_size
+
     def layer(self, i: int) -> SynthesisLayer:
         return getattr(self, self.layer_names[i])
 
     def forward(self, ws, noise_mode="const", feature_block=None, stop_after_block=None, return_features=False):
         """As ``networks.SynthesisNetwork.forward``, a block being a layer; ``noise_mode`` is accepted for the
         common interface (StyleGAN3 has no noise inputs)."""
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if ws.ndim != 3 or ws.shape[1] != self.num_ws:
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, w_dim], got {list(ws.shape)}")
-        n = len(self.specs)
-        for name, v in (("stop_after_block", stop_after_block), ("feature_block", feature_block)):
-            if v is not None and not 0 <= v < n:
-                raise ValueError(f"{name} must be in [0, {n}), got {v}")
-        last = n - 1 if stop_after_block is None else stop_after_block
-        x = img = feat = None
-        for i in range(last + 1):
-            x, img = self.run_blocks(ws, i, i + 1, x, img, noise_mode)
-            if i == feature_block:
-                feat = x
-        if return_features or feature_block is not None:
-            return img, feat
-        return img
+        return blocks_forward(self, ws, noise_mode, feature_block, stop_after_block, return_features)
 
     def run_blocks(self, ws, start, stop, x=None, img=None, noise_mode="const", render_rgb=True):
         """Run layers ``start`` .. ``stop - 1`` from the output ``x`` of layer ``start - 1`` (None: from the
@@ -352,24 +333,9 @@ class StyleGAN3Generator(Generator):
     """StyleGAN3 generator with the interface of :class:`~dragnb.stylegan.networks.Generator` (a subclass, so the
     back-ends, sessions and loaders accept it): ``mapping`` (z -> ws, StyleGAN2's network) and ``synthesis``."""
 
-    def __init__(self, cfg: StyleGAN3Config):
-        nn.Module.__init__(self)  # not Generator.__init__: that builds StyleGAN2's synthesis network
-        self.cfg = cfg
-        self.drag_defaults: dict = {}
-        self.z_dim, self.w_dim, self.c_dim = cfg.z_dim, cfg.w_dim, cfg.c_dim
-        self.img_resolution, self.img_channels, self.img_width = cfg.img_resolution, cfg.img_channels, cfg.width
-        self.num_ws = cfg.num_ws
-        self.mapping = MappingNetwork(cfg)
-        self.synthesis = SynthesisNetwork(cfg)
-
-    @property
-    def num_blocks(self) -> int:
-        return len(self.synthesis.specs)
-
-    def feature_shape(self, block: int) -> tuple[int, int, int]:
-        """(channels, height, width) of the output of layer ``L{block}`` (margins included)."""
-        spec = self.synthesis.specs[block]
-        return spec.out_channels, spec.out_size, spec.out_size
+    @staticmethod
+    def make_synthesis(cfg: StyleGAN3Config) -> nn.Module:
+        return SynthesisNetwork(cfg)
 
     def set_transform(self, translate=(0.0, 0.0), angle: float = 0.0) -> None:
         """Move the generated image: rotate by ``angle`` degrees, then translate by ``translate`` (image units).

@@ -27,7 +27,7 @@ def drag(G, seed: int, handle, target, mask=None, max_steps: int = MAX_STEPS, **
     "distance" (px), "tracked" ((x, y)), "tolerance" (px)}."""
     from ..session import DragSession
 
-    s = DragSession(G, seed=seed, render_every=10**6, **params)  # render only the last step
+    s = DragSession(G, seed=seed, render_every=max_steps, **params)  # render only the last step
     before = s.image
     s.add_point(handle=handle, target=target)
     if mask is not None:
@@ -42,7 +42,7 @@ def seed_image(G, seed: int, **params) -> np.ndarray:
     """The image a drag from ``seed`` starts on, uint8 [H, W, 3] (where the handles are measured)."""
     from ..session import DragSession
 
-    return DragSession(G, seed=seed, render_every=10**6, **params).image
+    return DragSession(G, seed=seed, **params).image
 
 
 def eyes(image) -> dict:

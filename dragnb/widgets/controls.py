@@ -16,8 +16,9 @@ from ipycanvas import Canvas
 
 from ..backends.ort_model import ArtifactModel
 from ..session import DragSession
-from .edits import edit, new_image
+from .edits import edit, new_class, new_image
 from .jobs import long_action
+from .render import STATUS_HEIGHT
 
 if TYPE_CHECKING:
     from .workbench import Workbench
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
 CHECKPOINT_GLOBS = ("*.safetensors", "*.pkl", "*.pt")
 SESSION_MODEL = ""       # model dropdown value for "the model this session was built with"
 BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
-PARAM_NAMES = ("lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
+PARAM_NAMES = ("compat", "lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
+COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"))
+NO_CLASS = -1            # class control value for the all-zeros label (what the official DragGAN code passes)
 
 
 def row(*children, **layout) -> W.HBox:
@@ -45,16 +48,24 @@ class Controls:
 
     def __init__(self):
         self.syncing = False  # set from the session: observers ignore the change
-        self.step_button = _button("Step", "step-forward", "one optimisation step")
-        self.run_button = _button("Run", "play", "run until converged, max steps, or Stop")
-        self.undo_button = _button("Undo drag", "undo", "back to before the last drag", "108px")
-        self.reset_points_button = _button("Reset points", "times", "remove every point pair", "150px")
-        self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "150px")
+        self.pending_image: tuple | None = None  # (seed, psi or None) of a new image waiting for a yes
+        self.step_button = _button("Step", "step-forward", "one optimisation step (key S, mouse over the image)",
+                                   "80px")
+        self.run_button = _button("Run", "play",
+                                  "run until converged, max steps, or Stop (Space or R, mouse over the image)", "80px")
+        self.undo_button = _button("Undo", "undo",
+                                   "back to before the last drag (U or Ctrl+Z, mouse over the image)", "76px")
+        self.reset_points_button = _button("Reset points", "times", "remove every point pair", "120px")
+        self.reset_image_button = _button("Reset image", "refresh", "back to the seed image (undoable)", "120px")
         self.mode = W.ToggleButtons(options=[("Points", "points"), ("Mask", "mask")], value="points",
                                     tooltips=["place and drag points", "paint the region allowed to move"],
                                     style={"button_width": "72px"})
         self.internals_toggle = W.ToggleButton(description="Internals", icon="eye", layout=W.Layout(width="108px"),
                                                tooltip="features, r1 / r2, tracking distance, motion directions")
+        self.paint = W.ToggleButtons(options=[("Movable", "movable"), ("Fixed", "fixed")], value="movable",
+                                     tooltips=["paint the region allowed to move (Shift: the other one)",
+                                               "paint the region kept as it is (Shift: the other one)"],
+                                     style={"button_width": "84px"})
         self.brush = W.IntSlider(value=4, min=1, max=32, description="brush", tooltip="brush radius, image pixels",
                                  style={"description_width": "44px"}, layout=W.Layout(width="214px"))
         self.show_mask = W.Checkbox(value=True, description="show", indent=False, layout=W.Layout(width="60px"))
@@ -62,10 +73,20 @@ class Controls:
 
         self.model = _field(W.Dropdown, "model")
         self.backend = _field(W.Dropdown, "back-end", options=BACKEND_OPTIONS)
+        # Offered by offer(): the devices that work here (probing them imports torch, not done at import).
+        self.device = _field(W.Dropdown, "device", options=["cpu"])
         self.seed = _field(W.BoundedIntText, "seed", "250px", min=0, max=2**32 - 1)
         self.random_seed_button = _button("", "random", "random seed", "46px")
         self.psi = _field(W.FloatSlider, "psi", min=0.0, max=1.5, step=0.05, continuous_update=False,
                           tooltip="truncation psi (a new image: points are cleared)")
+        # Conditional models only (hidden otherwise): the class label, -1 = the all-zeros label.
+        self.label = _field(W.BoundedIntText, "class", "250px", min=NO_CLASS, max=NO_CLASS,
+                            tooltip="class of a conditional model; -1: the all-zeros label (as the official "
+                                    "DragGAN). A new image: points are cleared")
+        self.compat = W.ToggleButtons(options=COMPAT_OPTIONS, style={"button_width": "72px"},
+                                      tooltips=["dragnb's step and defaults",
+                                                "the official DragGAN code's step, defaults and Adam rule "
+                                                "(docs/compat.md); unset parameters follow the mode"])
         self.latent_space = W.ToggleButtons(options=[("W", "w"), ("W+", "w+")], style={"button_width": "60px"},
                                             tooltips=["one w for the optimised layers", "one w per optimised layer"])
         self.lr = _field(W.BoundedFloatText, "learning rate", min=1e-6, max=1.0, step=1e-4)
@@ -86,7 +107,14 @@ class Controls:
         self.load_path = _field(W.Text, "session", value="dragnb_out/drag_session")
         self.load_button = _button("Load session", "folder-open", "", "150px")
 
-        self.status = W.HTML()
+        # A new image drops points, mask and undo history: the workbench asks first when there are any.
+        self.confirm_text = W.HTML()
+        self.confirm_yes = _button("New image", "check", "drop them and show the new image", "120px")
+        self.confirm_no = _button("Keep", "times", "keep this image, its points and its history", "90px")
+        self.confirm = row(self.confirm_text, self.confirm_yes, self.confirm_no, align_items="center",
+                           display="none", flex_flow="row wrap")
+
+        self.status = W.HTML(layout=W.Layout(height=STATUS_HEIGHT, width="100%", overflow="hidden"))
         self.message = W.HTML()
         self.error = W.HTML()
         self.progress = W.FloatProgress(value=0, min=0, max=1, description="", bar_style="info",
@@ -100,18 +128,23 @@ class Controls:
     def panel(self) -> W.VBox:
         """The controls column, right of the canvas."""
         return W.VBox([
-            row(self.step_button, self.run_button, self.undo_button),
-            row(self.reset_points_button, self.reset_image_button),
             row(self.mode, self.internals_toggle),
-            row(self.brush, self.show_mask, self.clear_mask_button),
-            W.HTML("<b>Image</b>"), self.model, self.backend, row(self.seed, self.random_seed_button),
-            self.psi, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
-            W.HTML("<b>Optimisation</b>"), self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
+            row(self.paint, self.clear_mask_button),
+            row(self.brush, self.show_mask),
+            W.HTML("<b>Image</b>"), self.model, self.backend, self.device, row(self.seed, self.random_seed_button),
+            self.psi, self.label, row(W.Label("latent space", layout=W.Layout(width="96px")), self.latent_space),
+            W.HTML("<b>Optimisation</b>"), row(W.Label("mode", layout=W.Layout(width="96px")), self.compat),
+            self.lr, self.lambda_mask, self.r1, self.r2, self.tolerance,
             self.max_steps, self.feature_block,
             W.HTML("<b>Files</b>"), self.save_path,
             row(self.save_png_button, self.save_gif_button, self.save_mp4_button, self.save_session_button),
             row(self.load_path), self.load_button,
         ], layout=W.Layout(width="360px", margin="0 0 0 10px", flex="0 0 auto"))
+
+    def toolbar(self) -> W.HBox:
+        """The actions, above the canvas: whatever the width, they are seen together with the image."""
+        return row(self.step_button, self.run_button, self.undo_button, self.reset_points_button,
+                   self.reset_image_button, flex_flow="row wrap")
 
     def offer(self, session: DragSession, model_options: list[tuple[str, str]]) -> None:
         """Set the choices of the model, feature block and back-end dropdowns for ``session``."""
@@ -123,6 +156,16 @@ class Controls:
             blocks = [session.G.feature_block] if artifacts else range(session.G.num_blocks)
             self.feature_block.options = [(f"{b} ({4 * 2**b} px)", b) for b in blocks]
             self.backend.options = [o for o in BACKEND_OPTIONS if not artifacts or o[1] == session.backend_name]
+            self.device.options = [session.device] if artifacts else _devices(session.device)
+            self.device.disabled = artifacts  # ONNX Runtime picks its provider when the artifacts are opened
+            self.compat.options = [o for o in COMPAT_OPTIONS if not artifacts or o[1] == session.G.compat]
+            c_dim = session.G.c_dim
+            self.label.max = c_dim - 1 if c_dim else NO_CLASS
+            self.label.layout.display = "" if c_dim else "none"
+            # A brush that suits the image: 1/16 of its shorter side (8 px on 128 px), strokes a few apart meet.
+            side = min(session.H, session.W)
+            self.brush.max = max(32, side // 4)
+            self.brush.value = max(2, round(side / 16))
         finally:
             self.syncing = False
 
@@ -133,8 +176,12 @@ class Controls:
         try:
             self.model.value = model_value
             self.backend.value = s.backend_name
+            if s.device not in self.device.options:
+                self.device.options = [*self.device.options, s.device]
+            self.device.value = s.device
             self.seed.value = s.seed
             self.psi.value = s.truncation_psi
+            self.label.value = NO_CLASS if s.class_index is None else s.class_index
             self.latent_space.value = s.latent_space
             for name in PARAM_NAMES:
                 getattr(self, name).value = p[name]
@@ -143,7 +190,7 @@ class Controls:
 
     def set_busy(self, busy: bool, run: bool = False) -> None:
         """Grey out what must not start now; the Run button turns into Stop during a run."""
-        for b in (self.step_button, self.model, self.backend, self.load_button, self.save_png_button,
+        for b in (self.step_button, self.model, self.backend, self.device, self.load_button, self.save_png_button,
                   self.save_gif_button, self.save_mp4_button, self.save_session_button):
             b.disabled = busy
         if run:
@@ -151,6 +198,14 @@ class Controls:
             self.run_button.button_style = "warning" if busy else ""
         else:
             self.run_button.disabled = busy
+
+
+def _devices(current: str) -> list[str]:
+    """The concrete devices that work here ("cpu", "cuda:0", ..., "mps"), and the session's own."""
+    from ..devices import available_devices  # imports torch: only for a torch session, never at import
+
+    found = [d for d in available_devices() if d != "auto"]
+    return found if current in found else [*found, current]
 
 
 def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
@@ -162,7 +217,7 @@ def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
         files = sorted({p for g in CHECKPOINT_GLOBS for p in models_dir.glob(g)})
         opts += [(p.name, str(p)) for p in files]
     if model_value not in [v for _, v in opts]:
-        label = "(this session's model)" if model_value == SESSION_MODEL else str(model_value)
+        label = "(the given session's model)" if model_value == SESSION_MODEL else str(model_value)
         opts.insert(0, (label, model_value))
     return opts
 
@@ -181,10 +236,14 @@ def connect(wb: Workbench) -> None:
                   (c.save_gif_button, wb.save_gif), (c.save_mp4_button, wb.save_mp4),
                   (c.save_session_button, wb.save_session), (c.load_button, wb.load_session)]:
         b.on_click(guarded(lambda _b, fn=fn: fn()))
+    c.confirm_yes.on_click(guarded(lambda _b: _on_confirm(wb, True)))
+    c.confirm_no.on_click(guarded(lambda _b: _on_confirm(wb, False)))
     c.seed.observe(guarded(lambda ch: _on_seed(wb, ch)), "value")
     c.psi.observe(guarded(lambda ch: _on_psi(wb, ch)), "value")
+    c.label.observe(guarded(lambda ch: _on_label(wb, ch)), "value")
     c.latent_space.observe(guarded(lambda ch: _on_latent_space(wb, ch)), "value")
     c.backend.observe(guarded(lambda ch: _on_backend(wb, ch)), "value")
+    c.device.observe(guarded(lambda ch: _on_device(wb, ch)), "value")
     c.model.observe(guarded(lambda ch: _on_model(wb, ch)), "value")
     for name in PARAM_NAMES:
         getattr(c, name).observe(guarded(lambda ch, name=name: _on_param(wb, name, ch)), "value")
@@ -205,12 +264,51 @@ def _on_random_seed(wb: Workbench) -> None:
 
 def _on_seed(wb: Workbench, change) -> None:
     if not wb._controls.syncing:
-        new_image(wb, int(change["new"]))
+        _ask_new_image(wb, int(change["new"]), None)
 
 
 def _on_psi(wb: Workbench, change) -> None:
     if not wb._controls.syncing:
-        new_image(wb, wb.session.seed, float(change["new"]))
+        _ask_new_image(wb, wb.session.seed, float(change["new"]))
+
+
+def _ask_new_image(wb: Workbench, seed: int, psi: float | None) -> None:
+    """A new image drops the points, the mask and the undo history: with any of them, ask first (the seed and
+    psi controls show the image in use until the user says yes)."""
+    s, c = wb.session, wb._controls
+    lost = [f"{len(s.target_points)} point pair{'s' * (len(s.target_points) != 1)}"] if s.target_points else []
+    lost += ["the mask"] if s.mask is not None else []
+    lost += ["the drag and its undo history"] if s.num_steps or s.can_undo else []
+    if not lost:
+        _confirmed(wb, seed, psi)
+        return
+    c.pending_image = (seed, psi)
+    c.confirm_text.value = (f"<b>A new image ({'seed ' + str(seed) if psi is None else f'psi {psi:g}'})</b> "
+                            f"drops {', '.join(lost)}.&nbsp;")
+    c.confirm.layout.display = "flex"
+    wb._sync_controls()
+
+
+def _close_question(c: Controls) -> None:
+    c.confirm.layout.display, c.confirm_text.value, c.pending_image = "none", "", None
+
+
+def _confirmed(wb: Workbench, seed: int, psi: float | None) -> None:
+    _close_question(wb._controls)
+    new_image(wb, seed, psi)
+    wb._sync_controls()
+
+
+def _on_confirm(wb: Workbench, yes: bool) -> None:
+    pending = wb._controls.pending_image
+    _close_question(wb._controls)
+    if yes and pending is not None:
+        _confirmed(wb, *pending)
+
+
+def _on_label(wb: Workbench, change) -> None:
+    if not wb._controls.syncing and change["new"] is not None:
+        new_class(wb, None if change["new"] == NO_CLASS else int(change["new"]))
 
 
 def _on_latent_space(wb: Workbench, change) -> None:
@@ -233,27 +331,55 @@ def _on_param(wb: Workbench, name: str, change) -> None:
     edit(wb, set_param)
 
 
+def _in_background(wb: Workbench, label: str, action, done: str) -> None:
+    """Run ``action`` as a long action; whatever happens, the controls then show what is in force (a refused
+    choice snaps back) and the status line is redrawn."""
+    def run():
+        try:
+            action()
+        finally:
+            wb._sync_controls()
+            wb._status_idle()
+
+    long_action(wb, label, run, lambda _r: wb._say(done))
+
+
 def _on_backend(wb: Workbench, change) -> None:
     if wb._controls.syncing:
         return
     name = change["new"]
 
     def switch():
-        try:
-            wb.session.set_backend(name)
-        finally:  # on failure the dropdown snaps back to the back-end in force
-            wb._sync_controls()
-            wb._status_idle()
+        if name == "ort" and not isinstance(wb.session.G, ArtifactModel):
+            # Export (or find) the artifacts first without tqdm's bar: in a notebook that bar is a widget of
+            # its own, left behind in the output ("model not found" once the notebook is reopened); the
+            # workbench's bar shows the time meanwhile. The back-end then finds them in the cache.
+            from ..backends.ort_cache import ensure_artifacts
+
+            p = wb.session.params
+            ensure_artifacts(wb.session.G, p["feature_block"], p["noise_mode"], progress=False, compat=p["compat"])
+        wb.session.set_backend(name)
 
     label = "preparing ONNX Runtime (exports training artifacts on first use)" if name == "ort" else "back-end"
-    long_action(wb, label, switch, lambda _r: wb._say(f"back-end: {name}"))
+    _in_background(wb, label, switch, f"back-end: {name}")
+
+
+def _on_device(wb: Workbench, change) -> None:
+    if wb._controls.syncing:
+        return
+    name = change["new"]
+    # A refused device (ValueError) changes nothing.
+    _in_background(wb, f"moving to {name}", lambda: wb.session.set_device(name), f"device: {name}")
 
 
 def _on_model(wb: Workbench, change) -> None:
     if wb._controls.syncing or change["new"] == SESSION_MODEL:
         return
     value, s = change["new"], wb.session
-    keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps")}
+    keep = {k: s.params[k] for k in ("lr", "lambda_mask", "max_steps", "compat")}
+    # The new model runs where the session runs; ORT artifacts (a folder) pick their own provider.
+    torch_to_torch = not isinstance(s.G, ArtifactModel) and not Path(value).expanduser().is_dir()
+    keep["device"] = s.device if torch_to_torch else "auto"
 
     def load():
         try:

@@ -22,6 +22,7 @@ def edit(wb: Workbench, fn: Callable[[], None], image: bool = False, ghost: tupl
     ``image``: the edit changes the image (seed, reset, undo); ``ghost``: a (handle, target) pair to draw
     dashed until a queued edit is applied.
     """
+    wb._say("")  # a message belongs to the action that made it: the next edit ends it
     if wb._jobs.defer((fn, image, ghost)):
         with wb._frame():
             wb._draw_marks()
@@ -42,6 +43,7 @@ def _apply(wb: Workbench, edits) -> None:
     for fn, _, _ in edits:
         try:
             fn()
+            wb._history.close_drag()  # the session ends its drag at an edit
         except Exception as e:  # shown below; the other edits still apply
             error = e
     if error is None:
@@ -95,9 +97,16 @@ def reset_points(wb: Workbench) -> None:
     edit(wb, clear)
 
 
+def _where(s) -> tuple:
+    return s.num_steps, s.handle_points, s.ws.tobytes()
+
+
 def reset_image(wb: Workbench) -> None:
     def reset():
+        before, trails, losses = _where(wb.session), wb._trails, list(wb._losses)
         wb.session.reset()
+        if _where(wb.session) != before:  # the session kept the state it left for Undo: so does the widget
+            wb._history.push(before[0], trails, losses)
         wb._reset_trails()
         wb._losses.clear()
 
@@ -111,6 +120,21 @@ def new_image(wb: Workbench, seed: int, psi: float | None = None) -> None:
         wb._movable, wb._pointer.pending, wb.selected = None, None, None
         wb._reset_trails()
         wb._losses.clear()
+        wb._history.clear()
+
+    edit(wb, new, image=True)
+
+
+def new_class(wb: Workbench, c) -> None:
+    """A new image of the same seed with class label ``c`` (a conditional model's): points and mask cleared."""
+    def new():
+        try:
+            wb.session.set_class(c)
+        finally:
+            wb._sync_controls()  # a refused label snaps back to the one in force
+        wb._movable, wb._pointer.pending, wb.selected = None, None, None
+        wb._reset_trails()
+        wb._losses.clear()
 
     edit(wb, new, image=True)
 
@@ -118,8 +142,9 @@ def new_image(wb: Workbench, seed: int, psi: float | None = None) -> None:
 def undo(wb: Workbench) -> None:
     def undo():
         if not wb.session.undo():
-            raise ValueError("nothing to undo")
-        wb._reset_trails()
+            wb._say("Nothing to undo.")
+            return
+        wb._history.undone(wb)
         mask = wb.session.mask
         wb._movable = None if mask is None else ~mask
 

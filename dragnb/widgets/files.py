@@ -6,6 +6,8 @@ Paths come from the ``save as`` stem and the ``session`` field; GIF, MP4 and loa
 
 from __future__ import annotations
 
+import html
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +26,19 @@ def _stem(wb: Workbench) -> Path:
     return stem
 
 
+def linked(path) -> str:
+    """HTML naming ``path``: relative to the notebook's folder (the kernel's working directory) and linked, so a
+    click opens it in the lab (a relative link resolves beside the notebook's own address); a path outside
+    that folder as plain text, saying so (the lab's file browser may not reach it)."""
+    p = Path(path).expanduser().resolve()
+    try:
+        rel = p.relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return f"{html.escape(str(path))} (outside this notebook's folder)"
+    return (f"<a href='{html.escape(urllib.parse.quote(rel))}' target='_blank' "
+            f"style='text-decoration:underline'>{html.escape(rel)}</a>")
+
+
 def _video_size(wb: Workbench) -> int:
     """Longer side of exported videos: the canvas size, or the image's when that is larger."""
     return max(wb.display_size, wb.session.H, wb.session.W)
@@ -32,20 +47,20 @@ def _video_size(wb: Workbench) -> int:
 def save_png(wb: Workbench) -> Path:
     wb._clear_error()
     path = wb.session.export_png(_stem(wb).with_suffix(".png"))
-    wb._say(f"saved {path}")
+    wb._say("saved ", linked(path))
     return path
 
 
 def save_gif(wb: Workbench) -> None:
     path = _stem(wb).with_suffix(".gif")
     long_action(wb, f"writing {path}", lambda: wb.session.export_gif(path, size=_video_size(wb)),
-                    lambda p: wb._say(f"saved {p}"))
+                    lambda p: wb._say("saved ", linked(p)))
 
 
 def save_mp4(wb: Workbench) -> None:
     path = _stem(wb).with_suffix(".mp4")
     long_action(wb, f"writing {path}", lambda: wb.session.export_mp4(path, size=_video_size(wb)),
-                    lambda p: wb._say(f"saved {p}"))
+                    lambda p: wb._say("saved ", linked(p)))
 
 
 def save_session(wb: Workbench) -> Path:
@@ -53,8 +68,9 @@ def save_session(wb: Workbench) -> Path:
     stem = _stem(wb)
     folder = stem.with_name(stem.name + "_session")
     wb.session.save(folder)
+    wb._history.write(wb, folder)  # the loss curve and trails, for Load
     wb.load_path.value = str(folder)
-    wb._say(f"saved session {folder}")
+    wb._say("saved session ", linked(folder))
     return folder
 
 
@@ -64,6 +80,8 @@ def load_session(wb: Workbench) -> None:
     def done(new):
         wb._model_value = SESSION_MODEL
         wb._attach(new)
+        if wb._history.read(wb, path):
+            wb._redraw(image=False)
         wb._say(f"loaded session {path}")
 
     long_action(wb, f"loading session {path}", lambda: DragSession.load(path), done)

@@ -21,7 +21,7 @@ import numpy as np
 from ipycanvas import Canvas, hold_canvas
 
 from ..drag import geometry
-from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, scaled_rgba
+from .drawing import HANDLE, TARGET, CanvasMap, arrow, colormap, dot, put_image
 
 MAX_SIDE = 256  # PCA and the distance map are computed on features strided to at most this many pixels
 
@@ -80,13 +80,15 @@ class InternalsView(widgets.VBox):
         panel: size of each panel's longer side, canvas pixels.
     """
 
-    GAP = 8  # canvas pixels between the panels
+    GAP = 8      # canvas pixels between the panels
+    TITLE = 18   # canvas pixels above the panels: their titles
+    BAR = 26     # canvas pixels below them: the distance map's colour bar and its labels
 
     def __init__(self, width: int, height: int, panel: int = 256):
         self.width, self.height = width, height
         s = panel / max(width, height)
-        self.maps = (CanvasMap(s), CanvasMap(s, ox=width * s + self.GAP))  # features, distance
-        cw, ch = round(2 * width * s + self.GAP), round(height * s)
+        self.maps = (CanvasMap(s, oy=self.TITLE), CanvasMap(s, ox=width * s + self.GAP, oy=self.TITLE))
+        cw, ch = round(2 * width * s + self.GAP), round(self.TITLE + height * s + self.BAR)
         self.canvas = Canvas(width=cw, height=ch, layout=widgets.Layout(width=f"{cw}px", height=f"{ch}px"))
         self.point = widgets.Dropdown(description="point", options=[], layout=widgets.Layout(width="160px"))
         self.caption = widgets.HTML()
@@ -103,7 +105,8 @@ class InternalsView(widgets.VBox):
         if selected is not None and selected < n:
             self.point.value = selected
 
-    def show(self, features, ref_feats, handles, targets, r1: float, r2: int, l1: bool) -> None:
+    def show(self, features, ref_feats, handles, targets, r1: float, r2: int, l1: bool,
+             official: bool = False) -> None:
         """Draw one frame (one ``hold_canvas``).
 
         Args:
@@ -112,6 +115,7 @@ class InternalsView(widgets.VBox):
             handles, targets: P points (x, y), image pixels.
             r1, r2: motion disk radius and tracking window half-size, image pixels.
             l1: L1 tracking distance (else L2).
+            official: the session runs the official code's step (``compat="official"``): draw its disk.
         """
         handles = np.asarray(handles, np.float64).reshape(-1, 2)
         targets = np.asarray(targets, np.float64).reshape(-1, 2)
@@ -123,15 +127,16 @@ class InternalsView(widgets.VBox):
         i = self.point.value
         with hold_canvas():
             self.canvas.clear()
-            self.canvas.put_image_data(scaled_rgba(rgb, fmap.scale * k), fmap.ox, fmap.oy)
+            put_image(self.canvas, rgb, fmap.scale * k, fmap.ox, fmap.oy)
             for j, (h, t) in enumerate(zip(handles, targets)):
-                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i)
+                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i, official=official)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
+            self._titles(i if i is not None and i < len(handles) else None)
             if i is not None and i < len(handles):
                 dist = distance_map(small, ref_feats[i], l1)
                 close = -dist
-                self.canvas.put_image_data(scaled_rgba(colormap(close, np.percentile(close, 2), close.max()),
-                                                       dmap.scale * k), dmap.ox, dmap.oy)
+                put_image(self.canvas, colormap(close, np.percentile(close, 2), close.max()), dmap.scale * k,
+                          dmap.ox, dmap.oy)
                 self._draw_window(dmap, handles[i], r2, "white", 2)
                 nxt = next_position(features, ref_feats[i], handles[i], r2, l1)
                 cx, cy = dmap.to_canvas(*nxt)
@@ -143,15 +148,41 @@ class InternalsView(widgets.VBox):
                             f"(bright = close); next tracked position ({nxt[0]:.0f}, {nxt[1]:.0f})")
         self.caption.value = f"<small>{caption}</small>"
 
+    def _titles(self, point: int | None) -> None:
+        """Each panel's title above it; under the distance map, its colour bar (far dark, close bright)."""
+        c, (fmap, dmap) = self.canvas, self.maps
+        c.font, c.fill_style = "12px sans-serif", "#333"
+        c.fill_text("features (first 3 principal components as RGB)", fmap.ox, 13)
+        c.fill_text("tracking distance" + ("" if point is None else f" (point {point}, to its reference)"),
+                    dmap.ox, 13)
+        if point is None:
+            return
+        top, w = dmap.oy + self.height * dmap.scale + 4, self.width * dmap.scale
+        ramp = colormap(np.linspace(0, 1, 256)[None, :].repeat(2, 0), 0, 1)
+        c.save()
+        c.translate(dmap.ox, top)
+        c.scale(w / 256, 5)
+        c.put_image_data(np.concatenate([ramp, np.full(ramp.shape[:2] + (1,), 255, np.uint8)], 2), 0, 0)
+        c.restore()
+        c.font, c.fill_style = "11px sans-serif", "#333"
+        c.fill_text("far", dmap.ox, top + 21)
+        c.text_align = "right"
+        c.fill_text("close (where tracking moves the handle)", dmap.ox + w, top + 21)
+        c.text_align = "left"
+
     def _draw_window(self, m: CanvasMap, h, r2: int, color: str, width: float) -> None:
         x0, y0 = max(h[0] - r2, 0), max(h[1] - r2, 0)
         x1, y1 = min(h[0] + r2, self.width - 1), min(h[1] + r2, self.height - 1)
         self.canvas.stroke_style, self.canvas.line_width = color, width
         self.canvas.stroke_rect(*m.pixel_rect(x0, y0, x1, y1))
 
-    def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool) -> None:
+    def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool,
+                              official: bool = False) -> None:
         c = self.canvas
-        disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
+        if official:  # the official disk: per handle, off-centre (geometry.official_disk)
+            disk = geometry.rc_to_xy(geometry.official_disk(geometry.xy_to_rc(h)[0], r1, (self.height, self.width)))
+        else:
+            disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
         inside = (disk[:, 0] >= 0) & (disk[:, 0] < self.width) & (disk[:, 1] >= 0) & (disk[:, 1] < self.height)
         left, top, size, _ = m.pixel_rect(0, 0, 0, 0)
         c.fill_style, c.global_alpha = HANDLE, 0.45

@@ -78,8 +78,10 @@ def run_loop(wb: Workbench, max_steps: int | None) -> None:
     """Run's worker thread: step ``wb.session`` until convergence, ``max_steps``, Stop or no points left."""
     jobs = wb._jobs
     failed = converged = False
+    wb._pace.reset()
     try:
         if not jobs.stop_requested:
+            wb._status_preparing()
             steps = wb.session.run(max_steps)
             try:
                 for r in steps:
@@ -94,14 +96,21 @@ def run_loop(wb: Workbench, max_steps: int | None) -> None:
         failed = True
         wb._show_error(e)
     finally:
-        jobs.set_running(False)
-        flush(wb)
-        wb._controls.set_busy(False, run=True)
+        # The run's own last words first, while edits are still queued (running): an edit made meanwhile is
+        # applied after them, and what it shows is not overwritten by this run's status.
+        wb._history.close_drag()
+        wb._draw_step()  # the run's last step, if it was not drawn (frames are paced while running)
         ended = ("failed" if failed else "stopped" if jobs.stop_requested
                  else "no points left" if not wb.session.target_points
                  else "converged" if converged else "max steps")
         wb._say(f"run ended: {ended}")
-        wb.status.value = wb.status.value.replace("<i>running</i>", f"<i>{ended}</i>")  # (or converged)
+        if wb._last_step is not None:
+            wb._status_step(ended)
+        else:  # an edit at a step boundary redrew the status
+            wb._status_idle(ended)
+        jobs.set_running(False)
+        flush(wb)
+        wb._controls.set_busy(False, run=True)
         wb._update_internals()
 
 
