@@ -287,6 +287,21 @@ def test_loading_into_its_own_autosave_folder_keeps_it(tiny_generator, tmp_path)
     assert t.num_steps == 3 and DragSession.load(auto).num_steps == 3 and t.can_undo
 
 
+def test_a_run_that_starts_converged_is_no_undo_step(tiny_generator):
+    """Run again after convergence: one converged step, no update; Undo still goes back before the real drag."""
+    s = DragSession(tiny_generator, seed=0, tolerance=3.0)
+    s.add_point(handle=(20, 30), target=(24, 30))
+    s.step()
+    before = s.ws
+    assert list(s.run(200))[-1].converged
+    n, ws = s.num_steps, s.ws
+    again = list(s.run(200))
+    assert len(again) == 1 and again[0].converged
+    np.testing.assert_array_equal(s.ws, ws)
+    assert s.undo()
+    assert s.num_steps == 1 and np.array_equal(s.ws, before) and n > 2
+
+
 # ----------------------------------------------------------------------------
 # stop()
 

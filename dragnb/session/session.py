@@ -350,7 +350,7 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
             render_image=render, reg=p["reg"],
         )
         ms = (time.perf_counter() - t0) * 1000
-        if snap is not None:
+        if snap is not None and not out.converged:  # a drag that starts converged changes nothing: no undo unit
             self._push_history(snap)
             self._drag_open = True
         self._drag_steps += 1

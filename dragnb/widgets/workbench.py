@@ -257,7 +257,8 @@ class Workbench(widgets.VBox):
         now = time.monotonic()
         running = self._jobs.running
         self._pace.record(now, r.ms, timed=running)
-        self._history.before_step(self, r.step)
+        if not r.converged:  # as the session: a step that starts a drag converged takes no undo snapshot
+            self._history.before_step(self, r.step)
         for trail, hp in zip(self._trails, r.handle_points):
             if trail[-1] != hp:
                 trail.append(hp)
