@@ -26,6 +26,7 @@ from .checkpoints import CheckpointError
 from .checkpoints.convert import add_convert_parser, check_output_file
 from .checkpoints.download import add_download_parser
 from .cli_project import add_project_parser
+from .drag.params import COMPAT_MODES
 from .fileio import writable_folder_for
 
 # ----------------------------------------------------------------------------
@@ -130,9 +131,10 @@ def add_drag_parser(sub) -> None:
     p.add_argument("--backend", choices=("torch", "ort"), default=None,
                    help="default: ort for an ORT artifact folder as --model, else torch")
     p.add_argument("--latent-space", choices=("w+", "w"), default="w+")
-    p.add_argument("--compat", choices=("dragnb", "official"), default=None,
-                   help="official: the official DragGAN code's step, defaults and Adam (docs/compat.md); "
-                        "default: dragnb's (an ORT artifact folder: the mode it was exported in)")
+    p.add_argument("--compat", choices=COMPAT_MODES, default=None,
+                   help="official: the official DragGAN code's step, defaults and Adam; blog: the blog sample's "
+                        "loop (docs/compat.md); default: dragnb's (an ORT artifact folder: the mode it was "
+                        "exported in)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate")
     p.add_argument("--r1", type=float, default=None, help="motion-supervision radius, pixels")
     p.add_argument("--feature-block", type=int, default=None, help="synthesis block of the features (0 = 4x4)")

@@ -9,7 +9,8 @@ Coordinates are arrays' (row, col) throughout: the session converts the public (
 One :meth:`Backend.step` is ONE generator forward at the current latent, then, on its features:
 point tracking, the motion and mask losses (``dragnb.drag.core.drag_objective``) and, unless every
 point has arrived, one Adam update of the latent. Everything the step reports (image, features,
-tracked points, losses) belongs to the latent *before* that update.
+tracked points, losses) belongs to the latent *before* that update. (Blog mode, ``core.blog_objective``:
+the losses at the given handles, then tracking on the same features; the tracked points are the next step's.)
 
 Adam (both back-ends, so they agree to float rounding): betas (0.9, 0.999), eps 1e-8, no weight decay, and
 one of two rules for the bias correction. In dragnb mode, eps OUTSIDE it, as ONNX Runtime's AdamW kernel
@@ -18,11 +19,11 @@ computes it (so that the ORT back-end can run ORT's own optimizer kernel)::
     m = b1 m + (1 - b1) g;   v = b2 v + (1 - b2) g^2;   t += 1
     p -= lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)
 
-In official mode (``compat="official"``) ``torch.optim.Adam``'s, which the official DragGAN code runs, eps
+In official and blog modes (``compat="official"`` / ``"blog"``) ``torch.optim.Adam``'s, which both run, eps
 INSIDE it: ``p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)``. Where gradients are tiny (as for
 a latent) the two differ by about 1 % after one step. The PyTorch back-end writes both out (``torch.optim``
 keeps its state where the back-end cannot hand it over); the ORT back-end runs a small graph of elementwise
-ops for the second (``ort_export.torch_adam_model``).
+ops for the second (``ort_optim.torch_adam_model``).
 """
 
 from __future__ import annotations
@@ -76,8 +77,9 @@ class Backend(ABC):
         feature_block: synthesis block index (0 = 4x4) whose output are the DragGAN features.
         noise_mode: "const" (default, as DragGAN), "random" or "none"; a back-end may support only "const"
             and must then raise ValueError for the others.
-        compat: "dragnb" (ours) or "official": the official DragGAN code's motion disk, Adam rule and latent
-            regulariser (``dragnb.drag.params`` and docs/compat.md).
+        compat: "dragnb" (ours), "official" (the official DragGAN code's motion disk, Adam rule and latent
+            regulariser) or "blog" (the blog sample's loop: its motion term, L1 tracking one step behind, its stop
+            test, ``torch.optim.Adam``); ``dragnb.drag.params`` and docs/compat.md.
     """
 
     name: str = "base"
@@ -135,11 +137,13 @@ class Backend(ABC):
 # Helpers both back-ends use (numpy only)
 
 
-def image_to_uint8(img: np.ndarray) -> np.ndarray:
+def image_to_uint8(img: np.ndarray, compat: str = "dragnb") -> np.ndarray:
     """Generator output float [3, H, W] in about [-1, 1] -> uint8 [H, W, 3]: x * 127.5 + 128 in float32, clipped
-    to [0, 255] and truncated toward zero, as the official DragGAN code converts (both modes)."""
+    to [0, 255] and truncated toward zero, as the official DragGAN code converts (dragnb and official modes);
+    x * 127.5 + 127.5 in blog mode, as the blog sample's ``save_image`` converts."""
     img = np.asarray(img, dtype=np.float32)
-    return np.clip(img * 127.5 + 128.0, 0, 255).astype(np.uint8).transpose(1, 2, 0)
+    offset = 127.5 if compat == "blog" else 128.0
+    return np.clip(img * 127.5 + offset, 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 def check_state(state: dict[str, np.ndarray], num_ws: int, w_dim: int) -> None:

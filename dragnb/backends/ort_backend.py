@@ -39,7 +39,8 @@ class OrtBackend(Backend):
             as it is; ``feature_block`` and ``noise_mode`` must then be the exported ones).
         feature_block: synthesis block index (0 = 4x4) of the DragGAN features.
         noise_mode: "const" (default) or "none"; "random" raises ValueError.
-        compat: "dragnb" or "official" (the official code's step and Adam rule; its own artifact set).
+        compat: "dragnb", "official" or "blog" (the official code's or the blog sample's step and Adam rule; each
+            its own artifact set).
         artifacts_root: cache root (default ``ort_cache.default_root()``); unused with an ArtifactModel.
         threads: intra-op threads (default: the ArtifactModel's ``threads``, else :func:`default_threads`).
         device: None (the ArtifactModel's ``device``, else CUDA if available, else CPU), "cpu" or "cuda".
@@ -93,7 +94,7 @@ class OrtBackend(Backend):
 
     def features(self):
         img, feat = self.runtime.features()
-        return image_to_uint8(img), feat
+        return image_to_uint8(img, self.compat), feat
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
              l1_tracking, lr, render_image, return_features=False, reg=0.0):
@@ -101,6 +102,6 @@ class OrtBackend(Backend):
                               l1_tracking, lr, render_image, return_features, reg)
         return StepOutput(
             loss=r["loss"], motion=r["motion"], mask=r["mask"], tracked_rc=r["tracked_rc"], distance=r["distance"],
-            converged=r["converged"], image=image_to_uint8(r["image"]) if r["image"] is not None else None,
+            converged=r["converged"], image=image_to_uint8(r["image"], self.compat) if r["image"] is not None else None,
             features=r["features"],
         )

@@ -188,7 +188,7 @@ def ensure_artifacts(G, feature_block: int, noise_mode: str = "const", root=None
         noise_mode: "const" or "none".
         root: cache root (default :func:`default_root`); artifacts go to ``<root>/ort/<key>/``.
         progress: show a tqdm bar while generating.
-        compat: "dragnb" or "official" (the official code's step and Adam rule: other graphs, another folder).
+        compat: "dragnb", "official" or "blog" (another mode's step and Adam rule: other graphs, another folder).
     """
     key, fields = cache_key(G, feature_block, noise_mode, compat)
     base = Path(root).expanduser() if root is not None else default_root()

@@ -20,6 +20,10 @@ Official mode (``compat="official"``, :class:`OfficialDragStep`): the official D
 latent regulariser; the step graph has two more inputs (:data:`OFFICIAL_STEP_INPUTS`) and the optimizer is
 ``torch.optim.Adam``'s rule as a graph of elementwise ops (:func:`torch_adam_model`). A separate artifact set.
 
+Blog mode (``compat="blog"``, :class:`BlogDragStep`): the blog sample's loop (``core.blog_objective``: its stop
+test and motion term at the given handles, L1 tracking after them on the same features, no mask term); its inputs
+are :data:`BLOG_STEP_INPUTS`, its optimizer ``torch.optim.Adam``'s rule as in official mode. A separate set too.
+
 The graph surgery (the stop-gradient marker that keeps ``detach()``, convolution gradients, constant folding)
 is in ``ort_graph.py``. The other artifacts: ``tail.onnx`` (blocks after the feature block, from the step's
 activations, for the display image only) and ``mapping.onnx`` (z, psi -> ws, so a device can start from a seed
@@ -36,7 +40,6 @@ from pathlib import Path
 
 import onnx
 import torch
-from onnx import helper
 from torch import nn
 
 from ..drag import core
@@ -66,6 +69,7 @@ from .ort_graph import (  # noqa: F401  (count_markers: part of this module's AP
     register_stop_gradient,
     stop_gradient,
 )
+from .ort_optim import adamw_block, explicit_optimizer, torch_adam_model  # noqa: F401  (part of this API)
 from .ort_sessions import import_onnxruntime
 
 log = logging.getLogger(__name__)
@@ -93,6 +97,8 @@ OFFICIAL_STEP_INPUTS = STEP_INPUTS + (
     "radius",       # float32 []: the official motion disk's radius r1, pixels
     "reg",          # float32 []: weight of mean |ws - ws0| (the official latent regulariser)
 )
+# The blog step's inputs: no mask term, L1 tracking always; ``disk`` holds geometry.blog_disk_offsets(r1).
+BLOG_STEP_INPUTS = ("ws0", "select", "handles_rc", "targets_rc", "ref_feats", "window", "disk", "tolerance")
 STEP_OUTPUTS = (
     "loss",         # float32 []: motion + lambda_mask * mask (MUST stay first: the backward pass starts here)
     "motion",       # float32 []
@@ -187,9 +193,27 @@ class OfficialDragStep(DragStep):
         return out + ((img,) if self.has_img else ()) + (feat.full(),)
 
 
+class BlogDragStep(DragStep):
+    """The blog sample's step (inputs :data:`BLOG_STEP_INPUTS`, outputs as :class:`DragStep`'s, ``mask`` 0):
+    ``core.blog_objective`` on the features of the forward."""
+
+    def forward(self, ws0, select, handles_rc, targets_rc, ref_feats, window, disk, tolerance):
+        keep = 1 - select.sum(dim=1)
+        ws = ws0 * keep[None, :, None] + select @ self.latent
+        x, img = self.synthesis.run_blocks(ws, 0, self.feature_block + 1, noise_mode=self.noise_mode,
+                                           render_rgb=self.has_img)
+        feat = core.ResizedFeatures(x, self.size)
+        out = core.blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance,
+                                  stop_gradient=self.sg) + (x,)
+        return out + ((img,) if self.has_img else ()) + (feat.full(),)
+
+
+STEP_MODULES = {"dragnb": DragStep, "official": OfficialDragStep, "blog": BlogDragStep}
+
+
 def step_inputs(compat: str) -> tuple[str, ...]:
     """The step graph's inputs in order for a compat mode."""
-    return OFFICIAL_STEP_INPUTS if compat == "official" else STEP_INPUTS
+    return {"official": OFFICIAL_STEP_INPUTS, "blog": BLOG_STEP_INPUTS}.get(compat, STEP_INPUTS)
 
 
 class Tail(nn.Module):
@@ -229,20 +253,23 @@ def example_step_inputs(G: Generator, feature_block: int, points: int = 2, compa
     r1, r2, tol = core.default_radii(h)
     g = torch.Generator().manual_seed(0)
     handles = torch.stack([torch.randint(0, h, (points,), generator=g), torch.randint(0, w, (points,), generator=g)], 1)
-    disk = core.geometry.official_disk_box(r1) if compat == "official" else core.disk_offsets(r1)
+    disk = {"official": core.geometry.official_disk_box, "blog": core.geometry.blog_disk_offsets}.get(
+        compat, core.disk_offsets)(r1)
     args = (
         torch.zeros(1, G.num_ws, G.w_dim), torch.eye(G.num_ws), handles, handles.float() + 3.0,
         torch.randn(points, c, generator=g), torch.from_numpy(core.window_offsets(r2)),
         torch.from_numpy(disk), torch.zeros(h, w), torch.zeros(c, h, w),
         torch.tensor(10.0), torch.tensor(float(tol)), torch.tensor(False),
     )
+    if compat == "blog":  # positional: drop the mask, lambda and l1 inputs the blog step has not
+        return args[:7] + (args[10],)
     return args + ((torch.tensor(float(r1)), torch.tensor(0.0)) if compat == "official" else ())
 
 
 def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const", marker: bool = True,
                 conv_gradient: bool = True, fold: bool = True, compat: str = "dragnb") -> int:
-    """Export :class:`DragStep` (``compat="official"``: :class:`OfficialDragStep`) to ``path`` (with the marker
-    function attached); returns the marker count.
+    """Export the step module of ``compat`` (:data:`STEP_MODULES`) to ``path`` (with the marker function attached);
+    returns the marker count.
 
     ``conv_gradient``: convolutions as ``dragnb.conv::Conv{k}Pad{p}`` and the up-sampling transposed convolutions
     as ``dragnb.conv::ConvT{k}S2`` (each with a convolution as gradient, see ``ort_graph.py``; False: ORT's
@@ -254,7 +281,7 @@ def export_step(G: Generator, feature_block: int, path, noise_mode: str = "const
     if noise_mode not in EXPORT_NOISE_MODES:
         raise ValueError(f"the ORT back-end supports noise_mode {EXPORT_NOISE_MODES}, got {noise_mode!r}")
     inputs = step_inputs(compat)
-    step = (OfficialDragStep if compat == "official" else DragStep)(G, feature_block, noise_mode, marker).eval()
+    step = STEP_MODULES[compat](G, feature_block, noise_mode, marker).eval()
     outputs = step_outputs(step.has_img) + [EVAL_ONLY_OUTPUT]
     with _EXPORT_LOCK:
         before = StopGradient.emitted
@@ -300,95 +327,6 @@ def export_tail(G: Generator, feature_block: int, path, noise_mode: str = "const
         finally:
             ops.conv_transpose_export_hook = None
     return names
-
-
-def explicit_optimizer(path_in, path_out) -> None:
-    """Rewrite ORT's generated ``optimizer_model.onnx`` so its AdamW node RETURNS the new params and moments.
-
-    ``onnxruntime.training.api.Optimizer`` keeps the Adam moments inside the CheckpointState with no way
-    to read, write or reset them; DragGAN needs all three (a fresh drag per seed, undo, saved sessions).
-    Running the same generated AdamWOptimizer node in an InferenceSession with the state as inputs and
-    outputs gives ORT's update bit for bit (checked against ``Optimizer.step``) with the state in our hands.
-    """
-    model = onnx.load(os.fspath(path_in))
-    nodes = [n for n in model.graph.node if n.op_type == "AdamWOptimizer"]
-    if len(nodes) != 1 or len(model.graph.input) != 6:
-        raise RuntimeError(f"{path_in}: expected one AdamWOptimizer node with 6 graph inputs")
-    node = nodes[0]
-    del node.output[1:]
-    node.output.extend(["updated_params", "updated_exp_avg", "updated_exp_avg_sq"])
-    for name in node.output[1:]:
-        model.graph.output.append(helper.make_tensor_sequence_value_info(name, onnx.TensorProto.FLOAT, None))
-    onnx.checker.check_model(model)
-    onnx.save(model, os.fspath(path_out))
-
-
-def torch_adam_model(path=None) -> onnx.ModelProto:
-    """``torch.optim.Adam``'s update (defaults of ``base.py``; eps inside the bias correction) as an ONNX graph of
-    elementwise ops, for the ORT back-end's official mode; saved to ``path`` if given.
-
-    Inputs ``params``, ``gradients``, ``exp_avg``, ``exp_avg_sq`` (float32 [1, num_ws, w_dim], the latent's shape),
-    ``step_size`` (float32 [], lr / (1 - b1^t)) and ``bias_correction2_sqrt`` (float32 [], sqrt(1 - b2^t));
-    outputs the updated three. The
-    arithmetic follows PyTorch's single-tensor CPU path op for op, scalars rounded to float32 as it rounds them:
-    ``m += (1 - b1) (g - m)`` and ``v = b2 v + ((1 - b2) g) g`` each with ONE rounding (its vectorised kernels
-    fuse them into a multiply-add; here a float64 multiply-add rounded once to float32, the same value but for
-    double-rounding ties), then ``p += (-step_size m) / (sqrt(v) / bias_correction2_sqrt + eps)``. The square root
-    is ORT's, correctly rounded; PyTorch's vectorised one can be an ulp off, so the two agree to about an ulp.
-    """
-    import numpy as np
-    from onnx import TensorProto
-
-    from .base import ADAM_BETAS, ADAM_EPS
-
-    b1, b2 = ADAM_BETAS
-    f32 = lambda name, v: helper.make_tensor(name, TensorProto.FLOAT, [], [float(np.float32(v))])  # noqa: E731
-    f64 = lambda name, v: helper.make_tensor(name, TensorProto.DOUBLE, [], [float(v)])  # noqa: E731
-    consts = [f64("w1", np.float32(1 - b1)), f32("b2", b2), f32("w2", 1 - b2), f32("eps", ADAM_EPS)]
-    to64 = lambda x, y: helper.make_node("Cast", [x], [y], to=TensorProto.DOUBLE)  # noqa: E731
-    nodes = [
-        helper.make_node("Sub", ["gradients", "exp_avg"], ["d"]),
-        to64("d", "d64"), to64("exp_avg", "m64"),
-        helper.make_node("Mul", ["d64", "w1"], ["wd64"]),
-        helper.make_node("Add", ["wd64", "m64"], ["m_new64"]),
-        helper.make_node("Cast", ["m_new64"], ["updated_exp_avg"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["exp_avg_sq", "b2"], ["v_decayed"]),
-        helper.make_node("Mul", ["gradients", "w2"], ["wg"]),
-        to64("wg", "wg64"), to64("gradients", "g64"), to64("v_decayed", "vd64"),
-        helper.make_node("Mul", ["wg64", "g64"], ["wgg64"]),
-        helper.make_node("Add", ["wgg64", "vd64"], ["v_new64"]),
-        helper.make_node("Cast", ["v_new64"], ["updated_exp_avg_sq"], to=TensorProto.FLOAT),
-        helper.make_node("Sqrt", ["updated_exp_avg_sq"], ["root"]),
-        helper.make_node("Div", ["root", "bias_correction2_sqrt"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "eps"], ["denom"]),
-        helper.make_node("Neg", ["step_size"], ["neg_step"]),
-        helper.make_node("Mul", ["neg_step", "updated_exp_avg"], ["num"]),
-        helper.make_node("Div", ["num", "denom"], ["delta"]),
-        helper.make_node("Add", ["params", "delta"], ["updated_params"]),
-    ]
-    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["n", "rows", "dim"])  # noqa: E731
-    scalar = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, [])  # noqa: E731
-    graph = helper.make_graph(
-        nodes, "torch_adam",
-        [tensor(n) for n in ("params", "gradients", "exp_avg", "exp_avg_sq")]
-        + [scalar("step_size"), scalar("bias_correction2_sqrt")],
-        [tensor(n) for n in ("updated_params", "updated_exp_avg", "updated_exp_avg_sq")], initializer=consts)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # what ORT 1.19 reads (the exporter's too)
-    onnx.checker.check_model(model)
-    if path is not None:
-        onnx.save(model, os.fspath(path))
-    return model
-
-
-def adamw_block():
-    """The optimizer block: AdamW with the Adam settings of ``base.py`` (betas, eps 1e-8, no weight decay)."""
-    import_onnxruntime()
-    from onnxruntime.training import onnxblock
-
-    from .base import ADAM_BETAS, ADAM_EPS
-
-    return onnxblock.optim.AdamW(betas=ADAM_BETAS, eps=ADAM_EPS, weight_decay=0.0)
 
 
 def generate_step_artifacts(G: Generator, step_path, out_dir, markers: int, eval_features: bool = True) -> None:

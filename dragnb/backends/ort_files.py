@@ -16,10 +16,11 @@ FORMAT = "dragnb-ort-artifacts"
 FORMAT_VERSION = 2  # 2: drag_params in the config, the runtime copied into the folder
 MANIFEST = "manifest.json"
 ADAM_FILE = "adamw.onnx"         # ORT's AdamWOptimizer node (dragnb mode)
-TORCH_ADAM_FILE = "torch_adam.onnx"  # torch.optim.Adam's rule as elementwise ops (official mode)
+TORCH_ADAM_FILE = "torch_adam.onnx"  # torch.optim.Adam's rule as elementwise ops (official and blog modes)
 # The optimizer of each compat mode, as the manifest records it (config.optimizer).
 OPTIMIZERS = {"dragnb": {"rule": "ort-adamw", "file": ADAM_FILE},
-              "official": {"rule": "torch-adam", "file": TORCH_ADAM_FILE}}
+              "official": {"rule": "torch-adam", "file": TORCH_ADAM_FILE},
+              "blog": {"rule": "torch-adam", "file": TORCH_ADAM_FILE}}
 MAX_MANIFEST_BYTES = 1 << 20
 LATENT_SPACES = ("w", "w+")
 EXPORT_NOISE_MODES = ("const", "none")  # "random" would need noise inputs; refused

@@ -10,9 +10,9 @@ and the on-device loop are one implementation.
 
 Per :meth:`DragRuntime.step`: ONE training-graph call (forward to the feature block, tracking, motion and
 mask losses, backward to the latent), then, unless every point has arrived, ONE Adam update on state held
-here: in dragnb mode ORT's own ``AdamWOptimizer`` node (``adamw.onnx``; see ``ort_export.explicit_optimizer``),
-in official mode (artifacts exported with ``compat="official"``) ``torch.optim.Adam``'s rule as a graph of
-elementwise ops (``torch_adam.onnx``; ``ort_export.torch_adam_model``). The manifest's ``config.optimizer``
+here: in dragnb mode ORT's own ``AdamWOptimizer`` node (``adamw.onnx``; see ``ort_optim.explicit_optimizer``),
+in official and blog modes (artifacts exported with that ``compat``) ``torch.optim.Adam``'s rule as a graph of
+elementwise ops (``torch_adam.onnx``; ``ort_optim.torch_adam_model``). The manifest's ``config.optimizer``
 names the rule and its file.
 The display image comes from ``tail.onnx`` fed with the step's own feature-block activations, only when asked.
 
@@ -317,8 +317,8 @@ class DragRuntime:
         if fixed is None:  # broadcast zeros: the mask term is exactly 0 and nothing large is allocated
             fixed, f0_fixed = self._zero_mask
         wrap = lambda a, dtype: self._wrap(np.ascontiguousarray(a, dtype))  # noqa: E731
-        # The official step looks for its disk in a box around each point; dragnb's takes the disk's offsets.
-        disk = _official_box if self.compat == "official" else _disk
+        # The official step looks for its disk in a box around each point; the others take the disk's offsets.
+        disk = {"official": _official_box, "blog": geometry.blog_disk_offsets}.get(self.compat, _disk)
         feeds = {
             "ws0": lambda: self._cached("ws0", self._ws0, np.float32),
             "select": lambda: self._cached("select", self._select, np.float32),
@@ -416,6 +416,8 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
         raise ValueError("these artifacts have no default r1 (the official rule gives 0 px here): give r1 >= 1")
     if rt.compat == "official" and fixed is not None and np.all(np.asarray(fixed) == 1):
         fixed = None  # the official code leaves out a mask term without a movable pixel
+    if rt.compat == "blog" and fixed is not None:
+        raise ValueError("blog artifacts have no mask term (the blog sample's loss has none): drag without a mask")
     rt.start(ws0, latent_space, num_layers)
     _, f0 = rt.features()
     handles = np.asarray(handles_rc, np.int64).reshape(-1, 2)

@@ -2,9 +2,9 @@
 
 Per step, ONE forward: the synthesis blocks up to ``feature_block`` run with autograd (that is all the
 loss needs), the remaining blocks run from the same activations under ``torch.no_grad()`` only when an
-image is wanted. Tracking and the losses are ``dragnb.drag.core.drag_objective``, the very function the
-ONNX export uses. See ``base.py`` for the contract and for why Adam is written out here (both rules:
-ORT's AdamW in dragnb mode, ``torch.optim.Adam``'s in official mode).
+image is wanted. Tracking and the losses are ``dragnb.drag.core.drag_objective`` (``blog_objective`` in blog
+mode), the very functions the ONNX export uses. See ``base.py`` for the contract and for why Adam is written out
+here (both rules: ORT's AdamW in dragnb mode, ``torch.optim.Adam``'s in official and blog modes).
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def _window(r2: int) -> torch.Tensor:
 @functools.lru_cache(maxsize=16)
 def _official_box(r1: float) -> torch.Tensor:
     return torch.from_numpy(core.geometry.official_disk_box(r1))
+
+
+@functools.lru_cache(maxsize=16)
+def _blog_disk(r1: float) -> torch.Tensor:
+    return torch.from_numpy(core.geometry.blog_disk_offsets(r1))
 
 
 class TorchBackend(Backend):
@@ -129,38 +134,38 @@ class TorchBackend(Backend):
     def features(self):
         with torch.no_grad():
             feat, img = self._forward(self._full_ws(self._latent), render_image=True)
-        return image_to_uint8(img.cpu().numpy()), self._full_map(feat)
+        return image_to_uint8(img.cpu().numpy(), self.compat), self._full_map(feat)
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
              l1_tracking, lr, render_image, return_features=False, reg=0.0):
         dev = self.device
-        official = self.compat == "official"
-        if float(reg) and not official:
+        if float(reg) and self.compat != "official":
             raise ValueError("reg is an official-mode parameter (compat='official')")
         latent = self._latent.clone().requires_grad_(True)
         ws = self._full_ws(latent)
         feat, img = self._forward(ws, render_image)
-        fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)
-        loss, motion, masked, tracked, dist, converged = core.drag_objective(
-            feat,
-            self._ref_tensor(ref_feats),
-            torch.as_tensor(np.asarray(handles_rc, np.int64), device=dev),
-            torch.as_tensor(np.asarray(targets_rc, np.float32), device=dev),
-            _window(int(r2)).to(dev),
-            (_official_box if official else _disk)(float(r1)).to(dev),
-            fixed_t,
-            f0_t,
-            float(lambda_mask),
-            float(tolerance),
-            l1_tracking=bool(l1_tracking),
-            official=(self._coords, float(r1)) if official else None,
-        )
-        if official and float(reg):  # the official latent regulariser: mean |ws - ws0| over every ws
+        handles = torch.as_tensor(np.asarray(handles_rc, np.int64), device=dev)
+        targets = torch.as_tensor(np.asarray(targets_rc, np.float32), device=dev)
+        window = _window(int(r2)).to(dev)
+        if self.compat == "blog":
+            loss, motion, masked, tracked, dist, converged = core.blog_objective(
+                feat, self._ref_tensor(ref_feats), handles, targets, window, _blog_disk(float(r1)).to(dev),
+                float(tolerance))
+        else:
+            official = self.compat == "official"
+            fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)
+            loss, motion, masked, tracked, dist, converged = core.drag_objective(
+                feat, self._ref_tensor(ref_feats), handles, targets, window,
+                (_official_box if official else _disk)(float(r1)).to(dev), fixed_t, f0_t, float(lambda_mask),
+                float(tolerance), l1_tracking=bool(l1_tracking),
+                official=(self._coords, float(r1)) if official else None,
+            )
+        if self.compat == "official" and float(reg):  # the official latent regulariser: mean |ws - ws0| over every ws
             loss = loss + float(reg) * (ws - self._ws0).abs().mean()
         converged = bool(converged)
         if not converged:
             (grad,) = torch.autograd.grad(loss, latent)
-            (self._torch_adam if official else self._adam)(grad, float(lr))
+            (self._adam if self.compat == "dragnb" else self._torch_adam)(grad, float(lr))
         # One device -> host copy for every number of the step: each .item() / .cpu() would wait for the device.
         # (Pixel indices are exact in float32.) The image, when rendered, is the one other copy.
         nums = torch.cat([torch.stack([loss.detach(), motion.detach(), masked.detach()]).float(),
@@ -170,7 +175,7 @@ class TorchBackend(Backend):
             loss=float(nums[0]), motion=float(nums[1]), mask=float(nums[2]),
             tracked_rc=nums[3 + n:].reshape(tracked.shape).astype(np.int64), distance=nums[3:3 + n].copy(),
             converged=converged,
-            image=image_to_uint8(img.cpu().numpy()) if img is not None else None,
+            image=image_to_uint8(img.cpu().numpy(), self.compat) if img is not None else None,
             features=self._full_map(feat) if return_features else None,
         )
 

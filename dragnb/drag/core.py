@@ -318,6 +318,68 @@ def official_motion_loss(feat, handles_rc, targets_rc, box, coords, radius,
     return (per_point * active).sum(), per_point, dist
 
 
+def _blog_grid(pos: torch.Tensor, n: int) -> torch.Tensor:
+    """Pixel position -> the blog sample's normalised grid coordinate, clamped to the image, and back, rounded at
+    each step as the sample computes it: ``(((2 pos / (n - 1) - 1).clamp(-1, 1) + 1) / 2) * (n - 1)``.
+    The clamp keeps every shifted position inside the image: near a border the shift shrinks instead of sampling
+    the zero padding."""
+    g = (2.0 * pos / (n - 1) - 1).clamp(-1.0, 1.0)
+    return (g + 1) / 2 * (n - 1)
+
+
+def _blog_directions(handles_rc, targets_rc):
+    """The blog sample's motion step per point: the unit direction to the target, or the whole remaining vector
+    where that is shorter (``torch.where(|d| > |t - h|, t - h, d)``) -> float [P, 2]."""
+    direction = targets_rc - handles_rc.to(targets_rc.dtype)  # [P, 2]
+    dist = direction.square().sum(1).sqrt()  # [P]
+    unit = direction / (dist[:, None] + 1e-7)
+    return torch.where((unit.square().sum(1).sqrt() > dist)[:, None], direction, unit)
+
+
+def blog_motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable = torch.Tensor.detach):
+    """Motion supervision as the blog sample's ``motion_supervision`` computes it (``compat="blog"``).
+
+    Every point adds the mean over its disk pixels q (those inside the image) and the channels of
+    ``|F(q + d) - sg(F(q))|``, d :func:`_blog_directions`, the shifted positions taken through the sample's clamped
+    grid round trip (:func:`_blog_grid`) and sampled bilinearly. No point is left out for having arrived.
+
+    Args:
+        feat: features (with gradient): :class:`ResizedFeatures` or a dense [C, H, W] tensor.
+        handles_rc: int64 [P, 2] handles; targets_rc: float [P, 2] targets.
+        disk: int64 [K, 2] disk offsets (:func:`.geometry.blog_disk_offsets`: distance <= r1).
+    Returns:
+        (loss scalar, per-point loss [P]).
+    """
+    _, h, w = feat.shape
+    step = _blog_directions(handles_rc, targets_rc)
+    pix = handles_rc[:, None, :] + disk[None, :, :]  # [P, K, 2]
+    valid = _in_image(pix, h, w).to(step.dtype)
+    pix = _clamp_rc(pix, h, w)
+    per_point = _disk_term(feat, pix, valid, step, stop_gradient,
+                           lambda rows, cols: (_blog_grid(rows, h), _blog_grid(cols, w)))
+    return per_point.sum(), per_point
+
+
+def blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance,
+                   stop_gradient: Callable = torch.Tensor.detach):
+    """One step of the blog sample's loop (``compat="blog"``) on the features of one forward.
+
+    In the sample's order: the stop test on the current handles (``torch.allclose(handles, targets,
+    atol=tolerance)``: every coordinate within ``tolerance + 1e-5 |target|``), the motion term at those handles
+    (:func:`blog_motion_loss`; no mask term), and L1 point tracking on the same, pre-update features, which gives
+    the handles of the NEXT step (tracking runs one step behind the update). Converged, the handles stay.
+
+    Shapes as :func:`drag_objective`'s. Returns ``(loss, motion, mask (0), tracked int64 [P, 2], distance [P] of the
+    tracked handles, converged bool scalar)``.
+    """
+    handles = handles_rc.to(targets_rc.dtype)
+    converged = ((handles - targets_rc).abs() <= tolerance + 1e-5 * targets_rc.abs()).all()
+    motion, _ = blog_motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient)
+    tracked = torch.where(converged, handles_rc, track_points(feat, ref_feats, handles_rc, window, l1=True))
+    dist = (targets_rc - tracked.to(targets_rc.dtype)).square().sum(1).sqrt()
+    return motion, motion * 1.0, motion * 0.0, tracked, dist, converged
+
+
 def mask_loss(feat, fixed, f0_fixed) -> torch.Tensor:
     """``mean(|F * fixed - F0 * fixed|)`` over [C, H, W], summed over the fixed pixels only.
 

@@ -109,6 +109,17 @@ def disk_offsets(r1: float) -> np.ndarray:
     return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
 
 
+def blog_disk_offsets(r1: float) -> np.ndarray:
+    """(drow, dcol) int64 [K, 2] of the blog sample's motion disk around an integer handle, row-major: the pixels
+    whose float32 distance ``sqrt(drow^2 + dcol^2)`` is at most r1 (the sample keeps ``distance <= radius``, so
+    r1 = 3 gives 29 pixels where :func:`disk_offsets` gives 25)."""
+    r = int(math.floor(r1))
+    d = np.arange(-r, r + 1)
+    dr, dc = np.meshgrid(d, d, indexing="ij")
+    keep = np.sqrt((dr**2 + dc**2).astype(np.float32)) <= np.float32(r1)
+    return np.stack([dr[keep], dc[keep]], axis=1).astype(np.int64)
+
+
 def window_offsets(r2: int) -> np.ndarray:
     """(drow, dcol) int64 [M, 2] of the (2 r2 + 1)^2 tracking window, row-major (ties -> first)."""
     d = np.arange(-int(r2), int(r2) + 1)

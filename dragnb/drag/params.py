@@ -4,8 +4,10 @@
 set it, with ``None`` for "derived from the model"), the ORT artifact writer records the model's resolved
 values in the manifest, and the torch-free runtime reads them from there.
 
-Two modes (``compat``): "dragnb" (ours, the default) and "official", which reproduces the per-step arithmetic of
-the official DragGAN code (docs/compat.md lists every difference). A parameter left ``None`` takes, in this order:
+Three modes (``compat``): "dragnb" (ours, the default); "official", which reproduces the per-step arithmetic of
+the official DragGAN code; "blog", which reproduces the PyTorch loop of the sample published with the blog post
+"Exploring DragGAN implementation using ONNX Runtime" (docs/compat.md lists every difference). A parameter left
+``None`` takes, in this order:
 
 * "dragnb": the model's tuned value (``G.drag_defaults``, from the ``drag_defaults`` metadata of a dragnb
   safetensors file; the bundled toyfaces has some), else our rule for the model's resolution
@@ -15,11 +17,14 @@ the official DragGAN code (docs/compat.md lists every difference). A parameter l
   block 5, the first 6 ws, lr 1e-3, lambda_mask 20 as its app passes, reg 0). A model's tuned values are ignored:
   they were tuned for our mode. (An ORT artifact folder exported in official mode records the official values
   as its ``drag_defaults``, with ``compat`` "official": those apply.)
+* "blog": the sample's fixed values (r1 3 px, r2 12 px, tolerance 2 px whatever the resolution, feature block 6,
+  the first 6 ws, lr 2e-3, L1 tracking, no mask term: lambda_mask 0). A model's tuned values are ignored.
 
 Official mode refuses what the official code cannot compute: an r1 below 1 px (the official radius
 ``round(3 h / 512)`` is 0 below 86 px; the disk is then empty and the official loss NaN), a model without
 feature block 5 unless one is given, a non-square model (the official code takes the width from the height),
-and L1 tracking (the official code tracks by L2).
+and L1 tracking (the official code tracks by L2). Blog mode refuses a model without feature block 6 unless one is
+given, a mask weight (the sample's loss has no mask term), and L2 tracking (the sample tracks by L1).
 
 The model is anything with ``img_resolution``, ``img_width`` (pixels), ``num_blocks``, ``num_ws`` and
 ``drag_defaults``: a ``dragnb.Generator`` or an ORT ``ArtifactModel``. This module imports numpy only.
@@ -39,28 +44,29 @@ from ..stylegan.conventions import NOISE_MODES
 from . import geometry
 
 MAX_STEPS = 100_000  # one run(); a bound, so that a typo cannot queue days of work
-COMPAT_MODES = ("dragnb", "official")
+COMPAT_MODES = ("dragnb", "official", "blog")
 OFFICIAL_FEATURE_BLOCK = 5  # the official app's feature_idx: the 128 px block
+BLOG_FEATURE_BLOCK = 6  # the blog sample's StyleGenerator returns block_list[6]: the 256 px block
 
 
 @dataclass(frozen=True)
 class DragParams:
     """DragGAN parameters; ``None`` = derived from the model and the mode (see the module docstring).
-    Units: pixels of the image. Defaults in brackets: (dragnb mode; official mode)."""
+    Units: pixels of the image. Defaults in brackets: (dragnb mode; official mode; blog mode)."""
 
-    lr: float | None = None            # Adam learning rate (2e-3; 1e-3)
-    lambda_mask: float | None = None   # weight of the fixed-region term (10; 20)
-    r1: float | None = None            # motion-supervision radius, pixels; the disk is distance < r1
-    r2: int | None = None              # tracking window half-size, pixels
-    tolerance: float | None = None     # arrival distance, pixels
-    max_steps: int | None = None       # steps of one run() (200)
-    feature_block: int | None = None   # synthesis block of the features, 0 = 4x4 (min(5, blocks - 2); 5)
+    lr: float | None = None            # Adam learning rate (2e-3; 1e-3; 2e-3)
+    lambda_mask: float | None = None   # weight of the fixed-region term (10; 20; 0, no mask term)
+    r1: float | None = None            # motion-supervision radius, pixels (disk: distance < r1; blog: <= r1)
+    r2: int | None = None              # tracking window half-size, pixels (blog: 12)
+    tolerance: float | None = None     # arrival distance, pixels (blog: 2, per coordinate as torch.allclose)
+    max_steps: int | None = None       # steps of one run() (200; 200; 100 as the sample)
+    feature_block: int | None = None   # synthesis block of the features, 0 = 4x4 (min(5, blocks - 2); 5; 6)
     num_layers: int | None = None      # leading ws optimised (min(6, num_ws))
-    l1_tracking: bool | None = None    # tracking distance L1 (paper) instead of L2 (False; always False)
+    l1_tracking: bool | None = None    # tracking distance L1 (paper) instead of L2 (False; False; True)
     render_every: int | None = None    # in run(), render the full image every k-th step, always the last (1)
     noise_mode: str | None = None      # generator noise: "const", "random" or "none" ("const")
     reg: float | None = None           # weight of mean |ws - ws0| (official mode only; 0 as its app)
-    compat: str | None = None          # "dragnb" (ours) or "official" (the official code's arithmetic)
+    compat: str | None = None          # "dragnb" (ours), "official" or "blog" (their arithmetic)
 
     # ------------------------------------------------------------------ construction
 
@@ -128,7 +134,8 @@ class DragParams:
         size = max(int(model.img_resolution), int(model.img_width))
         if self.compat is not None and self.compat not in COMPAT_MODES:
             raise ValueError(f"compat must be one of {COMPAT_MODES}, got {self.compat!r}")
-        official = self.mode(model) == "official"
+        mode = self.mode(model)
+        official = mode == "official"
         # The disk and the window are dense pixel sets whose features are gathered per point ([P, K, C]): bound
         # them by the image (an eighth of its side, at least 8 px) so that memory stays bounded whatever is asked;
         # the official radii are 1/170 and 1/43 of the side.
@@ -156,6 +163,9 @@ class DragParams:
         if not official and v["reg"]:
             raise ValueError("reg (the official code's latent regulariser) is an official-mode parameter: "
                              "set compat='official' with it, or leave it 0")
+        if mode == "blog" and v["lambda_mask"]:
+            raise ValueError("compat='blog' has no mask term (the blog sample's loss leaves its lambda_ unused): "
+                             "leave lambda_mask unset or 0, or use another mode for a masked drag")
         out = DragParams(**v)
         if check:
             out.resolved(model)
@@ -175,7 +185,18 @@ class DragParams:
         out = dataclasses.replace(self, **fill)
         if check and mode == "official":
             out._check_official(model)
+        if check and mode == "blog":
+            out._check_blog(model)
         return out
+
+    def _check_blog(self, model) -> None:
+        """ValueError for a resolved parameter set that blog mode cannot compute as the blog sample does."""
+        if self.feature_block >= model.num_blocks:
+            raise ValueError(f"compat='blog' takes feature block {BLOG_FEATURE_BLOCK} (the 256 px block the blog "
+                             f"sample's generator returns), but this model has blocks 0-{model.num_blocks - 1}: give "
+                             f"feature_block explicitly")
+        if not self.l1_tracking:
+            raise ValueError("compat='blog' tracks by L1 distance, as the blog sample: l1_tracking must be True")
 
     def _check_official(self, model) -> None:
         """ValueError for a resolved parameter set that the official code cannot compute (module docstring)."""
@@ -204,14 +225,18 @@ def _tuned(model) -> DragParams:
 def _rules(model, mode: str) -> dict:
     """Each parameter's value when neither the user nor (in its mode) the model gives one."""
     h = int(model.img_resolution)
+    steps, l1 = 200, False
     if mode == "official":
         r1, r2, tol = geometry.official_radii(h)
         fb, lr, lam = OFFICIAL_FEATURE_BLOCK, 1e-3, 20.0
+    elif mode == "blog":  # draggan_demo.py: fixed pixel radii and tolerance, 100 iterations, Adam lr 0.002
+        r1, r2, tol = 3, 12, 2.0
+        fb, lr, lam, steps, l1 = BLOG_FEATURE_BLOCK, 2e-3, 0.0, 100, True
     else:
         r1, r2, tol = geometry.default_radii(h)
         fb, lr, lam = max(0, min(5, model.num_blocks - 2)), 2e-3, 10.0
-    return {"lr": lr, "lambda_mask": lam, "r1": r1, "r2": r2, "tolerance": tol, "max_steps": 200,
-            "feature_block": fb, "num_layers": min(6, model.num_ws), "l1_tracking": False, "render_every": 1,
+    return {"lr": lr, "lambda_mask": lam, "r1": r1, "r2": r2, "tolerance": tol, "max_steps": steps,
+            "feature_block": fb, "num_layers": min(6, model.num_ws), "l1_tracking": l1, "render_every": 1,
             "noise_mode": "const", "reg": 0.0, "compat": mode}
 
 

@@ -92,7 +92,8 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
             max_steps, feature_block, num_layers, l1_tracking, render_every, noise_mode, reg, compat); unset ones
             take the model's tuned defaults (``G.drag_defaults``), then the rules for its resolution.
             ``compat="official"`` reproduces the official DragGAN code's arithmetic step for step (its defaults,
-            motion disk, Adam rule and latent regulariser ``reg``; docs/compat.md).
+            motion disk, Adam rule and latent regulariser ``reg``), ``compat="blog"`` the PyTorch loop of the blog
+            sample (its defaults, motion term, L1 tracking one step behind, stop test; no mask term); docs/compat.md.
     """
 
     def __init__(self, model=None, seed=0, truncation_psi=0.7, backend=None, latent_space="w+", *,
@@ -311,8 +312,10 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
     def _set_refs(self, f0: np.ndarray) -> None:
         r, c = self._initial_rc[:, 0], self._initial_rc[:, 1]
         self._ref_feats = np.ascontiguousarray(f0[:, r, c].T)  # [P, C]
-        # The official code leaves out the mask term unless the mask has both kinds of pixels.
-        no_term = self._mask is None or (self.params["compat"] == "official" and self._mask.all())
+        # The official code leaves out the mask term unless the mask has both kinds of pixels; the blog sample's
+        # loss has none.
+        compat = self.params["compat"]
+        no_term = self._mask is None or compat == "blog" or (compat == "official" and self._mask.all())
         if no_term:
             self._fixed = self._f0_fixed = None
         else:

@@ -27,7 +27,7 @@ CHECKPOINT_GLOBS = ("*.safetensors", "*.pkl", "*.pt")
 SESSION_MODEL = ""       # model dropdown value for "the model this session was built with"
 BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
 PARAM_NAMES = ("compat", "lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
-COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"))
+COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"), ("blog", "blog"))
 NO_CLASS = -1            # class control value for the all-zeros label (what the official DragGAN code passes)
 
 
@@ -86,7 +86,9 @@ class Controls:
         self.compat = W.ToggleButtons(options=COMPAT_OPTIONS, style={"button_width": "72px"},
                                       tooltips=["dragnb's step and defaults",
                                                 "the official DragGAN code's step, defaults and Adam rule "
-                                                "(docs/compat.md); unset parameters follow the mode"])
+                                                "(docs/compat.md); unset parameters follow the mode",
+                                                "the blog sample's loop: its step, defaults and Adam rule, no "
+                                                "mask term (docs/compat.md)"])
         self.latent_space = W.ToggleButtons(options=[("W", "w"), ("W+", "w+")], style={"button_width": "60px"},
                                             tooltips=["one w for the optimised layers", "one w per optimised layer"])
         self.lr = _field(W.BoundedFloatText, "learning rate", min=1e-6, max=1.0, step=1e-4)

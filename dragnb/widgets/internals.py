@@ -106,7 +106,7 @@ class InternalsView(widgets.VBox):
             self.point.value = selected
 
     def show(self, features, ref_feats, handles, targets, r1: float, r2: int, l1: bool,
-             official: bool = False) -> None:
+             compat: str = "dragnb") -> None:
         """Draw one frame (one ``hold_canvas``).
 
         Args:
@@ -115,7 +115,7 @@ class InternalsView(widgets.VBox):
             handles, targets: P points (x, y), image pixels.
             r1, r2: motion disk radius and tracking window half-size, image pixels.
             l1: L1 tracking distance (else L2).
-            official: the session runs the official code's step (``compat="official"``): draw its disk.
+            compat: the session's compat mode: the motion disk is drawn as that mode's step computes it.
         """
         handles = np.asarray(handles, np.float64).reshape(-1, 2)
         targets = np.asarray(targets, np.float64).reshape(-1, 2)
@@ -129,7 +129,7 @@ class InternalsView(widgets.VBox):
             self.canvas.clear()
             put_image(self.canvas, rgb, fmap.scale * k, fmap.ox, fmap.oy)
             for j, (h, t) in enumerate(zip(handles, targets)):
-                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i, official=official)
+                self._draw_point_internals(fmap, h, t, r1, r2, selected=j == i, compat=compat)
             caption = f"features: {features.shape[0]} channels, PCA &rarr; RGB"
             self._titles(i if i is not None and i < len(handles) else None)
             if i is not None and i < len(handles):
@@ -177,10 +177,12 @@ class InternalsView(widgets.VBox):
         self.canvas.stroke_rect(*m.pixel_rect(x0, y0, x1, y1))
 
     def _draw_point_internals(self, m: CanvasMap, h, t, r1: float, r2: int, selected: bool,
-                              official: bool = False) -> None:
+                              compat: str = "dragnb") -> None:
         c = self.canvas
-        if official:  # the official disk: per handle, off-centre (geometry.official_disk)
+        if compat == "official":  # the official disk: per handle, off-centre (geometry.official_disk)
             disk = geometry.rc_to_xy(geometry.official_disk(geometry.xy_to_rc(h)[0], r1, (self.height, self.width)))
+        elif compat == "blog":  # distance <= r1
+            disk = h + geometry.rc_to_xy(geometry.blog_disk_offsets(r1))
         else:
             disk = h + geometry.rc_to_xy(geometry.disk_offsets(r1))  # (x, y) [K, 2] pixels of the r1 disk
         inside = (disk[:, 0] >= 0) & (disk[:, 0] < self.width) & (disk[:, 1] >= 0) & (disk[:, 1] < self.height)

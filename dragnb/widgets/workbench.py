@@ -412,7 +412,7 @@ class Workbench(widgets.VBox):
             self.internals.set_points(len(self.session.target_points), self.selected)
             with self._draw_lock:
                 self.internals.show(features, refs, self.session.handle_points, self.session.target_points,
-                                    p["r1"], p["r2"], p["l1_tracking"], official=p["compat"] == "official")
+                                    p["r1"], p["r2"], p["l1_tracking"], compat=p["compat"])
             self._internals_time = time.monotonic()
             self._internals_cost = self._internals_time - start
         finally:
