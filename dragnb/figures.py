@@ -5,8 +5,12 @@ blog, 2023), reproduced with this package (notebook ``04_blog_figures``, ``tools
 * Figure 2a / 2b / 2c - the image with handle (red) and target (blue) points, the result of the drag, and
   the animation of the intermediate frames (:func:`drag_figures`).
 
-The blog used FFHQ with seed 71; :func:`find_blog_checkpoint` looks for a converted FFHQ or MetFaces
-checkpoint in the user models folder. Points are (x, y) image pixels, as everywhere in the public API.
+The blog's own setup is fixed by the sample code published with it (``draggan_demo.py`` and ``handles.json`` of
+the DragGAN folder of microsoft/onnxruntime-training-examples): MetFaces (FFHQ too) at 1024 px, seed 71 without
+truncation, one point pair (the nose, 50 px to the right), at most 100 iterations of its own loop, which
+``compat="blog"`` reproduces. :func:`find_blog_checkpoint` looks for a converted MetFaces, then FFHQ, checkpoint in
+the user models folder; :func:`blog_setup` runs that drag in the three compat modes and writes files named as the
+sample's ``images/``. Points are (x, y) image pixels, as everywhere in the public API.
 """
 
 from __future__ import annotations
@@ -18,13 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 BLOG_SEED = 71
-# Converted checkpoints the blog setup runs on, in order of preference (globs in the user models folder).
-BLOG_CHECKPOINTS = ("stylegan2-ffhq-512x512.safetensors", "*ffhq*.safetensors", "*metfaces*.safetensors")
-# Illustrative drag for an aligned 512 px face, as fractions of (width, height): both mouth corners up and
-# out (a smile). Not the blog's own points, which it does not list.
-BLOG_POINTS_REL = (((0.41, 0.74), (0.37, 0.69)), ((0.59, 0.74), (0.63, 0.69)))
+BLOG_PSI = 1.0  # the sample repeats the mapped w over every ws: no truncation
+# handles.json's pair [647, 500, 647, 550] read through the sample's swaps and flip: handle (x 500, y 647), target
+# (x 550, y 647) in its 1024 px image.
+BLOG_PAIR_1024 = ((500, 647), (550, 647))
+BLOG_MODES = ("blog", "official", "dragnb")
+# Converted checkpoints the blog setup runs on, in order of preference (globs in the user models folder): the
+# sample's model_name is "metfaces"; its images/ also show FFHQ.
+BLOG_CHECKPOINTS = ("*metfaces*.safetensors", "stylegan2-ffhq-1024x1024.safetensors", "*ffhq*.safetensors")
 FIGURE1_HEADER = """\
 # dragnb.export.OnnxGenerator: mapper.onnx (z, psi -> ws) and generator.onnx (ws -> image),
 # both exported from PyTorch and run as onnxruntime.InferenceSession (self.mapper, self.synthesis)
@@ -53,12 +61,60 @@ def find_blog_checkpoint(models_dir=None) -> Path | None:
     return None
 
 
-def blog_points(width: int, height: int) -> list[tuple[tuple[float, float], tuple[float, float]]]:
-    """:data:`BLOG_POINTS_REL` in pixels of a ``width`` x ``height`` image (handles rounded, as the session does)."""
+def blog_pair(width: int, height: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The sample's (handle, target) in pixels of a ``width`` x ``height`` image: :data:`BLOG_PAIR_1024` as it is
+    at 1024 px, scaled (and rounded) for another size."""
     def px(p):
-        return (round(p[0] * (width - 1)), round(p[1] * (height - 1)))
+        return (round(p[0] * width / 1024), round(p[1] * height / 1024))
 
-    return [(px(h), px(t)) for h, t in BLOG_POINTS_REL]
+    return px(BLOG_PAIR_1024[0]), px(BLOG_PAIR_1024[1])
+
+
+def blog_model_name(checkpoint) -> str:
+    """"metfaces" or "ffhq" from a checkpoint's file name (the prefix of the sample's image files), else its stem."""
+    stem = Path(checkpoint).stem.lower()
+    return next((name for name in ("metfaces", "ffhq") if name in stem), stem)
+
+
+def blog_file_names(name: str, backend: str) -> dict:
+    """Output files of :func:`blog_setup`, named as the sample's ``images/``: the seed's image and one GIF per
+    compat mode (``pt`` for the PyTorch back-end, as the sample's "pt_training", ``ort`` for ONNX Runtime)."""
+    tag = "pt" if backend == "torch" else backend
+    names = {"stylegan": f"{name}_stylegan_seed_{BLOG_SEED}.png"}
+    for mode in BLOG_MODES:
+        names[mode] = f"{name}_draggan_seed_{BLOG_SEED}_{tag}_training" + ("" if mode == "blog" else f"_{mode}")
+        names[mode] += ".gif"
+    return names
+
+
+def blog_setup(G, name: str, out_dir, backend: str = "torch", steps: int = 100, size: int = 256,
+               fps: float = 12) -> dict:
+    """The blog sample's drag on ``G``: seed 71, psi 1, :func:`blog_pair`, up to ``steps`` steps (the sample's 100)
+    with each mode's learning rate and tolerance, once per compat mode (:data:`BLOG_MODES`, each from the seed's
+    image). Writes :func:`blog_file_names` into ``out_dir`` (the PNG at the model's resolution, GIFs ``size``
+    pixels on the longer side, handles red and targets blue).
+
+    Returns {"files": {key: path}, mode: {"steps", "seconds", "handle" (x, y), "distance", "converged"}}.
+    """
+    from .session import DragSession
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {k: out / v for k, v in blog_file_names(name, backend).items()}
+    report: dict = {"files": files}
+    for mode in BLOG_MODES:
+        session = DragSession(G, seed=BLOG_SEED, truncation_psi=BLOG_PSI, backend=backend, compat=mode)
+        if mode == "blog":
+            Image.fromarray(session.image).save(files["stylegan"])
+        handle, target = blog_pair(session.W, session.H)
+        session.add_point(handle=handle, target=target)
+        t0 = time.perf_counter()
+        results = list(session.run(steps))
+        seconds = time.perf_counter() - t0
+        session.recording.export_gif(files[mode], overlays=True, fps=fps, size=size)
+        report[mode] = {"steps": len(results), "seconds": seconds, "handle": results[-1].handle_points[0],
+                        "distance": results[-1].distance[0], "converged": results[-1].converged}
+    return report
 
 
 def code_and_image(code: str, image: np.ndarray, path, title: str = "", image_px: int = 256) -> Path:

@@ -10,27 +10,30 @@ from dragnb import figures
 from dragnb.session import DragSession
 
 
-def test_find_blog_checkpoint_prefers_ffhq(tmp_path, monkeypatch):
+def test_find_blog_checkpoint_prefers_metfaces_as_the_sample(tmp_path, monkeypatch):
     assert figures.find_blog_checkpoint(tmp_path / "missing") is None
     assert figures.find_blog_checkpoint(tmp_path) is None
-    (tmp_path / "stylegan2-ffhq-512x512.pkl").write_bytes(b"")  # not converted: ignored
+    (tmp_path / "metfaces.pkl").write_bytes(b"")  # not converted: ignored
     assert figures.find_blog_checkpoint(tmp_path) is None
-    (tmp_path / "metfaces.safetensors").write_bytes(b"")
-    assert figures.find_blog_checkpoint(tmp_path) == tmp_path / "metfaces.safetensors"
     (tmp_path / "my-ffhq-256.safetensors").write_bytes(b"")
     assert figures.find_blog_checkpoint(tmp_path) == tmp_path / "my-ffhq-256.safetensors"
-    (tmp_path / "stylegan2-ffhq-512x512.safetensors").write_bytes(b"")
+    (tmp_path / "stylegan2-ffhq-1024x1024.safetensors").write_bytes(b"")
+    assert figures.find_blog_checkpoint(tmp_path) == tmp_path / "stylegan2-ffhq-1024x1024.safetensors"
+    (tmp_path / "metfaces.safetensors").write_bytes(b"")
     monkeypatch.setenv("DRAGNB_MODELS", str(tmp_path))  # the default folder is the user models folder
-    assert figures.find_blog_checkpoint() == tmp_path / "stylegan2-ffhq-512x512.safetensors"
+    assert figures.find_blog_checkpoint() == tmp_path / "metfaces.safetensors"
+    assert figures.blog_model_name(tmp_path / "metfaces.safetensors") == "metfaces"
+    assert figures.blog_model_name("stylegan2-ffhq-1024x1024.safetensors") == "ffhq"
 
 
-def test_blog_points_scale_to_the_image():
-    pts = figures.blog_points(512, 512)
-    assert len(pts) == len(figures.BLOG_POINTS_REL)
-    for h, t in pts:
-        assert all(isinstance(v, int) and 0 <= v <= 511 for v in h + t)
-        assert h != t
-    assert figures.blog_points(1024, 1024)[0][0] == (round(0.41 * 1023), round(0.74 * 1023))
+def test_blog_pair_is_the_samples_nose_pair():
+    """handles.json [647, 500, 647, 550] through the sample's swaps: handle (x 500, y 647) -> (x 550, y 647)."""
+    assert figures.blog_pair(1024, 1024) == ((500, 647), (550, 647))
+    assert figures.blog_pair(512, 512) == ((250, 324), (275, 324))  # scaled for another size
+    names = figures.blog_file_names("metfaces", "torch")
+    assert names["stylegan"] == "metfaces_stylegan_seed_71.png"
+    assert names["blog"] == "metfaces_draggan_seed_71_pt_training.gif"
+    assert figures.blog_file_names("ffhq", "ort")["official"] == "ffhq_draggan_seed_71_ort_training_official.gif"
 
 
 def test_code_and_image_puts_code_left_and_image_right(tmp_path):

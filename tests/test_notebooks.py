@@ -118,24 +118,38 @@ def test_03_draggan_workbench(tmp_path, notebook_model):
 
 @pytest.mark.slow  # a kernel runs the notebook top to bottom
 def test_04_blog_figures(tmp_path, notebook_model):
-    from dragnb.checkpoints import BUNDLED
+    import dragnb
 
-    # A stand-in "FFHQ" checkpoint, so the blog-setup cell runs too (with the small notebook model).
+    # A stand-in MetFaces of the sample's shape (1024 px, 18 ws of 512; random weights, few channels), so the
+    # blog-setup cell runs its code path where no weights can be downloaded.
     models = tmp_path / "models"
     models.mkdir()
-    src = BUNDLED[notebook_model] if notebook_model in BUNDLED else Path(notebook_model)
-    (models / "tiny-ffhq.safetensors").write_bytes(src.read_bytes())
+    import torch
+
+    torch.manual_seed(0)
+    G = dragnb.Generator(dragnb.GeneratorConfig(z_dim=512, w_dim=512, img_resolution=1024, channel_base=1024,
+                                                channel_max=8, mapping_layers=2))
+    assert (G.img_resolution, G.num_ws) == (1024, 18)
+    dragnb.save_generator(G, models / "metfaces-random.safetensors")
     out = tmp_path / "figures"
     r = run_notebook(ROOT / "notebooks/04_blog_figures.ipynb",
                      {"MODEL": notebook_model, "STEPS": 4, "OUT": str(out), "SIZE": 128,
                       "BLOG_MODELS_DIR": str(models), "BLOG_STEPS": 2},
-                     ["fig1_max_diff", "figure_files", "blog_files", "fig2"], tmp_path)
+                     ["fig1_max_diff", "figure_files", "blog_files", "fig2", "blog"], tmp_path, timeout=600)
     assert r["fig1_max_diff"] <= 1  # Figure 1's ONNX Runtime image is PyTorch's
-    assert set(r["figure_files"]) == {"fig1_code_and_image.png", "fig2a_original.png", "fig2b_result.png",
-                                      "fig2c_animation.gif"}
-    assert r["blog_files"] == sorted("ffhq_" + f for f in r["figure_files"])
-    for f in r["figure_files"] + r["blog_files"]:
+    assert {"fig1_code_and_image.png", "fig2a_original.png", "fig2b_result.png",
+            "fig2c_animation.gif"} <= set(r["figure_files"])
+    assert r["blog_files"] == sorted(["metfaces_stylegan_seed_71.png", "metfaces_draggan_seed_71_pt_training.gif",
+                                      "metfaces_draggan_seed_71_pt_training_official.gif",
+                                      "metfaces_draggan_seed_71_pt_training_dragnb.gif"])
+    for f in r["blog_files"]:
         assert (out / f).stat().st_size > 0
+    from PIL import Image
+
+    assert Image.open(out / "metfaces_stylegan_seed_71.png").size == (1024, 1024)
+    for mode in ("blog", "official", "dragnb"):  # the same pair, from the same image, in each mode
+        assert 1 <= r["blog"][mode]["steps"] <= 2
+        assert r["blog"][mode]["handle"] == [500, 647] or r["blog"][mode]["steps"] == 2
 
 
 @pytest.mark.slow  # a kernel runs the notebook top to bottom
