@@ -118,17 +118,18 @@ class SessionSettings:
                 self.latent_space = latent_space
 
     @durable
-    def set_backend(self, backend) -> None:
+    def set_backend(self, backend, progress: bool = True) -> None:
         """Switch the optimisation back-end ("torch" / "ort"). Latent and Adam state carry over (both back-ends
-        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once).
-        A session on ORT artifacts has no PyTorch back-end (ValueError)."""
+        keep the same state), so the drag continues; the ORT back-end exports its artifacts on first use (slow once;
+        ``progress``: with a tqdm bar meanwhile). A session on ORT artifacts has no PyTorch back-end (ValueError)."""
         check_backend(None, backend)
         with self._lock:
             if backend == self.backend_name:
                 return
             check_backend(self.G, backend)
             p = self.params
-            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"])
+            extra = {"progress": bool(progress)} if backend == "ort" else {}
+            new = load_backend(backend)(self.G, p["feature_block"], p["noise_mode"], compat=p["compat"], **extra)
             new.set_state(self._backend.get_state())
             self._backend, self.backend_name = new, backend
 

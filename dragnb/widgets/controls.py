@@ -352,15 +352,9 @@ def _on_backend(wb: Workbench, change) -> None:
     name = change["new"]
 
     def switch():
-        if name == "ort" and not isinstance(wb.session.G, ArtifactModel):
-            # Export (or find) the artifacts first without tqdm's bar: in a notebook that bar is a widget of
-            # its own, left behind in the output ("model not found" once the notebook is reopened); the
-            # workbench's bar shows the time meanwhile. The back-end then finds them in the cache.
-            from ..backends.ort_cache import ensure_artifacts
-
-            p = wb.session.params
-            ensure_artifacts(wb.session.G, p["feature_block"], p["noise_mode"], progress=False, compat=p["compat"])
-        wb.session.set_backend(name)
+        # Without tqdm's bar: in a notebook that bar is a widget of its own, left behind in the output ("model not
+        # found" once the notebook is reopened); the workbench's bar shows the time meanwhile.
+        wb.session.set_backend(name, progress=False)
 
     label = "preparing ONNX Runtime (exports training artifacts on first use)" if name == "ort" else "back-end"
     _in_background(wb, label, switch, f"back-end: {name}")
