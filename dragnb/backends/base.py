@@ -10,7 +10,8 @@ One :meth:`Backend.step` is ONE generator forward at the current latent, then, o
 point tracking, the motion and mask losses (``dragnb.drag.core.drag_objective``) and, unless every
 point has arrived, one Adam update of the latent. Everything the step reports (image, features,
 tracked points, losses) belongs to the latent *before* that update. (Blog mode, ``core.blog_objective``:
-the losses at the given handles, then tracking on the same features; the tracked points are the next step's.)
+the losses at the given handles, then tracking on the same features; the tracked points are the next step's. Its
+stop test looks at the handles the previous step used, ``previous_rc``, as the sample's loop does.)
 
 Adam (both back-ends, so they agree to float rounding): betas (0.9, 0.999), eps 1e-8, no weight decay, and
 one of two rules for the bias correction. In dragnb mode, eps OUTSIDE it, as ONNX Runtime's AdamW kernel
@@ -117,6 +118,7 @@ class Backend(ABC):
         render_image: bool,            # also render the full image of this forward
         return_features: bool = False,  # also return the resized features (can be large)
         reg: float = 0.0,              # official mode: weight of mean |ws - ws0| (must be 0 in dragnb mode)
+        previous_rc: np.ndarray | None = None,  # blog mode: int64 [P, 2] handles of the previous step (None: these)
     ) -> StepOutput:
         """One forward: track, losses, and one Adam update unless converged. See the module docstring."""
 

@@ -97,9 +97,9 @@ class OrtBackend(Backend):
         return image_to_uint8(img, self.compat), feat
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-             l1_tracking, lr, render_image, return_features=False, reg=0.0):
+             l1_tracking, lr, render_image, return_features=False, reg=0.0, previous_rc=None):
         r = self.runtime.step(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-                              l1_tracking, lr, render_image, return_features, reg)
+                              l1_tracking, lr, render_image, return_features, reg, previous_rc)
         return StepOutput(
             loss=r["loss"], motion=r["motion"], mask=r["mask"], tracked_rc=r["tracked_rc"], distance=r["distance"],
             converged=r["converged"], image=image_to_uint8(r["image"], self.compat) if r["image"] is not None else None,

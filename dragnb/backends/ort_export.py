@@ -97,8 +97,10 @@ OFFICIAL_STEP_INPUTS = STEP_INPUTS + (
     "radius",       # float32 []: the official motion disk's radius r1, pixels
     "reg",          # float32 []: weight of mean |ws - ws0| (the official latent regulariser)
 )
-# The blog step's inputs: no mask term, L1 tracking always; ``disk`` holds geometry.blog_disk_offsets(r1).
-BLOG_STEP_INPUTS = ("ws0", "select", "handles_rc", "targets_rc", "ref_feats", "window", "disk", "tolerance")
+# The blog step's inputs: no mask term, L1 tracking always; ``disk`` holds geometry.blog_disk_offsets(r1), and
+# ``previous_rc`` int64 [P, 2] the handles of the previous step (its stop test looks at them).
+BLOG_STEP_INPUTS = ("ws0", "select", "handles_rc", "previous_rc", "targets_rc", "ref_feats", "window", "disk",
+                    "tolerance")
 STEP_OUTPUTS = (
     "loss",         # float32 []: motion + lambda_mask * mask (MUST stay first: the backward pass starts here)
     "motion",       # float32 []
@@ -115,7 +117,7 @@ STEP_OUTPUTS = (
 # The training model does not return them (a [C, H, W] copy per step).
 EVAL_ONLY_OUTPUT = "features"   # float32 [C, H, W]
 _DYNAMIC = {
-    "handles_rc": {0: "points"}, "targets_rc": {0: "points"}, "ref_feats": {0: "points"},
+    "handles_rc": {0: "points"}, "previous_rc": {0: "points"}, "targets_rc": {0: "points"}, "ref_feats": {0: "points"},
     "window": {0: "window"}, "disk": {0: "disk"},  # "disk" is the official step's box too
     "fixed": {0: "mask_h", 1: "mask_w"}, "f0_fixed": {0: "mask_c", 1: "mask_h", 2: "mask_w"},
     "tracked_rc": {0: "points"}, "distance": {0: "points"},
@@ -197,13 +199,13 @@ class BlogDragStep(DragStep):
     """The blog sample's step (inputs :data:`BLOG_STEP_INPUTS`, outputs as :class:`DragStep`'s, ``mask`` 0):
     ``core.blog_objective`` on the features of the forward."""
 
-    def forward(self, ws0, select, handles_rc, targets_rc, ref_feats, window, disk, tolerance):
+    def forward(self, ws0, select, handles_rc, previous_rc, targets_rc, ref_feats, window, disk, tolerance):
         keep = 1 - select.sum(dim=1)
         ws = ws0 * keep[None, :, None] + select @ self.latent
         x, img = self.synthesis.run_blocks(ws, 0, self.feature_block + 1, noise_mode=self.noise_mode,
                                            render_rgb=self.has_img)
         feat = core.ResizedFeatures(x, self.size)
-        out = core.blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance,
+        out = core.blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance, previous_rc,
                                   stop_gradient=self.sg) + (x,)
         return out + ((img,) if self.has_img else ()) + (feat.full(),)
 
@@ -261,8 +263,8 @@ def example_step_inputs(G: Generator, feature_block: int, points: int = 2, compa
         torch.from_numpy(disk), torch.zeros(h, w), torch.zeros(c, h, w),
         torch.tensor(10.0), torch.tensor(float(tol)), torch.tensor(False),
     )
-    if compat == "blog":  # positional: drop the mask, lambda and l1 inputs the blog step has not
-        return args[:7] + (args[10],)
+    if compat == "blog":  # positional: the previous handles after the handles; no mask, lambda or l1 inputs
+        return args[:3] + (handles,) + args[3:7] + (args[10],)
     return args + ((torch.tensor(float(r1)), torch.tensor(0.0)) if compat == "official" else ())
 
 

@@ -312,7 +312,7 @@ class DragRuntime:
         return hit[2]
 
     def _feeds(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1,
-               reg=0.0):
+               reg=0.0, previous_rc=None):
         """OrtValues in ``step_inputs`` order (see ``ort_export.STEP_INPUTS`` and ``OFFICIAL_STEP_INPUTS``)."""
         if fixed is None:  # broadcast zeros: the mask term is exactly 0 and nothing large is allocated
             fixed, f0_fixed = self._zero_mask
@@ -323,6 +323,8 @@ class DragRuntime:
             "ws0": lambda: self._cached("ws0", self._ws0, np.float32),
             "select": lambda: self._cached("select", self._select, np.float32),
             "handles_rc": lambda: wrap(np.reshape(handles_rc, (-1, 2)), np.int64),
+            "previous_rc": lambda: wrap(np.reshape(handles_rc if previous_rc is None else previous_rc, (-1, 2)),
+                                        np.int64),
             "targets_rc": lambda: wrap(np.reshape(targets_rc, (-1, 2)), np.float32),
             "ref_feats": lambda: self._cached("ref_feats", ref_feats, np.float32, (-1, self.feature_shape[0])),
             "window": lambda: self._const(("window", int(r2)), lambda: _window(int(r2))),
@@ -364,8 +366,9 @@ class DragRuntime:
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed=None, f0_fixed=None, lambda_mask=10.0, r1=3.0, r2=12,
              tolerance=2.0, l1_tracking=False, lr=2e-3, render_image=False, return_features=False,
-             reg=0.0) -> dict:
-        """ONE DragGAN step (shapes as in ``dragnb.backends.base.Backend.step``; ``reg``: official artifacts only).
+             reg=0.0, previous_rc=None) -> dict:
+        """ONE DragGAN step (shapes as in ``dragnb.backends.base.Backend.step``; ``reg``: official artifacts only;
+        ``previous_rc``: blog artifacts, the handles of the previous step, which their stop test looks at).
 
         Returns a dict: loss, motion, mask (floats), tracked_rc int64 [P, 2], distance float32 [P],
         converged (bool; then the latent was not updated), image float [3, H, W] or None, features
@@ -378,7 +381,7 @@ class DragRuntime:
         ws = self.ws() if render_image else None
         self.trainer.lazy_reset_grad()  # ORT accumulates gradients across calls otherwise
         feeds = self._feeds(handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-                            l1_tracking, reg)
+                            l1_tracking, reg, previous_rc)
         out = self._run(feeds, self.step_outputs)
         converged = bool(out["converged"].numpy())
         if not converged:
@@ -424,11 +427,12 @@ def drag(rt: DragRuntime, ws0: np.ndarray, handles_rc, targets_rc, steps: int = 
     ref = f0[:, handles[:, 0], handles[:, 1]].T.copy()  # [P, C]
     f0_fixed = None if fixed is None else (f0 * np.asarray(fixed, np.float32)[None]).astype(np.float32)
     history = []
+    previous = handles
     for _ in range(int(steps)):
         r = rt.step(handles, targets_rc, ref, fixed, f0_fixed, lambda_mask, r1, r2, tolerance, l1_tracking, lr,
-                    reg=reg)
+                    reg=reg, previous_rc=previous)
         history.append(r)
-        handles = r["tracked_rc"]
+        previous, handles = handles, r["tracked_rc"]
         if r["converged"]:
             break
     return history

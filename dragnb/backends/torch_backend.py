@@ -137,7 +137,7 @@ class TorchBackend(Backend):
         return image_to_uint8(img.cpu().numpy(), self.compat), self._full_map(feat)
 
     def step(self, handles_rc, targets_rc, ref_feats, fixed, f0_fixed, lambda_mask, r1, r2, tolerance,
-             l1_tracking, lr, render_image, return_features=False, reg=0.0):
+             l1_tracking, lr, render_image, return_features=False, reg=0.0, previous_rc=None):
         dev = self.device
         if float(reg) and self.compat != "official":
             raise ValueError("reg is an official-mode parameter (compat='official')")
@@ -150,7 +150,8 @@ class TorchBackend(Backend):
         if self.compat == "blog":
             loss, motion, masked, tracked, dist, converged = core.blog_objective(
                 feat, self._ref_tensor(ref_feats), handles, targets, window, _blog_disk(float(r1)).to(dev),
-                float(tolerance))
+                float(tolerance), None if previous_rc is None else torch.as_tensor(
+                    np.asarray(previous_rc, np.int64).reshape(-1, 2), device=dev))
         else:
             official = self.compat == "official"
             fixed_t, f0_t = self._mask_tensors(fixed, f0_fixed)

@@ -360,20 +360,22 @@ def blog_motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient: Callable
     return per_point.sum(), per_point
 
 
-def blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance,
+def blog_objective(feat, ref_feats, handles_rc, targets_rc, window, disk, tolerance, previous_rc=None,
                    stop_gradient: Callable = torch.Tensor.detach):
     """One step of the blog sample's loop (``compat="blog"``) on the features of one forward.
 
-    In the sample's order: the stop test on the current handles (``torch.allclose(handles, targets,
-    atol=tolerance)``: every coordinate within ``tolerance + 1e-5 |target|``), the motion term at those handles
+    In the sample's order: the stop test (``torch.allclose(handles, targets, atol=tolerance)``: every coordinate
+    within ``tolerance + 1e-5 |target|``) on ``previous_rc``, the handles the PREVIOUS step used (the sample's loop
+    tests its handle tensor before rebuilding it from the last tracking result, so it stops one step after
+    tracking arrives; None or the first step of a drag: ``handles_rc``), the motion term at ``handles_rc``
     (:func:`blog_motion_loss`; no mask term), and L1 point tracking on the same, pre-update features, which gives
     the handles of the NEXT step (tracking runs one step behind the update). Converged, the handles stay.
 
-    Shapes as :func:`drag_objective`'s. Returns ``(loss, motion, mask (0), tracked int64 [P, 2], distance [P] of the
-    tracked handles, converged bool scalar)``.
+    Shapes as :func:`drag_objective`'s; ``previous_rc`` int64 [P, 2]. Returns ``(loss, motion, mask (0), tracked
+    int64 [P, 2], distance [P] of the tracked handles, converged bool scalar)``.
     """
-    handles = handles_rc.to(targets_rc.dtype)
-    converged = ((handles - targets_rc).abs() <= tolerance + 1e-5 * targets_rc.abs()).all()
+    tested = (handles_rc if previous_rc is None else previous_rc).to(targets_rc.dtype)
+    converged = ((tested - targets_rc).abs() <= tolerance + 1e-5 * targets_rc.abs()).all()
     motion, _ = blog_motion_loss(feat, handles_rc, targets_rc, disk, stop_gradient)
     tracked = torch.where(converged, handles_rc, track_points(feat, ref_feats, handles_rc, window, l1=True))
     dist = (targets_rc - tracked.to(targets_rc.dtype)).square().sum(1).sqrt()

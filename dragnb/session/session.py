@@ -133,6 +133,7 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         self._drag_steps = 0
         self._needs_init = True       # the optimisation restarts (F0, refs, Adam) at the next step
         self._initial_rc = None       # int64 [P, 2] handles when F0 was taken
+        self._previous_rc = None      # int64 [P, 2] handles the previous step of the drag used
         self._ref_feats = self._fixed = self._f0_fixed = None
         self._image: np.ndarray | None = None  # image of the current latent, when known
         self._ws_seed = self._seed_ws(seed)
@@ -306,6 +307,7 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         img, f0 = self._backend.features()
         self._image = img
         self._initial_rc = geometry.xy_to_rc(self._points.handles).round().astype(np.int64)
+        self._previous_rc = None  # the handles the last step of this drag used (blog mode's stop test)
         self._set_refs(f0)
         self._needs_init = False
 
@@ -350,8 +352,9 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         out = self._backend.step(
             handles_rc, geometry.xy_to_rc(pts.targets).astype(np.float32), self._ref_feats, self._fixed,
             self._f0_fixed, p["lambda_mask"], p["r1"], p["r2"], p["tolerance"], p["l1_tracking"], p["lr"],
-            render_image=render, reg=p["reg"],
+            render_image=render, reg=p["reg"], previous_rc=self._previous_rc,
         )
+        self._previous_rc = handles_rc
         ms = (time.perf_counter() - t0) * 1000
         if snap is not None and not out.converged:  # a drag that starts converged changes nothing: no undo unit
             self._push_history(snap)
