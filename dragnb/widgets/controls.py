@@ -28,6 +28,9 @@ SESSION_MODEL = ""       # model dropdown value for "the model this session was 
 BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
 PARAM_NAMES = ("compat", "lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
 COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"))
+CANVAS_CLASS = "dragnb-image"  # CSS class of the workbench's image canvas
+# A canvas shown larger than its pixels (a wide cell, a zoomed page) keeps the image's pixels square and crisp.
+CANVAS_CSS = f"<style>canvas.{CANVAS_CLASS} {{ image-rendering: pixelated; }}</style>"
 NO_CLASS = -1            # class control value for the all-zeros label (what the official DragGAN code passes)
 
 
@@ -114,6 +117,7 @@ class Controls:
         self.confirm = row(self.confirm_text, self.confirm_yes, self.confirm_no, align_items="center",
                            display="none", flex_flow="row wrap")
 
+        self.css = W.HTML(CANVAS_CSS, layout=W.Layout(display="none"))  # a <style> applies wherever it sits
         self.status = W.HTML(layout=W.Layout(height=STATUS_HEIGHT, width="100%", overflow="hidden"))
         self.message = W.HTML()
         self.error = W.HTML()
