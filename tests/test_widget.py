@@ -16,6 +16,7 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
+from dragnb.checkpoints import BUNDLED, load_generator
 from dragnb.drag import core
 from dragnb.session import DragSession
 from dragnb.testing import UNIMPORTABLE_SRC
@@ -182,6 +183,28 @@ def test_model_menu_lists_the_model_once(tiny_model_path, tmp_path):
     values = [v for _, v in wb.model.options]
     assert wb.model.value == str(tiny_model_path) and values.count(str(tiny_model_path)) == 1
     assert "(the given session's model)" not in [label for label, _ in wb.model.options]
+
+
+def test_a_given_session_on_a_listed_model_is_listed_once(tiny_model_path, tmp_path):
+    """A session opened from the bundled model or a checkpoint in the models folder is that menu entry (not a
+    second "(the given session's model)"); an in-memory generator's session has the entry of its own."""
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    listed = shutil.copy(tiny_model_path, models / "tiny.safetensors")
+    wb = Workbench(session=DragSession(str(tmp_path / "models" / ".." / "models" / "tiny.safetensors")),
+                   models_dir=models)
+    labels = [label for label, _ in wb.model.options]
+    assert wb.model.value == str(listed) and labels.count("tiny.safetensors") == 1
+    assert "(the given session's model)" not in labels
+    if BUNDLED["toyfaces"].exists():
+        wb = Workbench(session=DragSession(), models_dir=models)
+        labels = [label for label, _ in wb.model.options]
+        assert wb.model.value == "toyfaces" and labels.count("toyfaces (bundled)") == 1
+        assert "(the given session's model)" not in labels
+    wb = Workbench(session=DragSession(load_generator(listed)), models_dir=models)
+    assert wb.model.value == "" and wb.model.options[0][0] == "(the given session's model)"
 
 
 # ----------------------------------------------------------------------------

@@ -212,18 +212,38 @@ def _devices(current: str) -> list[str]:
     return found if current in found else [*found, current]
 
 
-def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
-    """Bundled models that are installed, then the checkpoints in ``models_dir``, then the session's model."""
+def model_options(models_dir: Path, model_value: str) -> tuple[list[tuple[str, str]], str]:
+    """(options, value): the bundled models that are installed, then the checkpoints in ``models_dir``, then the
+    session's model unless it is one of them (a path is recognised by the file it names), and the value among
+    them that stands for ``model_value``."""
     from ..checkpoints import BUNDLED  # imports torch: not at this module's import
 
     opts = [(f"{name} (bundled)", name) for name, path in BUNDLED.items() if path.exists()]
     if models_dir.is_dir():
         files = sorted({p for g in CHECKPOINT_GLOBS for p in models_dir.glob(g)})
         opts += [(p.name, str(p)) for p in files]
+    if model_value != SESSION_MODEL and model_value not in [v for _, v in opts]:
+        files = {_same_file(BUNDLED.get(v, v)): v for _, v in opts}
+        model_value = files.get(_same_file(model_value), model_value)
     if model_value not in [v for _, v in opts]:
         label = "(the given session's model)" if model_value == SESSION_MODEL else str(model_value)
         opts.insert(0, (label, model_value))
-    return opts
+    return opts, model_value
+
+
+def _same_file(path) -> str:
+    """A path's canonical form (links and ``~`` resolved), to compare the files two paths name."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+def session_model_value(session: DragSession) -> str:
+    """The model menu's value for a given session: its model's name or file where it was opened from one
+    unchanged, else ``SESSION_MODEL`` (an in-memory generator, a picture's tuned one)."""
+    source = session.model_source
+    return SESSION_MODEL if source is None else source
 
 
 # ----------------------------------------------------------------------------

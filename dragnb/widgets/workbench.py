@@ -33,7 +33,7 @@ from ipyevents import Event
 
 from ..session import DragSession
 from . import edits, files, render
-from .controls import CANVAS_CLASS, SESSION_MODEL, Controls, connect, model_options, row
+from .controls import CANVAS_CLASS, SESSION_MODEL, Controls, connect, model_options, row, session_model_value
 from .drawing import CanvasMap, put_image
 from .history import History
 from .internals import InternalsView
@@ -88,7 +88,9 @@ class Workbench(widgets.VBox):
             self._model_value = DEFAULT_MODEL
         elif isinstance(model, (str, os.PathLike)):
             self._model_value = os.fspath(model)
-        else:  # a session, or a Generator object
+        elif session is not None:  # named by its model's name or file, if it was opened from one unchanged
+            self._model_value = session_model_value(session)
+        else:  # a Generator object
             self._model_value = SESSION_MODEL
         self.last_error: BaseException | None = None
         self.last_image: np.ndarray | None = None  # uint8 [H, W, 3] last image drawn
@@ -131,7 +133,8 @@ class Workbench(widgets.VBox):
         self.selected: int | None = None                        # point index for Delete and the internals view
         self._internals_time = 0.0   # when the internals view was last updated (time.monotonic())
         self._internals_cost = 0.0   # seconds that update took
-        self._controls.offer(session, model_options(self.models_dir, self._model_value))
+        options, self._model_value = model_options(self.models_dir, self._model_value)
+        self._controls.offer(session, options)
         self._sync_controls()
         # The column is as wide as the canvas, and narrower where the notebook is (flex-shrink, no minimum):
         # the canvas then shrinks with it, so the image and the actions above it stay in view together.
