@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import imageio.v3 as iio
 import numpy as np
+import pytest
 from PIL import Image
 
 from dragnb.drag.recording import HANDLE_COLOR, TARGET_COLOR, Recording, draw_points
@@ -58,6 +59,24 @@ def test_thinning_bounds_the_frame_count(tmp_path):
     assert len(files) == len(rec)  # dropped frames are deleted from disk
     rec.close()
     assert not rec._dir.exists()
+
+
+def test_frames_are_written_behind_the_step_exactly(tmp_path):
+    """The writer thread keeps each frame's pixels (a copy: the caller may reuse its array) and ws exactly; a
+    write that failed is raised at the next read, not lost."""
+    rec = Recording()
+    img = np.random.default_rng(0).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    ws = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    for step in range(12):
+        rec.add(step, img, [(1, 1)], [(5, 5)], ws + step)
+        img[0, 0] = 255 - step  # reused by the caller after add()
+    assert rec.steps() == list(range(12))
+    assert rec.image(3)[0, 0, 0] == 255 - 2 and (rec.image(3)[1:] == img[1:]).all()
+    np.testing.assert_array_equal(np.load(rec.export_latents(tmp_path / "ws.npy"))[5], ws[0] + 5)
+    rec.close()
+    rec.add(12, img, [(1, 1)], [(5, 5)])  # its folder is gone: the write fails on the writer thread
+    with pytest.raises(OSError, match="could not be written"):
+        rec.flush()
 
 
 def test_overlay_colours():

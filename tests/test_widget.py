@@ -16,6 +16,7 @@ from ipycanvas.canvas import _CANVAS_MANAGER, COMMANDS
 from PIL import Image
 
 import dragnb
+from dragnb.checkpoints import BUNDLED, load_generator
 from dragnb.drag import core
 from dragnb.session import DragSession
 from dragnb.testing import UNIMPORTABLE_SRC
@@ -79,8 +80,9 @@ def wb(tiny_generator, drawn, tmp_path):
     w.wait(30)
 
 
-def mouse(wb, kind, x, y, **kw):
-    """An ipyevents mouse message at canvas pixel (x, y) (the canvas is shown 1:1, as in the browser)."""
+def mouse(wb, kind, x=None, y=None, **kw):
+    """An ipyevents mouse message at canvas pixel (x, y), the canvas shown 1:1 (``kw`` may give other
+    displayed coordinates and size)."""
     msg = {"type": kind, "relativeX": x, "relativeY": y, "boundingRectWidth": wb.canvas.width,
            "boundingRectHeight": wb.canvas.height, "button": 0, "buttons": 0 if kind == "mouseup" else 1,
            "altKey": False, "shiftKey": False, "ctrlKey": False, "metaKey": False}
@@ -140,6 +142,31 @@ def test_the_actions_sit_above_the_image(wb):
     widths = [int(b.layout.width.removesuffix("px")) + 4 for b in toolbar.children]  # 2 px margin each side
     assert sum(widths) <= wb.canvas.width
     assert wb.children[0].layout.flex_flow == "row wrap"
+    # In a narrow notebook the column and the canvas shrink (the canvas at most its pixel size, its aspect kept).
+    assert left.layout.flex == "0 1 auto" and left.layout.min_width == "0"
+    lay = wb.canvas.layout
+    assert (lay.width, lay.max_width, lay.height) == ("100%", f"{wb.canvas.width}px", "auto")
+    assert "dragnb-image" in wb.canvas._dom_classes and "image-rendering: pixelated" in wb._controls.css.value
+
+
+@pytest.mark.parametrize("shown", [300, 1024])  # displayed CSS pixels of the 512 px canvas
+def test_clicks_on_a_canvas_shown_smaller_or_larger_land_on_their_pixel(wb, shown):
+    """ipyevents reports displayed pixels and the displayed size: a click maps to the image pixel under it."""
+    k = shown / wb.canvas.width
+
+    def at(x, y):  # the displayed position of image pixel (x, y)'s centre, rounded as ipyevents does
+        cx, cy = canvas_xy(x, y)
+        return {"relativeX": round(cx * k), "relativeY": round(cy * k), "boundingRectWidth": shown,
+                "boundingRectHeight": shown}
+
+    for kind in ("mousedown", "mouseup"):
+        mouse(wb, kind, **at(10, 40))
+    assert wb._pointer.pending == (10, 40)
+    for kind in ("mousedown", "mouseup"):
+        mouse(wb, kind, **at(50, 3))
+    assert wb.session.handle_points == [(10.0, 40.0)] and wb.session.target_points == [(50.0, 3.0)]
+    mouse(wb, "mousedown", **at(50, 3), button=2)  # a right-click on the displayed target deletes its pair
+    assert wb.session.target_points == []
 
 
 def test_session_or_model_not_both(tiny_generator):
@@ -156,6 +183,28 @@ def test_model_menu_lists_the_model_once(tiny_model_path, tmp_path):
     values = [v for _, v in wb.model.options]
     assert wb.model.value == str(tiny_model_path) and values.count(str(tiny_model_path)) == 1
     assert "(the given session's model)" not in [label for label, _ in wb.model.options]
+
+
+def test_a_given_session_on_a_listed_model_is_listed_once(tiny_model_path, tmp_path):
+    """A session opened from the bundled model or a checkpoint in the models folder is that menu entry (not a
+    second "(the given session's model)"); an in-memory generator's session has the entry of its own."""
+    import shutil
+
+    models = tmp_path / "models"
+    models.mkdir()
+    listed = shutil.copy(tiny_model_path, models / "tiny.safetensors")
+    wb = Workbench(session=DragSession(str(tmp_path / "models" / ".." / "models" / "tiny.safetensors")),
+                   models_dir=models)
+    labels = [label for label, _ in wb.model.options]
+    assert wb.model.value == str(listed) and labels.count("tiny.safetensors") == 1
+    assert "(the given session's model)" not in labels
+    if BUNDLED["toyfaces"].exists():
+        wb = Workbench(session=DragSession(), models_dir=models)
+        labels = [label for label, _ in wb.model.options]
+        assert wb.model.value == "toyfaces" and labels.count("toyfaces (bundled)") == 1
+        assert "(the given session's model)" not in labels
+    wb = Workbench(session=DragSession(load_generator(listed)), models_dir=models)
+    assert wb.model.value == "" and wb.model.options[0][0] == "(the given session's model)"
 
 
 # ----------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Recording of a drag: every step's frame and points, kept on disk so memory stays bounded; GIF/MP4/PNG export.
 
-Frames are PNG files in a temporary folder (removed with the recording); RAM holds only the points and step
-indices. When more than ``max_frames`` frames have been kept, every other one is dropped and from then on
-only every 2nd (4th, ...) step is kept, so a long drag still spans its whole length; the latest frame is
-always kept.
+Frames are files in a temporary folder (removed with the recording): the pixels zlib-compressed (level 1,
+lossless); RAM holds only the points and step indices. A writer thread compresses and writes them (and
+deletes thinned ones, in order) behind the step that made them, so a step does not wait for them; zlib
+compresses without holding Python's GIL, so the writer does not hold up the step thread either. At most
+``PENDING`` frames wait in memory, and every reader waits for the writes first. When more than
+``max_frames`` frames have been kept, every other one is dropped and from then on only every 2nd (4th, ...)
+step is kept, so a long drag still spans its whole length; the latest frame is always kept.
 
 Overlays: handle points red, targets blue, an arrow from each handle to its target (Pillow drawing).
 Points are (x, y) image pixels, as everywhere in the public API.
@@ -13,6 +16,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +27,7 @@ from PIL import Image, ImageDraw
 
 HANDLE_COLOR = (230, 30, 30)
 TARGET_COLOR = (30, 80, 240)
+PENDING = 8  # frames waiting for the writer at most: a step waits beyond it (a slow disk), memory stays bounded
 
 
 def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
@@ -48,17 +55,29 @@ def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
     return np.asarray(im)
 
 
+def _write_image(path: Path, image: np.ndarray) -> None:
+    """uint8 [H, W, C] -> ``path``: H, W, C as int32, then the zlib-compressed pixels."""
+    path.write_bytes(np.array(image.shape, np.int32).tobytes() + zlib.compress(image.tobytes(), 1))
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """What :func:`_write_image` wrote, as uint8 [H, W, C]."""
+    data = path.read_bytes()
+    shape = tuple(int(v) for v in np.frombuffer(data[:12], np.int32))
+    return np.frombuffer(zlib.decompress(data[12:]), np.uint8).reshape(shape)
+
+
 @dataclass
 class Frame:
     step: int                # session step index of this frame
     handles_xy: np.ndarray   # float [P, 2] handles shown in the frame (tracked at that step)
     targets_xy: np.ndarray   # float [P, 2]
-    file: Path               # PNG of the image (no overlays)
+    file: Path               # the image (no overlays): see _write_image
     ws_file: Path | None     # .npy of the ws [1, num_ws, w_dim] that produced the image
 
 
 class Recording:
-    """The frames of a session's drags; bounded memory (PNG files on disk) and bounded count (thinning).
+    """The frames of a session's drags; bounded memory (files on disk) and bounded count (thinning).
 
     Args:
         max_frames: most frames kept; beyond it the recording thins itself (see the module docstring).
@@ -74,26 +93,63 @@ class Recording:
         self._offered = 0      # frames offered since the last clear
         self._counter = 0      # unique file names
         self._tail: Frame | None = None  # the latest offered frame when thinning skipped it
+        self._writer: ThreadPoolExecutor | None = None  # one thread: file work in the order it was asked for
+        self._room = threading.BoundedSemaphore(PENDING)
+        self._error: BaseException | None = None        # the first failed file operation, raised by a reader
 
     def __len__(self) -> int:
         return len(self._frames) + (self._tail is not None)
 
     @property
     def frames(self) -> list[Frame]:
-        """The kept frames in step order (the latest always included)."""
-        return self._frames + ([self._tail] if self._tail is not None else [])
+        """The kept frames in step order (the latest always included), their files written."""
+        frames = self._frames + ([self._tail] if self._tail is not None else [])
+        self.flush()
+        return frames
+
+    def flush(self) -> None:
+        """Wait until every frame asked for so far is on disk; raise the first file error since the last flush."""
+        if self._writer is not None:
+            self._writer.submit(lambda: None).result()  # one FIFO thread: done after everything before it
+        error, self._error = self._error, None
+        if error is not None:
+            raise OSError(f"a recorded frame could not be written: {error}") from error
+
+    def _in_writer(self, fn, *args, pending: bool = False) -> None:
+        """Run ``fn(*args)`` on the writer thread, after the file work asked for before (``pending``: it holds
+        a frame in memory, one of the ``PENDING`` allowed)."""
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="dragnb-recording")
+        if pending:
+            self._room.acquire()
+
+        def run():
+            try:
+                fn(*args)
+            except Exception as e:  # kept for the next reader: the step that asked has returned
+                self._error = self._error or e
+            finally:
+                if pending:
+                    self._room.release()
+
+        self._writer.submit(run)
+
+    @staticmethod
+    def _write(stem: Path, image: np.ndarray, ws: np.ndarray | None) -> None:
+        _write_image(stem.with_suffix(".rgbz"), image)
+        if ws is not None:
+            np.save(stem.with_suffix(".npy"), ws)
 
     def add(self, step: int, image: np.ndarray, handles_xy, targets_xy, ws: np.ndarray | None = None) -> None:
-        """Keep one frame: ``image`` uint8 [H, W, 3], points (x, y) [P, 2], optionally the ws that made it."""
+        """Keep one frame: ``image`` uint8 [H, W, 3], points (x, y) [P, 2], optionally the ws that made it
+        (copies: the caller may reuse its arrays; the files are written behind)."""
         self._counter += 1
         stem = self._dir / f"{self._counter:07d}"
-        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stem.with_suffix(".png"), compress_level=1)
-        ws_file = None
-        if ws is not None:
-            ws_file = stem.with_suffix(".npy")
-            np.save(ws_file, np.asarray(ws, dtype=np.float32))
+        ws = None if ws is None else np.array(ws, dtype=np.float32)
+        self._in_writer(self._write, stem, np.array(image, dtype=np.uint8), ws, pending=True)
+        ws_file = None if ws is None else stem.with_suffix(".npy")
         frame = Frame(step, np.array(handles_xy, float).reshape(-1, 2), np.array(targets_xy, float).reshape(-1, 2),
-                      stem.with_suffix(".png"), ws_file)
+                      stem.with_suffix(".rgbz"), ws_file)
         keep = self._offered % self._stride == 0
         self._offered += 1
         if self._tail is not None:
@@ -110,27 +166,36 @@ class Recording:
             self._stride *= 2  # kept frames stay at offered indices 0, stride, 2 stride, ...
 
     def clear(self) -> None:
-        for f in self.frames:
+        for f in self._frames + ([self._tail] if self._tail is not None else []):
             self._delete(f)
         self._frames, self._tail = [], None
         self._stride, self._offered = 1, 0
 
-    def close(self) -> None:
-        """Delete the frame folder (also done when the recording is garbage collected)."""
+    def close(self, wait: bool = True) -> None:
+        """Stop the writer (``wait``: after its work) and delete the frame folder (also done when the recording
+        is garbage collected)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown(wait=wait, cancel_futures=not wait)
         shutil.rmtree(self._dir, ignore_errors=True)
         self._frames, self._tail = [], None
 
     def __del__(self):
         try:
-            self.close()
+            # No waiting: the last reference can go on the writer thread itself, which cannot join itself.
+            self.close(wait=False)
         except Exception:  # interpreter shutdown: nothing useful to do
             pass
 
+    def _delete(self, frame: Frame) -> None:
+        """Delete a frame's files once its writes are done (on the writer thread, in order)."""
+        self._in_writer(self._unlink, frame.file, frame.ws_file)
+
     @staticmethod
-    def _delete(frame: Frame) -> None:
-        for p in (frame.file, frame.ws_file):
-            if p is not None and p.exists():
-                p.unlink()
+    def _unlink(*paths) -> None:
+        for p in paths:
+            if p is not None:
+                p.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ reading
 
@@ -140,7 +205,7 @@ class Recording:
         if not frames:
             raise ValueError("the recording is empty: run some steps first")
         f = frames[index]
-        img = Image.open(f.file).convert("RGB")
+        img = Image.fromarray(_read_image(f.file)).convert("RGB")
         scale = 1.0
         if size is not None and size != max(img.size):
             scale = size / max(img.size)

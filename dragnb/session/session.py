@@ -223,6 +223,13 @@ class DragSession(SessionSettings, SessionHistory, SessionFiles):
         with self._lock:
             return Path(self._backend.folder) if self.backend_name == "ort" else None
 
+    @property
+    def model_source(self) -> str | None:
+        """Where the generator was opened from, unchanged: a bundled model's name or an absolute checkpoint /
+        ORT artifact path; None for an in-memory generator or one tuned to a picture (its weights are the
+        session's own)."""
+        return None if self.picture is not None else self._model_ref
+
     def __repr__(self) -> str:
         label = f", class={self.class_index}" if self.G.c_dim else ""
         return (f"DragSession({self._model_ref or 'in-memory model'}, seed={self.seed}{label}, {self.W}x{self.H}, "

@@ -28,6 +28,9 @@ SESSION_MODEL = ""       # model dropdown value for "the model this session was 
 BACKEND_OPTIONS = (("PyTorch", "torch"), ("ONNX Runtime", "ort"))
 PARAM_NAMES = ("compat", "lr", "lambda_mask", "r1", "r2", "tolerance", "max_steps", "feature_block")
 COMPAT_OPTIONS = (("dragnb", "dragnb"), ("official", "official"), ("blog", "blog"))
+CANVAS_CLASS = "dragnb-image"  # CSS class of the workbench's image canvas
+# A canvas shown larger than its pixels (a wide cell, a zoomed page) keeps the image's pixels square and crisp.
+CANVAS_CSS = f"<style>canvas.{CANVAS_CLASS} {{ image-rendering: pixelated; }}</style>"
 NO_CLASS = -1            # class control value for the all-zeros label (what the official DragGAN code passes)
 
 
@@ -116,6 +119,7 @@ class Controls:
         self.confirm = row(self.confirm_text, self.confirm_yes, self.confirm_no, align_items="center",
                            display="none", flex_flow="row wrap")
 
+        self.css = W.HTML(CANVAS_CSS, layout=W.Layout(display="none"))  # a <style> applies wherever it sits
         self.status = W.HTML(layout=W.Layout(height=STATUS_HEIGHT, width="100%", overflow="hidden"))
         self.message = W.HTML()
         self.error = W.HTML()
@@ -210,18 +214,38 @@ def _devices(current: str) -> list[str]:
     return found if current in found else [*found, current]
 
 
-def model_options(models_dir: Path, model_value: str) -> list[tuple[str, str]]:
-    """Bundled models that are installed, then the checkpoints in ``models_dir``, then the session's model."""
+def model_options(models_dir: Path, model_value: str) -> tuple[list[tuple[str, str]], str]:
+    """(options, value): the bundled models that are installed, then the checkpoints in ``models_dir``, then the
+    session's model unless it is one of them (a path is recognised by the file it names), and the value among
+    them that stands for ``model_value``."""
     from ..checkpoints import BUNDLED  # imports torch: not at this module's import
 
     opts = [(f"{name} (bundled)", name) for name, path in BUNDLED.items() if path.exists()]
     if models_dir.is_dir():
         files = sorted({p for g in CHECKPOINT_GLOBS for p in models_dir.glob(g)})
         opts += [(p.name, str(p)) for p in files]
+    if model_value != SESSION_MODEL and model_value not in [v for _, v in opts]:
+        files = {_same_file(BUNDLED.get(v, v)): v for _, v in opts}
+        model_value = files.get(_same_file(model_value), model_value)
     if model_value not in [v for _, v in opts]:
         label = "(the given session's model)" if model_value == SESSION_MODEL else str(model_value)
         opts.insert(0, (label, model_value))
-    return opts
+    return opts, model_value
+
+
+def _same_file(path) -> str:
+    """A path's canonical form (links and ``~`` resolved), to compare the files two paths name."""
+    try:
+        return str(Path(path).expanduser().resolve())
+    except (OSError, RuntimeError):
+        return str(path)
+
+
+def session_model_value(session: DragSession) -> str:
+    """The model menu's value for a given session: its model's name or file where it was opened from one
+    unchanged, else ``SESSION_MODEL`` (an in-memory generator, a picture's tuned one)."""
+    source = session.model_source
+    return SESSION_MODEL if source is None else source
 
 
 # ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..session import DragSession
-from .controls import SESSION_MODEL
+from .controls import session_model_value
 from .jobs import long_action
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def load_session(wb: Workbench) -> None:
     path = Path(wb.load_path.value).expanduser()
 
     def done(new):
-        wb._model_value = SESSION_MODEL
+        wb._model_value = session_model_value(new)
         wb._attach(new)
         if wb._history.read(wb, path):
             wb._redraw(image=False)

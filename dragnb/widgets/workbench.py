@@ -33,7 +33,7 @@ from ipyevents import Event
 
 from ..session import DragSession
 from . import edits, files, render
-from .controls import SESSION_MODEL, Controls, connect, model_options, row
+from .controls import CANVAS_CLASS, SESSION_MODEL, Controls, connect, model_options, row, session_model_value
 from .drawing import CanvasMap, put_image
 from .history import History
 from .internals import InternalsView
@@ -88,7 +88,9 @@ class Workbench(widgets.VBox):
             self._model_value = DEFAULT_MODEL
         elif isinstance(model, (str, os.PathLike)):
             self._model_value = os.fspath(model)
-        else:  # a session, or a Generator object
+        elif session is not None:  # named by its model's name or file, if it was opened from one unchanged
+            self._model_value = session_model_value(session)
+        else:  # a Generator object
             self._model_value = SESSION_MODEL
         self.last_error: BaseException | None = None
         self.last_image: np.ndarray | None = None  # uint8 [H, W, 3] last image drawn
@@ -131,12 +133,15 @@ class Workbench(widgets.VBox):
         self.selected: int | None = None                        # point index for Delete and the internals view
         self._internals_time = 0.0   # when the internals view was last updated (time.monotonic())
         self._internals_cost = 0.0   # seconds that update took
-        self._controls.offer(session, model_options(self.models_dir, self._model_value))
+        options, self._model_value = model_options(self.models_dir, self._model_value)
+        self._controls.offer(session, options)
         self._sync_controls()
+        # The column is as wide as the canvas, and narrower where the notebook is (flex-shrink, no minimum):
+        # the canvas then shrinks with it, so the image and the actions above it stay in view together.
         left = widgets.VBox([self._controls.toolbar(), self.canvas, self.status,
                              row(self.loss_canvas, self.progress, align_items="center"),
-                             self.message, self.confirm, self.error],
-                            layout=widgets.Layout(width=f"{max(cw, 320)}px"))
+                             self.message, self.confirm, self.error, self._controls.css],
+                            layout=widgets.Layout(width=f"{max(cw, 320)}px", flex="0 1 auto", min_width="0"))
         self._internals_box = widgets.VBox([self.internals],
                                            layout=widgets.Layout(display="flex" if self.internals_toggle.value
                                                                  else "none"))
@@ -149,8 +154,12 @@ class Workbench(widgets.VBox):
         if getattr(self, "canvas", None) is not None:
             for w in (self._mouse, self._menu, self.canvas):
                 w.close()
+        # Shown at its pixel size at most, smaller in a narrow notebook (height follows the aspect ratio; the
+        # pointer maps displayed pixels to canvas pixels), never smoothed (the CANVAS_CLASS style).
         self.canvas = MultiCanvas(3, width=cw, height=ch,
-                                  layout=widgets.Layout(width=f"{cw}px", height=f"{ch}px", flex="0 0 auto"))
+                                  layout=widgets.Layout(width="100%", max_width=f"{cw}px", height="auto",
+                                                        flex="0 0 auto"))
+        self.canvas.add_class(CANVAS_CLASS)
         self.image_layer, self.mask_layer, self.marks_layer = self.canvas[0], self.canvas[1], self.canvas[2]
         # Keys through ipyevents too: it takes them while the mouse is over the canvas, where a canvas' own key
         # events need focus, and focusing the canvas by a click would place a point.
