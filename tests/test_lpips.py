@@ -75,6 +75,9 @@ def fake_weights(tmp_path, monkeypatch):
 def test_weights_verified_by_hash(fake_weights, monkeypatch):
     m = L.load_lpips()
     assert isinstance(m, L.LPIPS) and L.load_lpips() is m  # loaded once
+    assert L.load_lpips(vgg=fake_weights / L.VGG_FILE, heads=fake_weights / L.HEADS_FILE) is m  # or by path
+    with pytest.raises(L.LPIPSWeightsError, match="no LPIPS weights"):
+        L.load_lpips(folder=fake_weights / "elsewhere")
     monkeypatch.setattr(L, "_CACHE", {})
     monkeypatch.setattr(L, "HEADS_SHA256", "0" * 64)
     with pytest.raises(L.LPIPSWeightsError, match="SHA-256"):

@@ -175,13 +175,11 @@ def load_lpips(vgg=None, heads=None, folder=None) -> LPIPS:
     """The LPIPS module from the two weight files: the given paths, else those in ``folder`` (default
     :func:`weights_dir`). Both are hash-verified before anything is loaded. Loaded once per file version (path,
     size, mtime) and shared: the module is frozen, never trained."""
-    if vgg is None or heads is None:
-        found = find_weights(folder)
-        if found is None:
-            where = Path(folder) if folder is not None else weights_dir()
-            raise LPIPSWeightsError(f"no LPIPS weights in {where}: put {VGG_FILE} and {HEADS_FILE} there")
-        vgg, heads = vgg or found[0], heads or found[1]
-    vgg, heads = Path(vgg), Path(heads)
+    where = Path(folder) if folder is not None else weights_dir()
+    if vgg is None and heads is None and find_weights(where) is None:
+        raise LPIPSWeightsError(f"no LPIPS weights in {where}: put {VGG_FILE} and {HEADS_FILE} there")
+    vgg = Path(vgg) if vgg is not None else where / VGG_FILE  # a missing one is reported by _read
+    heads = Path(heads) if heads is not None else where / HEADS_FILE
     key = tuple((os.fspath(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else os.fspath(p)
                 for p in (vgg, heads))
     with _LOCK:
