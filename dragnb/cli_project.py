@@ -72,5 +72,6 @@ def cmd_project(args) -> int:
         line += f", after tuning ({s.picture['tuning_backend']}) {s.picture['psnr']:.2f} dB"
     elif "tuned_psnr" in s.picture:
         line += f"; tuning reached {s.picture['tuned_psnr']:.2f} dB only (more --tune-steps?): kept the projection"
+    line += f"; loss {s.picture['loss']}"  # says which perceptual term ran (lpips-vgg or ms-ssim)
     print(f"{line} ({seconds:.1f} s); wrote {args.out}/projected.png, target.png, projection.json, session.json")
     return 0

@@ -62,3 +62,17 @@ def ort_artifacts_root(tmp_path_factory):
         os.environ.pop("DRAGNB_ARTIFACTS", None)
     else:
         os.environ["DRAGNB_ARTIFACTS"] = old
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_models_folder(tmp_path_factory):
+    """An empty user models folder (``$DRAGNB_MODELS``) for the whole test session: tests never see the user's own
+    checkpoints or LPIPS weights, so the losses that run are the offline ones unless a test puts files there."""
+    root = tmp_path_factory.mktemp("user-models")
+    old = os.environ.get("DRAGNB_MODELS")
+    os.environ["DRAGNB_MODELS"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("DRAGNB_MODELS", None)
+    else:
+        os.environ["DRAGNB_MODELS"] = old

@@ -7,7 +7,11 @@ Images are torch tensors [N, 3, H, W] in the generator's range (about [-1, 1]).
   (the image, then 2x average-pooled copies down to about 16 px), Gaussian window (sigma 1.5, 7 taps), per
   colour channel, stability constants for a data range of 2. It sees structure (edges, contrast) where L2 sees
   only colour, which is what makes a projection's parts line up.
-- ``lpips``: the VGG LPIPS of Zhang et al. 2018, used only where the user has its weights (see ``lpips.py``).
+- ``lpips-vgg``: the VGG LPIPS of Zhang et al. 2018 (``lpips.py``), used where the user has its weights.
+
+``perceptual="auto"`` (the default) picks ``lpips-vgg`` when both of its weight files are in the user models
+folder (hash-verified; a wrong file raises ``LPIPSWeightsError``) and ``ms-ssim`` otherwise; ``.perceptual`` and
+``.name`` say which ran.
 
 Every op here (grouped Conv, AveragePool, arithmetic) has a CPU gradient in ONNX Runtime training, so the same
 module is part of the ORT tuning graph.
@@ -69,29 +73,53 @@ class MultiScaleSSIM(nn.Module):
         return 1.0 - total / self.scales
 
 
+PERCEPTUAL = ("auto", "ms-ssim", "lpips-vgg", "none")
+
+
+def resolve_perceptual(perceptual: str, lpips: nn.Module | None = None) -> str:
+    """The perceptual term that runs for ``perceptual`` (one of :data:`PERCEPTUAL`): "auto" becomes "lpips-vgg"
+    when an LPIPS module is given or its weights are in the user models folder, else "ms-ssim"."""
+    if perceptual not in PERCEPTUAL:
+        raise ValueError(f"perceptual must be one of {', '.join(PERCEPTUAL)}, got {perceptual!r}")
+    if perceptual != "auto":
+        return perceptual
+    from .lpips import find_weights
+
+    return "lpips-vgg" if lpips is not None or find_weights() is not None else "ms-ssim"
+
+
 class ReconstructionLoss(nn.Module):
-    """``l2_weight * L2 + perceptual_weight * perceptual``; ``forward`` returns (total, l2, perceptual).
+    """``l2_weight * L2 + perceptual_weight * perceptual``; ``forward(img, target)`` ([N, 3, H, W], about
+    [-1, 1]) returns (total, l2, perceptual), scalars.
 
     Args:
         height, width: the image size (sets the structural term's number of scales).
-        perceptual: "ms-ssim" (offline), "lpips" (an :class:`~dragnb.projection.lpips.LPIPS` passed as ``lpips``),
-            or "none".
+        perceptual: "auto" (LPIPS where the user has its weights, else ms-ssim), "ms-ssim" (offline),
+            "lpips-vgg" (``lpips``, else :func:`~dragnb.projection.lpips.load_lpips` from the user models folder:
+            an ``LPIPSWeightsError`` if the files are missing or not the right ones), or "none".
+        lpips: an :class:`~dragnb.projection.lpips.LPIPS` to use (with "lpips-vgg" or "auto").
     """
 
-    def __init__(self, height: int, width: int, l2_weight: float = 1.0, perceptual: str = "ms-ssim",
+    def __init__(self, height: int, width: int, l2_weight: float = 1.0, perceptual: str = "auto",
                  perceptual_weight: float = 0.1, lpips: nn.Module | None = None):
         super().__init__()
-        if perceptual not in ("ms-ssim", "lpips", "none"):
-            raise ValueError(f"perceptual must be 'ms-ssim', 'lpips' or 'none', got {perceptual!r}")
-        if perceptual == "lpips" and lpips is None:
-            raise ValueError("perceptual='lpips' needs the LPIPS module (dragnb.projection.lpips.load_lpips)")
-        self.kind, self.l2_weight, self.perceptual_weight = perceptual, float(l2_weight), float(perceptual_weight)
-        self.term = {"ms-ssim": lambda: MultiScaleSSIM(3, num_scales(height, width)), "lpips": lambda: lpips,
-                     "none": lambda: None}[perceptual]()
+        self.kind = resolve_perceptual(perceptual, lpips)
+        self.l2_weight, self.perceptual_weight = float(l2_weight), float(perceptual_weight)
+        if self.kind == "lpips-vgg" and lpips is None:
+            from .lpips import load_lpips
+
+            lpips = load_lpips()
+        self.term = {"ms-ssim": lambda: MultiScaleSSIM(3, num_scales(height, width)), "lpips-vgg": lambda: lpips,
+                     "none": lambda: None}[self.kind]()
+
+    @property
+    def perceptual(self) -> str:
+        """The perceptual term that runs: "lpips-vgg", "ms-ssim" or "none"."""
+        return self.kind
 
     @property
     def name(self) -> str:
-        """What runs, e.g. "l2 + 0.1 ms-ssim"."""
+        """What runs, e.g. "1 l2 + 0.1 ms-ssim"."""
         if self.term is None:
             return "l2"
         return f"{self.l2_weight:g} l2 + {self.perceptual_weight:g} {self.kind}"

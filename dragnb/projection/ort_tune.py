@@ -83,7 +83,7 @@ def _export(G, loss, reg_loss, path, noise_mode) -> list[str]:
     ws = torch.zeros(1, G.num_ws, G.w_dim)
     img = torch.zeros(1, G.img_channels, h, w)
     noise = [b.detach().clone() for _, b in sorted(noise_buffers(G.synthesis).items())]
-    for p in graph.parameters():
+    for p in graph.synthesis.parameters():  # the loss's own weights (LPIPS) stay frozen constants
         p.requires_grad_(True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -219,6 +219,7 @@ class OrtPivotalTuner:
         self._torch = PivotalTuner(G, ws, target, noise, settings, **kwargs)  # data, settings, the copy to fill
         t = self._torch
         self.settings, self.G, self.target, self.pivot = t.settings, G, t.target, t.pivot
+        self.loss, self.reg_loss = t.loss, t.reg_loss  # their .name / .perceptual say which terms ran
         self.folder = ensure_tune_artifacts(G, t.loss, t.reg_loss, t.noise_mode, root)
         from .tune_runtime import TuneRuntime
 
@@ -264,6 +265,17 @@ class OrtPivotalTuner:
             for name, value in self.runtime.weights().items():
                 params[name].copy_(torch.from_numpy(value))
         return T
+
+    def load_weights(self, weights: dict) -> None:
+        """Overwrite ORT's trainable weights (graph names, ``synthesis.<param>``, as :meth:`generator` reads them;
+        float32 arrays or tensors) and leave the optimizer state alone: two back-ends can then take the next step
+        from the same weights (``dragnb.toy.picturecheck.tuning_agreement``)."""
+        unknown = set(weights) - set(self.runtime.config["trainable"])
+        if unknown:
+            raise KeyError(f"not trainable weights of this tuning graph: {sorted(unknown)[:3]}")
+        for name, value in weights.items():
+            value = value.detach().numpy() if isinstance(value, torch.Tensor) else value
+            self.runtime.trainer.set(name, np.asarray(value, np.float32))
 
     def render(self) -> np.ndarray:
         from .projector import to_uint8

@@ -60,7 +60,8 @@ class Projection:
     psnr: float
     latent_space: str
     steps: int
-    loss_name: str
+    loss_name: str                             # e.g. "1 l2 + 0.1 ms-ssim"
+    perceptual: str                            # the perceptual term that ran: "lpips-vgg", "ms-ssim" or "none"
     history: list[float] = field(default_factory=list)   # loss per step
 
 
@@ -124,7 +125,8 @@ class Projector:
         noise_factor: the initial std of the noise added to w, relative to the spread of w (recipe 0.05).
         optimize_noise: also optimise the noise maps (where the model has noise inputs).
         noise_reg: weight of the noise regulariser (recipe 1e5).
-        loss: a :class:`ReconstructionLoss`; None = L2 + 0.1 x multi-scale SSIM.
+        loss: a :class:`ReconstructionLoss`; None = L2 + 0.1 x the perceptual term (LPIPS where the user has its
+            weights, else multi-scale SSIM: ``losses.py``).
         render_every: put the image in every n-th :class:`ProjectionStep` (and in the last).
         seed: seed of the w noise, so a projection is reproducible.
         w_warmup: in W+, the fraction of the steps that first optimise one w for all layers (a W projection,
@@ -228,7 +230,7 @@ class Projector:
         noise = {n: b.detach().numpy().astype(np.float32).copy() for n, b in self._noise.items()}
         return Projection(ws=self.ws().numpy().astype(np.float32), noise=noise, image=image, target=self.target,
                           psnr=psnr(image, self.target), latent_space=self.latent_space, steps=self._step,
-                          loss_name=self.loss.name, history=list(self._history))
+                          loss_name=self.loss.name, perceptual=self.loss.perceptual, history=list(self._history))
 
 
 def project(G, image, latent_space: str = "w+", num_steps: int = 300, callback=None, **kwargs) -> Projection:

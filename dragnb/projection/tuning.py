@@ -147,8 +147,9 @@ class PivotalTuner:
         target: uint8 [H, W, 3], the picture.
         noise: the projection's noise maps (``Projection.noise``), written into the tuned copy.
         settings: :class:`TuningSettings` (or its fields as keyword arguments).
-        loss, reg_loss: reconstruction losses at the pivot and for the regulariser (default: L2 + 0.1 ms-ssim,
-            and 0.1 x (L2 + ms-ssim) as in the paper's regulariser weights).
+        loss, reg_loss: reconstruction losses at the pivot and for the regulariser (default: L2 + 0.1 x the perceptual
+            term, and 0.1 x (L2 + the perceptual term) as in the paper's regulariser weights; the term is LPIPS
+            where the user has its weights, else ms-ssim: ``losses.py``).
     """
 
     def __init__(self, G, ws, target, noise=None, settings: TuningSettings | None = None, *, loss=None,

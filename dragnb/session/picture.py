@@ -126,7 +126,7 @@ def _tune(G, proj, tune, steps, tuning_backend, callback, kwargs):
     from ..projection.tuning import PivotalTuner, tuned_copy
 
     info = {"projection_psnr": round(proj.psnr, 3), "psnr": round(proj.psnr, 3), "latent_space": proj.latent_space,
-            "projection_steps": proj.steps, "loss": proj.loss_name, "tuned": False}
+            "projection_steps": proj.steps, "loss": proj.loss_name, "perceptual": proj.perceptual, "tuned": False}
     if not tune:
         return tuned_copy(G, proj.noise), info
     if tuning_backend == "ort":
@@ -138,7 +138,8 @@ def _tune(G, proj, tune, steps, tuning_backend, callback, kwargs):
         if callback is not None and callback("tune", s):
             break
     tuned_psnr = psnr(t.render(), proj.target)
-    info.update(tuning_backend=tuning_backend, tuning_steps=len(t.history), tuned_psnr=round(tuned_psnr, 3))
+    info.update(tuning_backend=tuning_backend, tuning_steps=len(t.history), tuned_psnr=round(tuned_psnr, 3),
+                tuning_loss=t.loss.name)
     if tuned_psnr < proj.psnr:  # too few steps for the learning rate: keep the projection, say so
         return tuned_copy(G, proj.noise), info
     info.update(tuned=True, psnr=round(tuned_psnr, 3))

@@ -89,6 +89,70 @@ def mouth_drag(session, side: int = 1, fraction: float = 0.08, max_steps: int = 
     return {"widen": float(widen), "steps": len(steps), "converged": bool(steps[-1].converged)}
 
 
+def _loss_gap(a, b) -> dict:
+    """Per-step relative loss difference of two runs: largest, median, first step beyond 0.5 %."""
+    r = np.abs(np.asarray(a) / np.asarray(b) - 1)
+    beyond = np.nonzero(r > 0.005)[0]
+    return {"max": float(r.max()), "median": float(np.median(r)),
+            "first_beyond_0.5%": int(beyond[0]) if len(beyond) else None}
+
+
+def _free_runs(G, r, t: dict, control: bool) -> dict:
+    import torch
+
+    from ..projection import PivotalTuner
+    from ..projection.losses import psnr
+    from ..projection.ort_tune import OrtPivotalTuner
+
+    o = OrtPivotalTuner(G, r.ws, r.target, r.noise, threads=1, **t)
+    p = PivotalTuner(G, r.ws, r.target, r.noise, **t)
+    a, b = [s.loss for s in o.run()], [s.loss for s in p.run()]
+    out = {"loss": _loss_gap(a, b), "psnr_ort": psnr(o.render(), r.target), "psnr_torch": psnr(p.render(), r.target)}
+    if control:  # PyTorch against itself, every weight moved by ~1e-7 of itself: how fast does rounding grow?
+        q = PivotalTuner(G, r.ws, r.target, r.noise, **t)
+        g = torch.Generator().manual_seed(1)
+        with torch.no_grad():
+            for w in q._params:
+                w.mul_(1 + 1e-7 * torch.randn(w.shape, generator=g))
+        out["control_loss"] = _loss_gap([s.loss for s in q.run()], b)
+        out["psnr_control"] = psnr(q.render(), r.target)
+    return out
+
+
+def _resynced_run(G, r, t: dict) -> dict:
+    from ..projection import PivotalTuner
+    from ..projection.ort_tune import OrtPivotalTuner
+
+    o = OrtPivotalTuner(G, r.ws, r.target, r.noise, threads=1, **t)
+    p = PivotalTuner(G, r.ws, r.target, r.noise, **t)
+    params = {f"synthesis.{n}": w for n, w in p.tuned.synthesis.named_parameters()}
+    names = o.runtime.config["trainable"]
+    runs, losses, updates = (o.run(), p.run()), [], []
+    for _ in range(p.settings.num_steps):
+        before = {n: params[n].detach().numpy().copy() for n in names}
+        o.load_weights(before)
+        losses.append([next(run).loss for run in runs])
+        updates.append(max(float(np.abs(o.runtime.trainer.get(n) - params[n].detach().numpy()).max())
+                           for n in names))
+    a, b = np.array(losses).T
+    return {"loss": _loss_gap(a, b), "update_max_over_lr": max(updates) / p.settings.lr}
+
+
+def tuning_agreement(G, projection, tuning: dict | None = None, control: bool = False) -> dict:
+    """ONNX Runtime against PyTorch pivotal tuning of one projection (1 thread each), two ways:
+
+    - ``free``: each back-end tunes on its own. ``loss``: per-step relative loss difference (max, median, first
+      step beyond 0.5 %); the final PSNRs (dB). With ``control``, also PyTorch against PyTorch started from
+      weights moved by ~1e-7 of themselves (how fast float rounding grows in the tuning itself).
+    - ``resynced``: before every step ORT's weights are set to PyTorch's, so both take that step from the same
+      weights (each with its own Adam moments, built from the same gradients up to rounding). ``loss`` as
+      above; ``update_max_over_lr``: the largest difference of one weight's update, as a fraction of the peak
+      learning rate.
+    """
+    t = {**TUNING, **(tuning or {})}
+    return {"free": _free_runs(G, projection, t, control), "resynced": _resynced_run(G, projection, t)}
+
+
 def summary(G, n: int = 16) -> dict:
     """Every measured number: in-distribution PSNR, OOD projection vs tuning, the drag, times."""
     t0 = time.perf_counter()

@@ -84,6 +84,6 @@ def open_image(wb: Workbench, source=None, tune: bool | None = None, **kwargs) -
         wb._attach(new)
         p = new.picture
         tuned = f", tuned {p['psnr']:.2f} dB" if p["tuned"] else ""
-        wb._say(f"opened the picture: projection {p['projection_psnr']:.2f} dB{tuned}")
+        wb._say(f"opened the picture: projection {p['projection_psnr']:.2f} dB{tuned} (loss {p['loss']})")
 
     long_action(wb, "projecting the picture" + (" and tuning" if tune else ""), work, done)
