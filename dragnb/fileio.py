@@ -1,4 +1,5 @@
-"""Atomic file writes: a file appears complete or not at all, whatever crashes in between.
+"""Atomic file writes (a file appears complete or not at all, whatever crashes in between) and the user models
+folder.
 
 Every writer in dragnb that replaces a file the user keeps (sessions, weights, downloads, ORT manifests)
 goes through :func:`atomic_write`, so a killed process never leaves a half-written file under the real name.
@@ -12,6 +13,12 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def user_models_dir() -> Path:
+    """Folder searched for user checkpoints by name and for optional weights such as LPIPS' (``$DRAGNB_MODELS`` or
+    ``~/.cache/dragnb/models``)."""
+    return Path(os.environ.get("DRAGNB_MODELS", Path.home() / ".cache" / "dragnb" / "models"))
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], object], mode: int | None = None) -> Path:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from ..devices import resolve_device
+from ..fileio import user_models_dir  # noqa: F401  (part of this module's API)
 from ..stylegan.networks import Generator
 from .errors import CheckpointError, checkpoint_boundary
 from .native import is_native, load_native
@@ -13,11 +14,6 @@ from .native import is_native, load_native
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 BUNDLED = {"toyfaces": MODELS_DIR / "toyfaces.safetensors"}
 DEFAULT_MODEL = "toyfaces"
-
-
-def user_models_dir() -> Path:
-    """Folder searched for user checkpoints by name (``$DRAGNB_MODELS`` or ``~/.cache/dragnb/models``)."""
-    return Path(os.environ.get("DRAGNB_MODELS", Path.home() / ".cache" / "dragnb" / "models"))
 
 
 def resolve_model(path_or_name: str | os.PathLike) -> Path:

@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..fileio import user_models_dir
+
 NAME = "lpips-vgg"
 VGG_FILE = "vgg16-397923af.pth"
 VGG_SHA256_PREFIX = "397923af"
@@ -148,9 +150,8 @@ def build(vgg: dict, heads: dict) -> LPIPS:
 
 
 def weights_dir() -> Path:
-    """The user models folder: ``$DRAGNB_MODELS`` or ``~/.cache/dragnb/models`` (the rule of
-    ``dragnb.checkpoints.user_models_dir``, which this layer may not import)."""
-    return Path(os.environ.get("DRAGNB_MODELS", Path.home() / ".cache" / "dragnb" / "models"))
+    """The user models folder (:func:`dragnb.fileio.user_models_dir`)."""
+    return user_models_dir()
 
 
 def find_weights(folder=None) -> tuple[Path, Path] | None:
