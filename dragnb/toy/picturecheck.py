@@ -6,7 +6,7 @@
   the data never has (a green square painted on the cheek).
 
 One implementation shared by ``tests/test_projection_quality.py`` (the bars) and
-``python -m dragnb.toy.picturecheck`` (the numbers in docs/performance.md). Everything goes through the public
+``python -m dragnb.toy.picturecheck`` (the numbers in docs/projection.md). Everything goes through the public
 API: ``dragnb.projection`` and ``DragSession.from_image``.
 """
 
