@@ -97,6 +97,25 @@ def test_cli_project(model_path, picture, tmp_path, capsys):
     assert "error" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_defaults_are_the_measured_settings():
+    """What a user gets by default (``from_image``, ``tune``, ``dragnb project --tune``) is what the bars of
+    test_projection_quality.py were measured with (``dragnb.toy.picturecheck``)."""
+    import inspect
+
+    from dragnb.cli import build_parser
+    from dragnb.projection.tuning import TuningSettings, tune
+    from dragnb.toy import picturecheck
+
+    defaults = inspect.signature(DragSession.from_image).parameters
+    cli = build_parser().parse_args(["project", "x.png", "--out", "o", "--tune"])
+    settings = TuningSettings()
+    tune_steps = inspect.signature(tune).parameters["num_steps"].default
+    assert defaults["projection_steps"].default == cli.steps == picturecheck.PROJECTION_STEPS
+    assert (defaults["tuning_steps"].default == cli.tune_steps == tune_steps == settings.num_steps
+            == picturecheck.TUNING["num_steps"])
+    assert {k: getattr(settings, k) for k in picturecheck.TUNING} == picturecheck.TUNING
+
+
 def test_workbench_open_image(model_path, picture):
     pytest.importorskip("ipycanvas")
     from dragnb import Workbench

@@ -226,7 +226,7 @@ class PivotalTuner:
         return self.tuned
 
 
-def tune(G, projection, num_steps: int = 300, callback=None, **kwargs):
+def tune(G, projection, num_steps: int = TuningSettings.num_steps, callback=None, **kwargs):
     """Pivotal tuning from a :class:`~dragnb.projection.projector.Projection`: returns (tuned generator, PSNR).
     ``callback(step)`` sees every :class:`TuningStep`; returning True stops."""
     t = PivotalTuner(G, projection.ws, projection.target, projection.noise, num_steps=num_steps, **kwargs)

@@ -6,7 +6,7 @@
   the data never has (a green square painted on the cheek).
 
 One implementation shared by ``tests/test_projection_quality.py`` (the bars) and
-``python -m dragnb.toy.picturecheck`` (the numbers in docs/performance.md). Everything goes through the public
+``python -m dragnb.toy.picturecheck`` (the numbers in docs/projection.md). Everything goes through the public
 API: ``dragnb.projection`` and ``DragSession.from_image``.
 """
 
@@ -61,6 +61,31 @@ def projection_psnr(G, pictures, steps: int = PROJECTION_STEPS, latent_space: st
     from ..projection import project
 
     return [project(G, img, latent_space=latent_space, num_steps=steps).psnr for img in pictures]
+
+
+def ood_projection(G, name: str, steps: int = PROJECTION_STEPS):
+    """The W+ ``Projection`` of the out-of-distribution picture ``name`` (what ``from_image`` starts from)."""
+    from ..projection import project
+
+    return project(G, ood_picture(name), num_steps=steps)
+
+
+def tuned_psnr(G, projection, backend: str = "torch", tuning: dict | None = None) -> float:
+    """PSNR (dB) of the pivot's image against the picture after tuning ``projection`` on ``backend`` ("torch" or
+    "ort", 1 thread) with :data:`TUNING` (updated by ``tuning``)."""
+    from ..projection import PivotalTuner
+    from ..projection.losses import psnr
+
+    t = {**TUNING, **(tuning or {})}
+    if backend == "ort":
+        from ..projection.ort_tune import OrtPivotalTuner
+
+        tuner = OrtPivotalTuner(G, projection.ws, projection.target, projection.noise, threads=1, **t)
+    else:
+        tuner = PivotalTuner(G, projection.ws, projection.target, projection.noise, **t)
+    for _ in tuner.run():
+        pass
+    return psnr(tuner.render(), projection.target)
 
 
 def tuned_session(G, picture, backend: str = "torch", steps: int = PROJECTION_STEPS, tuning: dict | None = None):
@@ -154,7 +179,8 @@ def tuning_agreement(G, projection, tuning: dict | None = None, control: bool = 
 
 
 def summary(G, n: int = 16) -> dict:
-    """Every measured number: in-distribution PSNR, OOD projection vs tuning, the drag, times."""
+    """Every measured number: in-distribution PSNR, OOD projection vs tuning (``from_image`` on PyTorch, and
+    ``psnr_ort``: the same projection tuned on ONNX Runtime), the drag, times."""
     t0 = time.perf_counter()
     ind = projection_psnr(G, in_distribution(n))
     out = {"in_distribution": {"psnr_mean": float(np.mean(ind)), "psnr_min": float(np.min(ind)), "n": n,
@@ -164,6 +190,7 @@ def summary(G, n: int = 16) -> dict:
         s = tuned_session(G, ood_picture(name))
         out[name] = {**s.picture, "gain": s.picture["psnr"] - s.picture["projection_psnr"],
                      "seconds": time.perf_counter() - t0, "mouth": mouth_drag(s)}
+        out[name]["psnr_ort"] = tuned_psnr(G, ood_projection(G, name), "ort")
     return out
 
 
