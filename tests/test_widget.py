@@ -568,6 +568,15 @@ def test_compat_toggle(wb, tmp_path, drawn):
     assert (wb.lr.value, wb.lambda_mask.value) == (1e-3, 20)  # the controls show the mode's values
     wb.add_point((20, 30), (35, 30))
     assert wb.step() is not None and wb.last_error is None
+    wb.compat.value = "blog"  # the blog sample's loop: block 2 stays (set), no mask term
+    p = wb.session.params
+    assert wb.last_error is None and (p["compat"], p["lambda_mask"], p["l1_tracking"]) == ("blog", 0.0, True)
+    wb.mode.value = "mask"  # paint a movable stroke: blog mode says it is ignored
+    mouse(wb, "mousedown", *canvas_xy(10, 50))
+    mouse(wb, "mouseup", *canvas_xy(30, 50))
+    assert wb.session.mask is not None and "mask ignored" in wb.status.value
+    r = wb.step()
+    assert r is not None and r.mask == 0.0 and wb.last_error is None
     wb.compat.value = "dragnb"
     assert wb.session.params["lr"] == 2e-3
 

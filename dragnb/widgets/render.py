@@ -110,9 +110,11 @@ def draw_loss(c, losses) -> None:
     c.fill_text(f"loss (max {top:.3g}), mask part cyan; steps {int(steps[0])}-{int(steps[-1])}", 6, 12)
 
 
-def _mask_text(movable: np.ndarray | None) -> str:
+def _mask_text(movable: np.ndarray | None, compat: str = "dragnb") -> str:
     if movable is None:
         return ""
+    if compat == "blog":  # the blog sample's loss has no mask term: say so rather than let a painted mask mislead
+        return " &middot; mask ignored (blog mode has no mask term)"
     return f" &middot; mask: {100 * movable.mean():.0f} % movable"
 
 
@@ -127,7 +129,8 @@ def _lines(first: str, second: str) -> str:
 
 
 def _about(s, movable: np.ndarray | None) -> str:
-    return f"{s.W}x{s.H} px &middot; seed {s.seed} &middot; {s.backend_name}{_mask_text(movable)}"
+    return (f"{s.W}x{s.H} px &middot; seed {s.seed} &middot; {s.backend_name}"
+            f"{_mask_text(movable, s.params['compat'])}")
 
 
 def _speed(pace: Pace | None) -> str:
