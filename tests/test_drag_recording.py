@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import imageio.v3 as iio
 import numpy as np
 import pytest
@@ -88,3 +91,59 @@ def test_overlay_colours():
     ringed = draw_points(red, [(10, 20)], [(50, 40)])
     assert (ringed[20, 7:14] == 255).all(axis=1).any() and (ringed[20, 7:14] == HANDLE_COLOR).all(axis=1).any()
     assert (img == 128).all()  # drawn on a copy
+
+
+def test_frame_folder_goes_with_close_collection_and_exit(tmp_path):
+    """The folder of frames is removed by close(), by garbage collection, and at interpreter exit even when
+    something (a widget) keeps the recording alive to the end."""
+    import gc
+    import subprocess
+    import sys
+
+    img = np.zeros((8, 8, 3), np.uint8)
+    rec = Recording()
+    rec.add(0, img, [(1, 1)], [(5, 5)])
+    folder = rec._dir
+    assert rec.frames and folder.is_dir()
+    rec.close()
+    assert not folder.exists()
+
+    rec = Recording()
+    rec.add(0, img, [(1, 1)], [(5, 5)])
+    folder = rec._dir
+    rec.flush()  # a write in flight holds the recording until it is done
+    del rec
+    gc.collect()
+    assert not folder.exists()
+
+    code = ("import numpy as np; from dragnb.drag.recording import Recording\n"
+            "KEEP = [Recording()]\n"
+            "for i in range(20): KEEP[0].add(i, np.full((64, 64, 3), i, np.uint8), [(1, 1)], [(5, 5)])\n"
+            "print(KEEP[0]._dir)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() and not Path(out.strip()).exists()
+
+
+def test_folders_of_killed_processes_are_swept(tmp_path):
+    """A process killed outright leaves its folder; the next process that records deletes it, and leaves the
+    folders of processes still running alone."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from dragnb.drag.recording import PREFIX
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    orphan = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{dead}-"))
+    (orphan / "0000001.rgbz").write_bytes(b"x")
+    alive = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+    try:
+        code = "from dragnb.drag.recording import Recording; Recording().close()"
+        subprocess.run([sys.executable, "-c", code], check=True)
+        assert not orphan.exists()
+        assert alive.is_dir()
+    finally:
+        shutil.rmtree(orphan, ignore_errors=True)
+        shutil.rmtree(alive, ignore_errors=True)

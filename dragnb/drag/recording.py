@@ -1,6 +1,6 @@
 """Recording of a drag: every step's frame and points, kept on disk so memory stays bounded; GIF/MP4/PNG export.
 
-Frames are files in a temporary folder (removed with the recording): the pixels zlib-compressed (level 1,
+Frames are files in a temporary folder: the pixels zlib-compressed (level 1,
 lossless); RAM holds only the points and step indices. A writer thread compresses and writes them (and
 deletes thinned ones, in order) behind the step that made them, so a step does not wait for them; zlib
 compresses without holding Python's GIL, so the writer does not hold up the step thread either. At most
@@ -8,15 +8,22 @@ compresses without holding Python's GIL, so the writer does not hold up the step
 ``max_frames`` frames have been kept, every other one is dropped and from then on only every 2nd (4th, ...)
 step is kept, so a long drag still spans its whole length; the latest frame is always kept.
 
+The folder goes with the recording: on :meth:`Recording.close`, when it is garbage collected, or at the latest
+when the interpreter exits (a widget keeps its session alive to the end). A process killed outright (a kernel
+restart that had to kill) cannot clean up: its folder is named after its process id, and the next recording made
+on the machine deletes the folders of processes that no longer exist.
+
 Overlays: handle points red, targets blue, an arrow from each handle to its target (Pillow drawing).
 Points are (x, y) image pixels, as everywhere in the public API.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
+import weakref
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +35,7 @@ from PIL import Image, ImageDraw
 HANDLE_COLOR = (230, 30, 30)
 TARGET_COLOR = (30, 80, 240)
 PENDING = 8  # frames waiting for the writer at most: a step waits beyond it (a slow disk), memory stays bounded
+PREFIX = "dragnb-frames-"  # + "<pid>-" + mkdtemp's random part
 
 
 def draw_points(image: np.ndarray, handles_xy, targets_xy) -> np.ndarray:
@@ -60,6 +68,45 @@ def _write_image(path: Path, image: np.ndarray) -> None:
     path.write_bytes(np.array(image.shape, np.int32).tobytes() + zlib.compress(image.tobytes(), 1))
 
 
+def _remove_tree(path: Path) -> None:
+    """Delete a frame folder; a second pass if a write still in flight created a file during the first."""
+    for _ in range(2):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):  # another user's process, or not a pid we can ask about
+        return True
+    return True
+
+
+_swept = False
+
+
+def _sweep_orphans() -> None:
+    """Once per process: delete the frame folders of processes that no longer exist (killed without cleaning up).
+    Only folders this user owns can be deleted; a reused pid keeps its folder (harmless: the next sweep after that
+    process gets it)."""
+    global _swept
+    if _swept or os.name == "nt":  # Windows' os.kill(pid, 0) would terminate the process, not probe it
+        return
+    _swept = True
+    try:
+        entries = list(Path(tempfile.gettempdir()).glob(PREFIX + "*-*"))
+    except OSError:
+        return
+    for path in entries:
+        pid = path.name[len(PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            _remove_tree(path)
+
+
 def _read_image(path: Path) -> np.ndarray:
     """What :func:`_write_image` wrote, as uint8 [H, W, C]."""
     data = path.read_bytes()
@@ -87,7 +134,10 @@ class Recording:
         if max_frames < 2:
             raise ValueError("max_frames must be >= 2")
         self.max_frames = max_frames
-        self._dir = Path(tempfile.mkdtemp(prefix="dragnb-frames-"))
+        _sweep_orphans()
+        self._dir = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-"))
+        # Runs once: at close(), at garbage collection, or at interpreter exit (it holds no reference to self).
+        self._remove_dir = weakref.finalize(self, _remove_tree, self._dir)
         self._frames: list[Frame] = []
         self._stride = 1       # keep every stride-th offered frame
         self._offered = 0      # frames offered since the last clear
@@ -177,15 +227,8 @@ class Recording:
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.shutdown(wait=wait, cancel_futures=not wait)
-        shutil.rmtree(self._dir, ignore_errors=True)
+        self._remove_dir()
         self._frames, self._tail = [], None
-
-    def __del__(self):
-        try:
-            # No waiting: the last reference can go on the writer thread itself, which cannot join itself.
-            self.close(wait=False)
-        except Exception:  # interpreter shutdown: nothing useful to do
-            pass
 
     def _delete(self, frame: Frame) -> None:
         """Delete a frame's files once its writes are done (on the writer thread, in order)."""
