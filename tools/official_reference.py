@@ -38,9 +38,11 @@ and the settings (``r1_px``, ``r2_px``, ``lr``, ``lambda_mask``, ``feature_idx``
 from __future__ import annotations
 
 import argparse
+import atexit
 import copy
 import os
 import pickle
+import shutil
 import sys
 import tempfile
 import time
@@ -215,7 +217,9 @@ def stylegan2_path(pkl: str) -> str:
     pkl = os.path.abspath(pkl)
     if "stylegan2" in pkl:
         return pkl
-    link = os.path.join(tempfile.mkdtemp(prefix="official_pkl_"), "stylegan2_" + os.path.basename(pkl))
+    folder = tempfile.mkdtemp(prefix="official_pkl_")
+    atexit.register(shutil.rmtree, folder, True)
+    link = os.path.join(folder, "stylegan2_" + os.path.basename(pkl))
     os.symlink(pkl, link)
     return link
 

@@ -78,11 +78,10 @@ def official_worker(spec: dict) -> None:
     import dnnlib
     from viz.renderer import Renderer
 
-    pkl = os.path.abspath(spec["pkl"])
-    if "stylegan2" not in pkl:  # Renderer.get_network picks the architecture by the file name
-        d = tempfile.mkdtemp(prefix="official_pkl_")
-        os.symlink(pkl, os.path.join(d, "stylegan2_" + os.path.basename(pkl)))
-        pkl = os.path.join(d, "stylegan2_" + os.path.basename(pkl))
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from official_reference import stylegan2_path  # Renderer.get_network picks the architecture by the file name
+
+    pkl = stylegan2_path(spec["pkl"])
     r = Renderer(disable_timing=True)
     res = dnnlib.EasyDict()
     r.init_network(res, pkl, SEED, None, True, "const", PSI, None, None, LR)
