@@ -7,7 +7,8 @@
 * the up-sampling convolution (eager: transposed conv; exports: polyphase) equals zero insertion + conv;
 * eager FIR filtering (a depthwise conv) equals the export's form (channels folded into the batch);
 * tensors derived from frozen weights are reused only while the weight is unchanged;
-* the in-place elementwise ops of a forward without autograd give the numbers of the autograd forward.
+* the in-place elementwise ops of a forward without autograd give the numbers of the autograd forward;
+* NVIDIA's forms (official mode, ``ops.nvidia_form``) compute the same function.
 """
 
 from __future__ import annotations
@@ -117,3 +118,51 @@ def test_inplace_forward_equals_the_autograd_forward(tiny_generator):
         plain = G.synthesis(ws, noise_mode="const")
     traced = G.synthesis(ws.clone().requires_grad_(True), noise_mode="const")
     assert traced.requires_grad and torch.equal(traced.detach(), plain)
+
+
+@pytest.mark.parametrize("architecture", ["skip", "resnet", "orig"])
+def test_nvidia_form_is_the_same_function(architecture):
+    """``ops.nvidia_form`` (official mode's bit-exact forms: per-sample modulated weights, grouped convolutions over
+    a batch, addmm, padding then filter) computes the generator's default numbers to rounding, forward and the
+    gradient with respect to the ws, for a batch of two."""
+    from conftest import make_tiny_generator
+
+    G = make_tiny_generator(architecture=architecture, conv_clamp=256.0)
+    torch.manual_seed(1)
+    ws = G.mapping(torch.randn(2, G.z_dim), truncation_psi=0.7)
+
+    def run():
+        w = ws.clone().requires_grad_(True)
+        img, feat = G.synthesis(w, feature_block=G.num_blocks - 2, return_features=True)
+        (grad,) = torch.autograd.grad(feat.square().sum() + img.sum(), w)
+        return img.detach(), feat.detach(), grad
+
+    plain = run()
+    with ops.nvidia_form():
+        assert ops.in_nvidia_form()
+        nvidia = run()
+    assert not ops.in_nvidia_form()
+    for a, b in zip(plain, nvidia):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5 * float(a.abs().max()))
+
+
+def test_nvidia_form_stays_in_its_thread_and_out_of_exports():
+    """The switch is a context variable: another thread does not see it, and an ONNX export keeps its own forms."""
+    import threading
+
+    seen = []
+    with ops.nvidia_form():
+        t = threading.Thread(target=lambda: seen.append(ops.in_nvidia_form()))
+        t.start()
+        t.join()
+        assert ops.in_nvidia_form() and seen == [False]
+
+        class Probe(torch.nn.Module):
+            def forward(self, x):
+                seen.append(ops.in_nvidia_form())
+                return x + 1
+
+        import io
+
+        torch.onnx.export(Probe(), (torch.zeros(2),), io.BytesIO(), dynamo=False)
+    assert seen == [False, False]

@@ -11,25 +11,23 @@ Test data (``tools/official_reference.py`` regenerates both from an official che
 
 The drags must agree step by step: every tracked handle equal, the loss within 1e-4 relative, and the optimised
 ws within 1e-3 of the drag's displacement in the L2 norm over the six ws: ``|ws_k - ref_k| <= 1e-3 |ref_k - w0|``.
-(A max-norm is not stable: where a gradient entry is a few 1e-12, Adam's step there flips with its sign.) The
-features of two implementations differ by ~1e-6 (ours and NVIDIA's convolutions), the tracking margins go down to
-3e-5 (drag C, step 22): the tracking decisions must all come out the same.
+(A max-norm is not stable: where a gradient entry is a few 1e-12, Adam's step there flips with its sign.) Where
+two implementations' convolutions round otherwise, their features differ by ~1e-6 and the tracking margins go down
+to 3e-5 (drag C, step 22): the tracking decisions must all come out the same.
 
-Drag D (a mask) is held to 5e-3 and 5e-4 (measured on both back-ends: ws 1.9e-3, loss 2.6e-4). Its mask term is the
-official one: :func:`dragnb.drag.core.mask_loss` has the gradient of the official ``F.l1_loss(F * mask, F0 * mask)``
-bit for bit (test below), and our step (``core.drag_objective``, ``torch.optim.Adam``) run on NVIDIA's network
-reproduces D's recorded ws exactly. D parts because the mask term's gradient is the sign of F - F0 over its 195k
-fixed feature values: any rounding difference flips a few of those signs, and the difference grows. Our modulated
-convolutions (input scaled, one shared weight, output demodulated; the up-sampling one in polyphase form) round
-otherwise than NVIDIA's (one conv with the per-sample modulated and demodulated weight) by ~2 ulps at the median per
-layer, F and F0 differ from the official ones by up to 5e-6, and at every step 6-12 signs differ: the mask gradient
-moves by 5e-5 to 3e-3 of its size (with the official signs put in, ours equals it within 4e-7), each update,
-re-synced to the official ws at every step, by up to 1.8e-3 (PyTorch) and 3.4e-3 (ORT) of its size. Re-synced, D's
-loss agrees within 1e-4. Nothing short of the official step bit for bit meets 1e-3 on D: measured with our PyTorch
-generator rewritten in NVIDIA's form (not in the code), features equal bit for bit and gradients within 1.5e-7 still
-end 1.9e-3 apart, and so does a bit-exact forward and backward started from our w0, 1.2e-7 from the official one
-(our truncation is ``w_avg + psi (w - w_avg)``, NVIDIA's ``w_avg.lerp(w, psi)``); with both equal, all four drags'
-ws are equal bit for bit.
+On PyTorch, official mode computes the generator up to the features in NVIDIA's own forms
+(``dragnb.stylegan.ops.nvidia_form``: one modulated weight per sample, ``addmm`` for the affine layers, explicit
+padding before each filter, truncation by ``lerp``), and the step then reproduces all four recordings BIT FOR BIT
+on the PyTorch build and CPU the recording was made on (measured: every ws equal). All four drags are held to the
+bounds above.
+
+ONNX Runtime's convolutions round otherwise (~2 ulps per layer), which is harmless for A-C (ws within 8e-6) but not
+for drag D: its mask term's gradient is the sign of F - F0 over 195k fixed feature values, rounding differences flip
+6-12 of those signs per step, and the trajectory parts by 1.8e-3 (ws) and 1.1e-4 (loss). That is the conditioning
+of the official step itself, not an error of ours: the official arithmetic (our bit-exact PyTorch path) started one
+ulp away from the official w0 parts from the recording by 1.9e-3 and 2.7e-4 too, while A-C stay within 5e-5
+(:func:`test_official_step_is_ill_conditioned_with_a_mask`). So on ORT, D is held to 5e-3 / 5e-4, and, re-synced
+to the official ws before every step, each update within 5e-3 of its size and the loss within 1e-4.
 """
 
 from __future__ import annotations
@@ -49,8 +47,9 @@ from dragnb.drag.params import DragParams
 DATA = Path(__file__).parent / "data"
 NET = DATA / "official_small128.safetensors"
 REF = DATA / "official_drags_small128.npz"
-WS_TOL = {"A": 1e-3, "B": 1e-3, "C": 1e-3, "D": 5e-3}    # of |ref_k - w0| (L2 over the six ws)
-LOSS_TOL = {"A": 1e-4, "B": 1e-4, "C": 1e-4, "D": 5e-4}  # relative
+WS_TOL = 1e-3    # of |ref_k - w0| (L2 over the six ws)
+LOSS_TOL = 1e-4  # relative
+ORT_MASK_TOL = (5e-3, 5e-4)  # (ws, loss) of drag D on ORT: the official step's own conditioning (module docstring)
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +93,8 @@ def _rel_ws(ws, ref, name, k):
 def _check_drag(G, ref, name, backend, steps):
     s = _session(G, ref, name, backend)
     image = s.image
-    # The start: ws from seed 0 (our mapping: within 1.2e-7 of the official w0) and its image (truncated uint8).
-    np.testing.assert_allclose(s.ws, ref[f"{name}_w0"], rtol=0, atol=1e-6)
+    # The start: ws from seed 0 (our mapping truncates as NVIDIA's: the official w0 bit for bit) and its image.
+    np.testing.assert_array_equal(s.ws, ref[f"{name}_w0"])
     np.testing.assert_array_equal(s.ws[:, 6:], s._ws_seed[:, 6:])
     assert np.abs(image.astype(int) - ref[f"{name}_image_init"]).max() <= 1
     worst_loss = worst_ws = 0.0
@@ -107,8 +106,9 @@ def _check_drag(G, ref, name, backend, steps):
         worst_loss = max(worst_loss, abs(r.loss - want) / abs(want))
         worst_ws = max(worst_ws, _rel_ws(s.ws, ref, name, k + 1))
         assert not r.converged and not ref[f"{name}_stop"][k]
-    assert worst_loss <= LOSS_TOL[name], (name, backend, worst_loss)
-    assert worst_ws <= WS_TOL[name], (name, backend, worst_ws)
+    ws_tol, loss_tol = ORT_MASK_TOL if (backend, name) == ("ort", "D") else (WS_TOL, LOSS_TOL)
+    assert worst_loss <= loss_tol, (name, backend, worst_loss)
+    assert worst_ws <= ws_tol, (name, backend, worst_ws)
     if steps == 30:  # the image the official step 29 returned: that of ws_29
         diff = np.abs(r.image.astype(int) - ref[f"{name}_image_last_step"])
         assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
@@ -155,6 +155,24 @@ def test_official_mask_drag_resynced_each_step(official_generator, ref, backend)
         ours = b.ws()[0, :6] - ref[f"{name}_ws_first6"][k]
         theirs = ref[f"{name}_ws_first6"][k + 1] - ref[f"{name}_ws_first6"][k]
         assert np.linalg.norm(ours - theirs) <= 5e-3 * np.linalg.norm(theirs), k
+
+
+@pytest.mark.slow
+def test_official_step_is_ill_conditioned_with_a_mask(official_generator, ref):
+    """The official arithmetic (PyTorch, official mode) started one ulp above the official w0: the drags without a
+    mask stay within 1e-4 of the recording, the drag with a mask parts by more than the 1e-3 an implementation whose
+    convolutions round otherwise could be held to (module docstring)."""
+    worst = {}
+    for name in "AD":
+        s = _session(official_generator, ref, name, "torch")
+        w0 = ref[f"{name}_w0"].copy()
+        w0[0, :6] = np.nextafter(w0[0, :6], np.float32(np.inf))
+        s._restart(w0)
+        worst[name] = 0.0
+        for k in range(30):
+            s.step()
+            worst[name] = max(worst[name], _rel_ws(s.ws, ref, name, k + 1))
+    assert worst["A"] < 1e-4 and worst["D"] > 1e-3, worst
 
 
 # ----------------------------------------------------------------------------

@@ -14,7 +14,8 @@ each per round (the order rotates), so that a change of machine load hits all th
 Same drag on both sides: seed 0 (``RandomState(0).randn(1, 512)``), psi 0.7, W+ with 6 optimised ws, features of
 block 5, lr 1e-3, one handle moving (h/8, h/10) px, no mask, the official radii (r1 = round(3 h / 512) disk,
 r2 = round(12 h / 512) window). Each worker's first step (F0 and the reference features) and ``--warmup`` more
-are not timed. Workers time the step call alone (no messaging).
+are not timed. Workers time the step call alone (no messaging). ``--compat official`` times dragnb's official
+mode instead of its default arithmetic (the same settings, reached by that mode's defaults).
 
     .venv/bin/python tools/official_speed.py --official ../DragGAN --official-python ../venv/bin/python \\
         --pkl net256.pkl net512.pkl --threads 1 all --steps 5 --json docs/bench/official.json
@@ -111,9 +112,13 @@ def dragnb_worker(spec: dict) -> None:
     torch.set_num_threads(spec["threads"])  # the ORT back-end takes torch's thread count
     from dragnb import DragSession
 
-    s = DragSession(spec["model"], seed=SEED, truncation_psi=PSI, backend=spec["side"], latent_space="w+",
-                    feature_block=FEATURE_BLOCK, num_layers=NUM_LAYERS, lr=LR, r1=spec["r1"], r2=spec["r2"],
-                    device=spec.get("device", "cpu"))
+    common = dict(seed=SEED, truncation_psi=PSI, backend=spec["side"], latent_space="w+",
+                  device=spec.get("device", "cpu"))
+    if spec.get("compat", "dragnb") == "official":  # the same settings, by the mode's own defaults
+        s = DragSession(spec["model"], compat="official", **common)
+    else:
+        s = DragSession(spec["model"], feature_block=FEATURE_BLOCK, num_layers=NUM_LAYERS, lr=LR, r1=spec["r1"],
+                        r2=spec["r2"], **common)
     h = s.H
     (hr, hc), (tr, tc) = drag_rc(h)
     s.add_point(handle=(hc, hr), target=(tc, tr))  # (x, y)
@@ -188,7 +193,8 @@ def measure(pkl: Path, model: Path, threads: int, a) -> dict:
     if a.artifacts:
         env_dragnb["DRAGNB_ARTIFACTS"] = str(a.artifacts)
     base = {"threads": threads, "official": str(a.official), "pkl": str(pkl), "model": str(model),
-            "device": getattr(a, "device", "cpu")}  # dragnb's device (tools/device_check.py: the GPU)
+            "device": getattr(a, "device", "cpu"),  # dragnb's device (tools/device_check.py: the GPU)
+            "compat": getattr(a, "compat", "dragnb")}
     workers = {}
     load_before = os.getloadavg()
     try:
@@ -221,7 +227,8 @@ def measure(pkl: Path, model: Path, threads: int, a) -> dict:
         for w in workers.values():
             w.close()
     run = {"pkl": pkl.name, "model": model.name, "resolution": workers[sides[0]].info["resolution"],
-           "threads": threads, "steps": a.steps, "warmup": a.warmup, "loadavg_before": list(load_before),
+           "threads": threads, "compat": base["compat"], "steps": a.steps, "warmup": a.warmup,
+           "loadavg_before": list(load_before),
            "loadavg_after": list(os.getloadavg()), "sides": {}}
     for s in sides:
         run["sides"][s] = {"ms": [round(t, 1) for t in times[s]], "median_ms": round(statistics.median(times[s]), 1),
@@ -261,6 +268,9 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
     ap.add_argument("--warmup", type=int, default=1, help="untimed steps per side after the first one")
     ap.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    ap.add_argument("--compat", default="dragnb", choices=["dragnb", "official"],
+                    help="dragnb's mode: its default arithmetic given the official settings, or compat='official' "
+                         "(NVIDIA's forms up to the features on PyTorch: bit for bit the official numbers)")
     ap.add_argument("--work-dir", type=Path, help="where the converted networks go (default: a temporary folder)")
     ap.add_argument("--artifacts", type=Path, help="ORT artifact cache root (default: dragnb's)")
     ap.add_argument("--json", type=Path, help="write the results here")

@@ -9,6 +9,7 @@ here (both rules: ORT's AdamW in dragnb mode, ``torch.optim.Adam``'s in official
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import numpy as np
@@ -16,6 +17,7 @@ import torch
 
 from ..drag import core
 from ..drag.params import COMPAT_MODES
+from ..stylegan import ops
 from ..stylegan.networks import NOISE_MODES, Generator
 from .base import (
     ADAM_BETAS,
@@ -122,7 +124,9 @@ class TorchBackend(Backend):
         """(features :class:`~dragnb.drag.core.ResizedFeatures` at image size, image [3, H, W] or None) of one
         synthesis pass. The features stay at block resolution; tracking and the losses sample them where needed."""
         syn, fb = self.G.synthesis, self.feature_block
-        x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
+        # Official mode: up to the features, NVIDIA's forms: bit for bit the official step's numbers (ops.nvidia_form).
+        with ops.nvidia_form() if self.compat == "official" else contextlib.nullcontext():
+            x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
         feat = core.ResizedFeatures(x, self.size)
         if not render_image:
             return feat, None

@@ -141,7 +141,11 @@ class FullyConnectedLayer(nn.Module):
 
     def forward(self, x):  # [N, in] -> [N, out]
         g = self.weight_gain
-        y = x @ ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g).t()
+        w = ops.frozen_derived(self.weight, ("scaled", g), lambda w: w * g)
+        if not self.lrelu and ops.in_nvidia_form():  # the bias added inside the product, as NVIDIA's code does
+            b = self.bias if self.bias_gain == 1 else self.bias * self.bias_gain
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        y = x @ w.t()
         return bias_act(y, self.bias * self.bias_gain, self.lrelu, LRELU_GAIN if self.lrelu else 1.0, None)
 
 
@@ -184,7 +188,8 @@ class MappingNetwork(nn.Module):
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            head = self.w_avg + truncation_psi * (ws[:, :cutoff] - self.w_avg)
+            # w_avg + psi (w - w_avg), rounded as torch.lerp rounds it (NVIDIA's form: the same ws bit for bit)
+            head = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
             ws = torch.cat([head, ws[:, cutoff:]], dim=1)
         return ws
 
@@ -198,6 +203,8 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
     ``W'[n] = W * s[n]`` demodulated by ``rsqrt(sum W'^2)``, but the conv weight stays a shared
     constant, so the ONNX graph has no batch-dependent group count and ORT needs no weight gradient.
     """
+    if ops.in_nvidia_form():
+        return _modulated_conv2d_fused(x, weight, styles, demodulate, up, resample_filter)
     k = weight.shape[-1]
     x = x * styles[:, :, None, None]
     if up:
@@ -210,6 +217,24 @@ def modulated_conv2d(x, weight, styles, demodulate=True, up=False, resample_filt
         dcoefs = (styles.square() @ w2.t() + 1e-8).rsqrt()  # [N, Cout] = rsqrt(sum_{i,kh,kw} (W s)^2)
         y = y.mul_(dcoefs[:, :, None, None]) if inplace_ok(y, dcoefs) else y * dcoefs[:, :, None, None]
     return y
+
+
+def _modulated_conv2d_fused(x, weight, styles, demodulate, up, resample_filter):
+    """:func:`modulated_conv2d` as NVIDIA's reference code computes it (see ``ops.nvidia_form``): one weight per
+    sample, modulated then demodulated, and a grouped convolution over the batch folded into the channels."""
+    n, cin, h, w_ = x.shape
+    cout, _, k, _ = weight.shape
+    w = weight.unsqueeze(0) * styles.reshape(n, 1, -1, 1, 1)  # [N, Cout, Cin, k, k]
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [N, Cout]
+        w = w * dcoefs.reshape(n, -1, 1, 1, 1)
+    x = x.reshape(1, -1, h, w_)
+    if up:
+        wt = w.reshape(n, cout, cin, k, k).transpose(1, 2).reshape(n * cin, cout, k, k)
+        y = ops._up2_fir(F.conv_transpose2d(x, wt, stride=2, groups=n), k, resample_filter)
+    else:
+        y = F.conv2d(x, w.reshape(-1, cin, k, k), padding=k // 2, groups=n)
+    return y.reshape(n, -1, *y.shape[2:])
 
 
 class SynthesisLayer(nn.Module):

@@ -12,6 +12,12 @@ Pad (constant), Reshape and Gather, which all have CPU gradients, or with an op 
 Eager PyTorch runs the fastest equivalent instead (``conv_transpose2d``, a depthwise conv2d): the same numbers
 up to the order of float sums.
 
+Within :func:`nvidia_form` the generator computes every op up to the features in the very form of NVIDIA's
+reference code on the CPU (the modulated convolution with one per-sample weight, explicit padding before each
+filter, ``addmm`` for the affine layers): the same numbers BIT FOR BIT on the same PyTorch build, which is what
+``compat="official"`` needs (an L1 term's signs at rounding level decide its gradient). It costs the step a
+weight-gradient convolution per layer, so it is not the default.
+
 The DragGAN feature resize and bilinear sampling (gathers with separable weights) are in ``dragnb/drag/core.py``.
 
 All tensors are NCHW; pixel centres sit at integer coordinates.
@@ -19,9 +25,33 @@ All tensors are NCHW; pixel centres sit at integer coordinates.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 import torch.nn.functional as F
 from torch.utils.weak import WeakIdKeyDictionary
+
+# ----------------------------------------------------------------------------
+# NVIDIA's form
+
+_NVIDIA_FORM = contextvars.ContextVar("dragnb_nvidia_form", default=False)
+
+
+@contextlib.contextmanager
+def nvidia_form():
+    """Within this block (this thread or task only), the generator's eager ops take NVIDIA's reference forms."""
+    token = _NVIDIA_FORM.set(True)
+    try:
+        yield
+    finally:
+        _NVIDIA_FORM.reset(token)
+
+
+def in_nvidia_form() -> bool:
+    """Whether :func:`nvidia_form` is on (never during an ONNX export: its graphs keep their own forms)."""
+    return _NVIDIA_FORM.get() and not torch.onnx.is_in_onnx_export()
+
 
 # ----------------------------------------------------------------------------
 # Convolution
@@ -99,6 +129,8 @@ def fir2d(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain
     """
     n, c, h, w = x.shape
     fw = (f * gain).to(x.dtype)
+    if in_nvidia_form():  # padded copy, then a depthwise conv with a repeated (contiguous) filter
+        return F.conv2d(F.pad(x, list(pad)), fw[None, None].repeat(c, 1, 1, 1), groups=c)
     if torch.onnx.is_in_onnx_export():
         x = F.pad(x.reshape(n * c, 1, h, w), list(pad))
         y = conv2d(x, fw[None, None])
