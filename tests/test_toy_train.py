@@ -1,5 +1,8 @@
 """The toyfaces training script: checkpoints are atomic and a resumed run equals an uninterrupted one."""
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from dragnb.toy import train as T
@@ -87,3 +90,28 @@ def test_init_from_a_lower_resolution_grows_the_generator(tmp_path):
         want = ops.upsample2d(small(z, noise_mode="const"), big.synthesis.block(big.num_blocks - 1).resample_filter)
         got = big(z, noise_mode="const")
     torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+class _Payload:
+    """Unpickling this would run code (it writes a file): a checkpoint must never be unpickled that way."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "ran"))
+
+
+def test_a_checkpoint_runs_no_code(tmp_path):
+    """Checkpoints are read with weights_only: a file holding an object that would execute on unpickling is
+    refused, and nothing runs."""
+    import pickle
+
+    marker = tmp_path / "ran.txt"
+    bad = tmp_path / "ckpt-00000001.pt"
+    torch.save({"step": 1, "payload": _Payload(marker)}, bad)
+    with pytest.raises(pickle.UnpicklingError):
+        T.load_checkpoint(bad)
+    with pytest.raises(pickle.UnpicklingError):
+        T.generator_from_checkpoint(bad)
+    assert not marker.exists()

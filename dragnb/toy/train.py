@@ -211,7 +211,8 @@ def save_checkpoint(out: Path, state: dict, keep: int = 3) -> Path:
 
 
 def load_checkpoint(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    # weights_only: tensors, numbers, strings and containers only (a checkpoint is a file anyone could hand over).
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def generator_from_checkpoint(path, ema: bool = True) -> Generator:
