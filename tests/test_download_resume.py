@@ -220,3 +220,27 @@ def test_redirects_to_other_schemes_are_refused(server, dirs):
     with pytest.raises(DownloadError, match="302"):
         download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, accept_unverified=True)
     assert not dirs[0].exists() or not list(dirs[0].iterdir())
+
+
+def test_size_cap_refuses_announced_and_streamed_excess(server, dirs):
+    """More than ``max_bytes``: an announced length is refused before the body, a body without one (or longer
+    than announced) is stopped once past the cap; nothing is kept and nothing reaches the models folder."""
+    with pytest.raises(DownloadError, match="max_bytes"):
+        download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, chunk=4096,
+                 accept_unverified=True, max_bytes=len(A) - 1)
+    server.send_length = False
+    with pytest.raises(DownloadError, match="max_bytes"):
+        download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, chunk=4096,
+                 accept_unverified=True, max_bytes=100_000)
+    assert not list(dirs[1].iterdir()) and not (dirs[0] / "net.pkl").exists()
+    # a partial file started under a larger cap is not resumed past a smaller one
+    server.send_length = True
+    _interrupted(server, dirs)
+    with pytest.raises(DownloadError, match="max_bytes"):
+        download(server.url, dirs[0], part_dir=dirs[1], progress=False, timeout=10, chunk=4096,
+                 accept_unverified=True, max_bytes=len(A) - 1)
+    assert not list(dirs[1].iterdir())
+    assert _get(server, dirs, max_bytes=len(A)).read_bytes() == A  # exactly the cap is fine
+    for bad in (0, -1, 1.5, True, "9"):
+        with pytest.raises(ValueError, match="max_bytes"):
+            download(server.url, dirs[0] / "x", part_dir=dirs[1], accept_unverified=True, max_bytes=bad)

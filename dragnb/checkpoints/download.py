@@ -52,6 +52,10 @@ class KnownCheckpoint:
     note: str = ""
 
 
+# The largest file a download accepts by default: a training pickle of the largest generator the loaders accept
+# (5e8 elements, limits.MAX_ELEMENTS) with its discriminator fits; a server cannot fill the disk beyond it.
+MAX_DOWNLOAD_BYTES = 8 << 30
+
 _ADA = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/"
 _NGC = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 _SD = "https://storage.googleapis.com/self-distilled-stylegan/"
@@ -183,7 +187,7 @@ class _Restart(Exception):
     """The partial file cannot be continued (the remote file changed, or the server refused the range)."""
 
 
-def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float, chunk: int) -> None:
+def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float, chunk: int, max_bytes: int) -> None:
     """Download ``url`` into ``part``, continuing a partial file only when the remote file is provably the
     one it was started from (same strong ETag or Last-Modified, same length); otherwise from byte 0.
     Raises DownloadError unless ``part`` ends complete (its length checked against the server's)."""
@@ -196,13 +200,18 @@ def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float
         part.unlink(missing_ok=True)
         have, state = 0, {}
     try:
-        _fetch_once(url, part, meta_path, state, have, progress, timeout, chunk)
+        _fetch_once(url, part, meta_path, state, have, progress, timeout, chunk, max_bytes)
     except _Restart:
         part.unlink(missing_ok=True)
-        _fetch_once(url, part, meta_path, {}, 0, progress, timeout, chunk)
+        _fetch_once(url, part, meta_path, {}, 0, progress, timeout, chunk, max_bytes)
 
 
-def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progress, timeout, chunk) -> None:
+def _too_big(url: str, size: int, max_bytes: int) -> DownloadError:
+    return DownloadError(f"{url}: {size} bytes or more, over the {max_bytes}-byte limit (max_bytes); nothing kept")
+
+
+def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progress, timeout, chunk,
+                max_bytes) -> None:
     headers = {"User-Agent": "dragnb"}
     if have:
         headers["Range"] = f"bytes={have}-"
@@ -229,8 +238,16 @@ def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progre
             if not same:
                 raise _Restart
             total, mode = state["length"], "ab"
+            if total > max_bytes:
+                part.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                raise _too_big(url, total, max_bytes)
         elif status == 200:  # the whole file: no range support, or the remote file changed
             have, mode, total = 0, "wb", _length(h.get("Content-Length"))
+            if total is not None and total > max_bytes:  # refused before a byte is written
+                part.unlink(missing_ok=True)
+                meta_path.unlink(missing_ok=True)
+                raise _too_big(url, total, max_bytes)
             state = {"url": url, "etag": h.get("ETag"), "last_modified": h.get("Last-Modified"), "length": total}
             # written (atomically) before the body, so an interrupted body can be resumed and checked
             atomic_write_text(meta_path, json.dumps({k: v for k, v in state.items() if v is not None}))
@@ -252,6 +269,12 @@ def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progre
                         ) from None
                     if not block:
                         break
+                    have += len(block)
+                    if have > max_bytes:  # no length announced, or more sent than announced
+                        f.close()
+                        part.unlink(missing_ok=True)
+                        meta_path.unlink(missing_ok=True)
+                        raise _too_big(url, have, max_bytes)
                     f.write(block)
                     if bar is not None:
                         bar.update(len(block))
@@ -279,6 +302,7 @@ def download(
     timeout: float = 60.0,
     part_dir: str | os.PathLike | None = None,
     chunk: int = 1 << 20,
+    max_bytes: int = MAX_DOWNLOAD_BYTES,
 ) -> Path:
     """Download a checkpoint into ``models_dir`` and return its path; the file there is always verified.
 
@@ -289,6 +313,8 @@ def download(
         accept_unverified: accept a file with no known hash (trust on first use; warns with the computed hash).
         filename: file name in ``models_dir`` (default: the table's, or the URL's last path component).
         part_dir: where the ``.part`` file lives (default :func:`downloads_dir`; keep it outside ``models_dir``).
+        max_bytes: the most bytes accepted (default :data:`MAX_DOWNLOAD_BYTES`): a larger announced length is
+            refused before the body, and a body that grows past it is stopped and deleted.
     Raises:
         DownloadError: network failure, short file (the ``.part`` is kept for resuming) or hash mismatch
             (the ``.part`` is deleted). ValueError: no hash and not ``accept_unverified``.
@@ -321,7 +347,9 @@ def download(
 
     part_dir.mkdir(parents=True, exist_ok=True)
     part, meta_path = part_dir / f"{filename}.part", part_dir / f"{filename}.part.json"
-    _fetch(url, part, meta_path, progress, timeout, chunk)
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+    _fetch(url, part, meta_path, progress, timeout, chunk, max_bytes)
     digest = sha256_file(part)
     if expected is not None and digest != expected:
         part.unlink()
