@@ -1,6 +1,6 @@
 """``compat="official"``: the official DragGAN code's arithmetic, checked against numbers recorded from it.
 
-Test data (``tools/official_reference.py`` regenerates both from an official checkout):
+Test data (``tools/official_reference.py`` regenerates them from an official checkout):
 
 * ``data/official_small128.safetensors``: a 128 px StyleGAN2 (z = w = 512, 12 ws, random non-trivial weights)
   built and pickled by NVIDIA's own code, converted by ``dragnb convert``.
@@ -8,6 +8,8 @@ Test data (``tools/official_reference.py`` regenerates both from an official che
   seed 0, psi 0.7, W+, lr 1e-3, r1 / r2 = 1 / 3 px, lambda 20; CPU float32, 30 steps each): A one point, B three,
   C two pixels from the bottom-right corner, D two points with a mask. Points are (row, col); per step the
   handles before and after tracking, the loss, and the six optimised ws after the update.
+* ``data/official_small256.safetensors`` + ``official_drags_small256.npz``: the same at 256 px (fewer channels),
+  drags D and B (``--nets small256 --record-on small256 --drags D,B``): there the features are resized 2x.
 
 The drags must agree step by step: every tracked handle equal, the loss within 1e-4 relative, and the optimised
 ws within 1e-3 of the drag's displacement in the L2 norm over the six ws: ``|ws_k - ref_k| <= 1e-3 |ref_k - w0|``.
@@ -47,6 +49,8 @@ from dragnb.drag.params import DragParams
 DATA = Path(__file__).parent / "data"
 NET = DATA / "official_small128.safetensors"
 REF = DATA / "official_drags_small128.npz"
+NET256 = DATA / "official_small256.safetensors"  # features of the 128 px block resized 2x: the resize matters
+REF256 = DATA / "official_drags_small256.npz"     # drags D and B
 WS_TOL = 1e-3    # of |ref_k - w0| (L2 over the six ws)
 LOSS_TOL = 1e-4  # relative
 ORT_MASK_TOL = (5e-3, 5e-4)  # (ws, loss) of drag D on ORT: the official step's own conditioning (module docstring)
@@ -122,6 +126,16 @@ def _check_drag(G, ref, name, backend, steps):
 def test_official_drag_a_ten_steps_torch(official_generator, ref):
     """The fast case: drag A, 10 steps, PyTorch."""
     _check_drag(official_generator, ref, "A", "torch", 10)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+@pytest.mark.parametrize("name", ["D", "B"])
+def test_official_drags_at_256px(backend, name):
+    """A 256 px network: the official code resizes the 128 px block's features 2x (``F.interpolate``) and samples
+    them with ``grid_sample``; official mode on PyTorch takes those very ops (bit for bit here too), ORT its own."""
+    _backend_or_skip(backend)
+    _check_drag(dragnb.load_generator(NET256), dict(np.load(REF256)), name, backend, 30)
 
 
 @pytest.mark.slow

@@ -20,6 +20,9 @@ then, in dragnb's environment, convert the network and copy the trajectories int
     dragnb convert /tmp/official-ref/small128.pkl tests/data/official_small128.safetensors
     cp /tmp/official-ref/official_drags_small128.npz tests/data/
 
+The 256 px data of the same tests (features resized 2x by the official code): ``--nets small256 --record-on
+small256 --drags D,B`` writes ``small256.pkl`` and ``official_drags_small256.npz``.
+
 Runs on the CPU in float32 (on CUDA the official 128 px block runs in fp16: other numbers), one thread by default,
 in about a minute. The network and the trajectories are deterministic: the same torch version gives the same files.
 
@@ -55,6 +58,8 @@ import torch
 # others (default channels) are for timing against the official code.
 NETS = {
     "small128": (128, dict(channel_base=2048, channel_max=64), dict(num_layers=4, layer_features=64),
+                 dict(channel_base=256, channel_max=16)),
+    "small256": (256, dict(channel_base=4096, channel_max=64), dict(num_layers=4, layer_features=64),
                  dict(channel_base=256, channel_max=16)),
     "full256": (256, dict(channel_base=32768, channel_max=512), dict(num_layers=8),
                 dict(channel_base=256, channel_max=16)),
@@ -338,7 +343,8 @@ def main(argv=None) -> int:
     ap.add_argument("--official", required=True, help="path of an official DragGAN checkout")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--nets", default="small128", help=f"networks to build, comma-separated, of {sorted(NETS)}")
-    ap.add_argument("--pkl", help="record the drags on this pickle instead of the small128 just built")
+    ap.add_argument("--record-on", default="small128", help="the built network the drags run on")
+    ap.add_argument("--pkl", help="record the drags on this pickle instead of a network just built")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--drags", default="A,B,C,D")
     ap.add_argument("--threads", type=int, default=1)
@@ -349,7 +355,7 @@ def main(argv=None) -> int:
     os.makedirs(a.out, exist_ok=True)
     sys.path.insert(0, os.path.abspath(a.official))
     built = {name: write_network(name, a.out) for name in a.nets.split(",") if name}
-    pkl = a.pkl or built.get("small128")
+    pkl = a.pkl or built.get(a.record_on)
     if pkl is None:
         return 0
     import viz.renderer as renderer_module
@@ -362,7 +368,8 @@ def main(argv=None) -> int:
     for name in a.drags.split(","):
         for k, v in run_drag(renderer_module.Renderer, rec, pkl, name, a.steps).items():
             out[f"{name}_{k}"] = v
-    path = os.path.join(a.out, "official_drags_small128.npz")
+    tag = os.path.splitext(os.path.basename(a.pkl))[0] if a.pkl else a.record_on
+    path = os.path.join(a.out, f"official_drags_{tag}.npz")
     np.savez_compressed(path, **out)
     print(f"wrote {path} ({os.path.getsize(path) / 1e6:.2f} MB)")
     return 0

@@ -14,6 +14,7 @@ import functools
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..drag import core
 from ..drag.params import COMPAT_MODES
@@ -121,13 +122,17 @@ class TorchBackend(Backend):
     # ------------------------------------------------------------------ forward
 
     def _forward(self, ws: torch.Tensor, render_image: bool):
-        """(features :class:`~dragnb.drag.core.ResizedFeatures` at image size, image [3, H, W] or None) of one
-        synthesis pass. The features stay at block resolution; tracking and the losses sample them where needed."""
+        """(features at image size, image [3, H, W] or None) of one synthesis pass. The features are a
+        :class:`~dragnb.drag.core.ResizedFeatures` (they stay at block resolution; tracking and the losses sample
+        them where needed), or in official mode the dense [C, H, W] map the official code makes."""
         syn, fb = self.G.synthesis, self.feature_block
         # Official mode: up to the features, NVIDIA's forms: bit for bit the official step's numbers (ops.nvidia_form).
         with ops.nvidia_form() if self.compat == "official" else contextlib.nullcontext():
             x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
-        feat = core.ResizedFeatures(x, self.size)
+        if self.compat == "official":  # the official dense resize: F.interpolate's own rounding, forward and back
+            feat = F.interpolate(x, self.size, mode="bilinear", align_corners=False)[0]
+        else:
+            feat = core.ResizedFeatures(x, self.size)
         if not render_image:
             return feat, None
         with torch.no_grad():  # the rest of the network only draws the picture
@@ -186,10 +191,12 @@ class TorchBackend(Backend):
 
     @staticmethod
     @torch.no_grad()
-    def _full_map(feat: core.ResizedFeatures) -> np.ndarray:
-        """The features [C, H, W] as numpy, without a copy (the map is made for the caller and held by nobody
-        else): at 1024 px it is 1 GiB."""
-        return np.asarray(feat.full().detach().cpu().numpy(), np.float32)
+    def _full_map(feat) -> np.ndarray:
+        """The features [C, H, W] (a :class:`~dragnb.drag.core.ResizedFeatures` or, in official mode, the dense
+        map) as numpy, without a copy (the map is made for the caller and held by nobody else): at 1024 px it is
+        1 GiB."""
+        full = feat.full() if isinstance(feat, core.ResizedFeatures) else feat
+        return np.asarray(full.detach().cpu().numpy(), np.float32)
 
     def _ref_tensor(self, ref_feats) -> torch.Tensor:
         """The handles' reference features on the device, uploaded once per array object (the session passes the

@@ -313,9 +313,30 @@ def official_motion_loss(feat, handles_rc, targets_rc, box, coords, radius,
     _, h, w = feat.shape
     unit, dist, active = _directions(handles_rc, targets_rc)
     pix, keep = official_disk(handles_rc, box, coords, radius, h, w)
-    per_point = _disk_term(feat, pix, keep, unit, stop_gradient,
-                           lambda rows, cols: (_through_grid(rows, h), _through_grid(cols, w)))
+    if isinstance(feat, ResizedFeatures) or torch.onnx.is_in_onnx_export():
+        per_point = _disk_term(feat, pix, keep, unit, stop_gradient,
+                               lambda rows, cols: (_through_grid(rows, h), _through_grid(cols, w)))
+    else:
+        per_point = _official_disk_term_dense(feat, pix, keep, unit)
     return (per_point * active).sum(), per_point, dist
+
+
+def _official_disk_term_dense(feat, pix, keep, unit) -> torch.Tensor:
+    """:func:`_disk_term` of the official motion loss on a dense map [C, H, W] in eager PyTorch, with the official
+    code's own ops (``grid_sample`` on the map, ``l1_loss``): the same numbers up to rounding, and with PyTorch's
+    rounding of both the samples and their gradient (how the official step reaches ``feat``, bit for bit) -> [P]."""
+    _, h, w = feat.shape
+    losses = []
+    for j in range(pix.shape[0]):
+        sel = keep[j] > 0
+        rows, cols = pix[j, sel, 0], pix[j, sel, 1]  # row-major, as torch.where lists the official disk
+        if rows.numel() == 0:  # no pixel in the disk: no term (as _disk_term; the official mean would be NaN)
+            losses.append(feat.new_zeros(()))
+            continue
+        grid = torch.stack([(cols + unit[j, 1]) / (w - 1) * 2 - 1, (rows + unit[j, 0]) / (h - 1) * 2 - 1], dim=-1)
+        shifted = torch.nn.functional.grid_sample(feat[None], grid[None, None], align_corners=True).squeeze(2)
+        losses.append(torch.nn.functional.l1_loss(feat[None][:, :, rows, cols].detach(), shifted))
+    return torch.stack(losses)
 
 
 def _blog_grid(pos: torch.Tensor, n: int) -> torch.Tensor:

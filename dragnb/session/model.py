@@ -114,10 +114,16 @@ def seed_ws(G, backend, seed: int, psi: float, c: np.ndarray | None = None) -> n
     label = None if not G.c_dim else np.asarray(c if c is not None else check_label(None, G.c_dim), np.float32)
     if isinstance(G, ArtifactModel):
         return np.asarray(backend.runtime.mapping(z, psi, None if label is None else label[None]), np.float32)
+    import contextlib
+
     import torch
 
+    from ..stylegan import ops
+
     device = next(G.parameters()).device
-    with torch.no_grad():
+    # Official mode truncates as NVIDIA's code does (lerp): the official w0 bit for bit.
+    form = ops.nvidia_form() if getattr(backend, "compat", "dragnb") == "official" else contextlib.nullcontext()
+    with torch.no_grad(), form:
         c_t = None if label is None else torch.from_numpy(label[None]).to(device)
         ws = G.mapping(torch.from_numpy(z).float().to(device), c_t, truncation_psi=psi)
     return ws.cpu().numpy().astype(np.float32)

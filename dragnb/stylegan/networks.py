@@ -188,8 +188,10 @@ class MappingNetwork(nn.Module):
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            # w_avg + psi (w - w_avg), rounded as torch.lerp rounds it (NVIDIA's form: the same ws bit for bit)
-            head = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+            if ops.in_nvidia_form():  # NVIDIA's form: torch.lerp's rounding, the official ws bit for bit
+                head = self.w_avg.lerp(ws[:, :cutoff], truncation_psi)
+            else:
+                head = self.w_avg + truncation_psi * (ws[:, :cutoff] - self.w_avg)
             ws = torch.cat([head, ws[:, cutoff:]], dim=1)
         return ws
 
