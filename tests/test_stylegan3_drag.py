@@ -133,3 +133,14 @@ def test_transform_is_part_of_the_ort_artifacts(sg3t):
     finally:
         sg3t.set_transform()
     assert cache_key(sg3t, 5)[0] == key0
+
+
+@pytest.mark.slow
+def test_official_mode_on_stylegan3_agrees_across_backends(sg3t):
+    """compat="official" on a StyleGAN3 network: PyTorch (the official dense map and grid_sample) and ORT (our
+    sampled features) take the same drag to rounding (no mask: a mask's L1 signs would amplify the rounding)."""
+    pytest.importorskip("onnxruntime")
+    s_t, a, da = _drag(sg3t, "torch", 8, mask=None, compat="official", r1=2)  # 64 px: the official r1 rounds to 0
+    s_o, b, db = _drag(sg3t, "ort", 8, mask=None, compat="official", r1=2)
+    assert s_t.params["r1"] == s_o.params["r1"] == 2 and s_t.params["lr"] == 1e-3
+    _compare(a, b, da, db)
