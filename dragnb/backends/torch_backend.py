@@ -125,11 +125,12 @@ class TorchBackend(Backend):
         """(features at image size, image [3, H, W] or None) of one synthesis pass. The features are a
         :class:`~dragnb.drag.core.ResizedFeatures` (they stay at block resolution; tracking and the losses sample
         them where needed), or in official mode the dense [C, H, W] map the official code makes."""
-        syn, fb = self.G.synthesis, self.feature_block
-        # Official mode: up to the features, NVIDIA's forms: bit for bit the official step's numbers (ops.nvidia_form).
-        with ops.nvidia_form() if self.compat == "official" else contextlib.nullcontext():
+        syn, fb, official = self.G.synthesis, self.feature_block, self.compat == "official"
+        # Official mode: NVIDIA's forms up to the features and the official dense resize (F.interpolate's own
+        # rounding, forward and back): bit for bit the official step's numbers (ops.nvidia_form).
+        with ops.nvidia_form() if official else contextlib.nullcontext():
             x, img = syn.run_blocks(ws, 0, fb + 1, noise_mode=self.noise_mode, render_rgb=render_image)
-        if self.compat == "official":  # the official dense resize: F.interpolate's own rounding, forward and back
+        if official:
             feat = F.interpolate(x, self.size, mode="bilinear", align_corners=False)[0]
         else:
             feat = core.ResizedFeatures(x, self.size)

@@ -206,7 +206,10 @@ def _fetch(url: str, part: Path, meta_path: Path, progress: bool, timeout: float
         _fetch_once(url, part, meta_path, {}, 0, progress, timeout, chunk, max_bytes)
 
 
-def _too_big(url: str, size: int, max_bytes: int) -> DownloadError:
+def _too_big(url: str, size: int, max_bytes: int, part: Path, meta_path: Path) -> DownloadError:
+    """Delete the partial file and its state; the error to raise for ``size`` bytes over ``max_bytes``."""
+    part.unlink(missing_ok=True)
+    meta_path.unlink(missing_ok=True)
     return DownloadError(f"{url}: {size} bytes or more, over the {max_bytes}-byte limit (max_bytes); nothing kept")
 
 
@@ -238,16 +241,12 @@ def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progre
             if not same:
                 raise _Restart
             total, mode = state["length"], "ab"
-            if total > max_bytes:
-                part.unlink(missing_ok=True)
-                meta_path.unlink(missing_ok=True)
-                raise _too_big(url, total, max_bytes)
+            if total > max_bytes:  # started under a larger limit
+                raise _too_big(url, total, max_bytes, part, meta_path)
         elif status == 200:  # the whole file: no range support, or the remote file changed
             have, mode, total = 0, "wb", _length(h.get("Content-Length"))
             if total is not None and total > max_bytes:  # refused before a byte is written
-                part.unlink(missing_ok=True)
-                meta_path.unlink(missing_ok=True)
-                raise _too_big(url, total, max_bytes)
+                raise _too_big(url, total, max_bytes, part, meta_path)
             state = {"url": url, "etag": h.get("ETag"), "last_modified": h.get("Last-Modified"), "length": total}
             # written (atomically) before the body, so an interrupted body can be resumed and checked
             atomic_write_text(meta_path, json.dumps({k: v for k, v in state.items() if v is not None}))
@@ -272,9 +271,7 @@ def _fetch_once(url, part: Path, meta_path: Path, state: dict, have: int, progre
                     have += len(block)
                     if have > max_bytes:  # no length announced, or more sent than announced
                         f.close()
-                        part.unlink(missing_ok=True)
-                        meta_path.unlink(missing_ok=True)
-                        raise _too_big(url, have, max_bytes)
+                        raise _too_big(url, have, max_bytes, part, meta_path)
                     f.write(block)
                     if bar is not None:
                         bar.update(len(block))
@@ -319,6 +316,8 @@ def download(
         DownloadError: network failure, short file (the ``.part`` is kept for resuming) or hash mismatch
             (the ``.part`` is deleted). ValueError: no hash and not ``accept_unverified``.
     """
+    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     entry = KNOWN.get(name_or_url)
     if entry is None and not re.match(r"https?://", name_or_url):
         raise ValueError(f"unknown checkpoint {name_or_url!r}: use a URL or one of {sorted(KNOWN)}")
@@ -347,8 +346,6 @@ def download(
 
     part_dir.mkdir(parents=True, exist_ok=True)
     part, meta_path = part_dir / f"{filename}.part", part_dir / f"{filename}.part.json"
-    if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 1:
-        raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
     _fetch(url, part, meta_path, progress, timeout, chunk, max_bytes)
     digest = sha256_file(part)
     if expected is not None and digest != expected:

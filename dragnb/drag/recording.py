@@ -81,7 +81,7 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except (PermissionError, OSError, OverflowError):  # another user's process, or not a pid we can ask about
+    except (OSError, OverflowError):  # another user's process (PermissionError), or not a pid we can ask about
         return True
     return True
 

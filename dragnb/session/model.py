@@ -122,7 +122,7 @@ def seed_ws(G, backend, seed: int, psi: float, c: np.ndarray | None = None) -> n
 
     device = next(G.parameters()).device
     # Official mode truncates as NVIDIA's code does (lerp): the official w0 bit for bit.
-    form = ops.nvidia_form() if getattr(backend, "compat", "dragnb") == "official" else contextlib.nullcontext()
+    form = ops.nvidia_form() if backend.compat == "official" else contextlib.nullcontext()
     with torch.no_grad(), form:
         c_t = None if label is None else torch.from_numpy(label[None]).to(device)
         ws = G.mapping(torch.from_numpy(z).float().to(device), c_t, truncation_psi=psi)

@@ -233,7 +233,7 @@ def _modulated_conv2d_fused(x, weight, styles, demodulate, up, resample_filter):
     x = x.reshape(1, -1, h, w_)
     if up:
         wt = w.reshape(n, cout, cin, k, k).transpose(1, 2).reshape(n * cin, cout, k, k)
-        y = ops._up2_fir(F.conv_transpose2d(x, wt, stride=2, groups=n), k, resample_filter)
+        y = ops.up2_fir(F.conv_transpose2d(x, wt, stride=2, groups=n), k, resample_filter)
     else:
         y = F.conv2d(x, w.reshape(-1, cin, k, k), padding=k // 2, groups=n)
     return y.reshape(n, -1, *y.shape[2:])

@@ -188,10 +188,10 @@ def conv3x3_up2(x: torch.Tensor, weight: torch.Tensor, f: torch.Tensor) -> torch
         return _conv3x3_up2_zero_insertion(x, weight, f)
     if UP_CONV == "auto" and not torch.onnx.is_in_onnx_export():
         wt = frozen_derived(weight, "transposed", lambda w: w.transpose(0, 1).contiguous())
-        return _up2_fir(F.conv_transpose2d(x, wt, stride=2), k, f)
+        return up2_fir(F.conv_transpose2d(x, wt, stride=2), k, f)
     if UP_CONV == "auto" and conv_transpose_export_hook is not None:
-        return _up2_fir(conv_transpose_export_hook(x, weight.transpose(0, 1)), k, f)
-    return _up2_fir(_transposed_polyphase(x, weight), k, f)
+        return up2_fir(conv_transpose_export_hook(x, weight.transpose(0, 1)), k, f)
+    return up2_fir(_transposed_polyphase(x, weight), k, f)
 
 
 def _transposed_polyphase(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -225,7 +225,9 @@ def _phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     return wp.reshape(cout, cin, 2, t, 2, t).permute(2, 4, 0, 1, 3, 5).reshape(4 * cout, cin, t, t)
 
 
-def _up2_fir(y: torch.Tensor, k: int, f: torch.Tensor) -> torch.Tensor:
+def up2_fir(y: torch.Tensor, k: int, f: torch.Tensor) -> torch.Tensor:
+    """The FIR filtering (gain 4) after a stride-2 transposed convolution with a k x k kernel: [N, C, 2H + k - 2,
+    2W + k - 2] -> [N, C, 2H, 2W]."""
     # Remaining FIR padding so that the output is exactly 2H x 2W (1 on each side for k=3 and a 4-tap filter).
     fk, pad = f.shape[-1], k // 2
     p0 = pad + (fk + 1) // 2 - (k - 1)
@@ -241,7 +243,7 @@ def _conv3x3_up2_zero_insertion(x: torch.Tensor, weight: torch.Tensor, f: torch.
     # torch.flip exports as a negative-step Slice, which fails in ORT training; flip by indexing instead.
     idx = torch.arange(k - 1, -1, -1, device=weight.device)
     w = weight.index_select(2, idx).index_select(3, idx)
-    return _up2_fir(conv2d(xz, w), k, f)  # conv: [N, Cout, 2H+1, 2W+1]
+    return up2_fir(conv2d(xz, w), k, f)  # conv: [N, Cout, 2H+1, 2W+1]
 
 
 # ----------------------------------------------------------------------------
